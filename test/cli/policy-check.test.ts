@@ -1,0 +1,121 @@
+/** `cloister policy check` as a user runs it: exit codes, output formats, every error. */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { parse as parseYaml } from "yaml";
+import { runCli } from "../helpers/cli.ts";
+
+const FIXTURES = join(import.meta.dirname, "..", "fixtures", "policies");
+const dir = mkdtempSync(join(tmpdir(), "cloister-cli-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("cloister policy check", () => {
+  const valid = join(FIXTURES, "valid", "design-example.yaml");
+
+  test("a valid policy: exit 0 and the hash; json and yaml give {name, hash}", async () => {
+    const text = await runCli(["policy", "check", valid]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^[0-9a-f]{64}\n$/);
+    const json = await runCli(["policy", "check", valid, "--output", "json"]);
+    assert.deepEqual(JSON.parse(json.stdout), { name: "acme/shop", hash: text.stdout.trim() });
+    const yaml = await runCli(["policy", "check", valid, "-o", "yaml"]);
+    assert.deepEqual(parseYaml(yaml.stdout), { name: "acme/shop", hash: text.stdout.trim() });
+  });
+
+  test("an invalid policy: exit 1 and every error as FILE:LINE:COL: field: message", async () => {
+    const file = join(FIXTURES, "invalid", "many-errors.yaml");
+    const r = await runCli(["policy", "check", file]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, "");
+    const lines = r.stderr.trim().split("\n");
+    assert.equal(lines.length, 4, r.stderr);
+    assert.equal(
+      lines[0],
+      `${file}:7:46: security.attestation.tolerate[0]: expected debug-mode, outdated-tcb, configuration-needed, sw-hardening-needed, got "nothing"`,
+    );
+    assert.match(lines[1]!, new RegExp(`^${file}:12:10: services\\[0\\]\\.pwd: `));
+    assert.match(
+      lines[2]!,
+      new RegExp(`^${file}:14:28: secrets\\[0\\]\\.siz: unknown field \\(did you mean "size"\\?\\)$`),
+    );
+    assert.equal(lines[3], `3 problems in ${file}`);
+  });
+
+  test("json errors are machine-readable on stdout", async () => {
+    const r = await runCli(["policy", "check", join(FIXTURES, "invalid", "many-errors.yaml"), "-o", "json"]);
+    assert.equal(r.code, 1);
+    const { errors } = JSON.parse(r.stdout) as {
+      errors: { line: number; column: number; field: string; message: string }[];
+    };
+    assert.deepEqual(
+      errors.map((e) => [e.line, e.column, e.field]),
+      [
+        [7, 46, "security.attestation.tolerate[0]"],
+        [12, 10, "services[0].pwd"],
+        [14, 28, "secrets[0].siz"],
+      ],
+    );
+  });
+
+  test("reads standard input with -", async () => {
+    const r = await runCli(["policy", "check", "-"], { input: 'version: "1"\nname: from/stdin\n' });
+    assert.equal(r.code, 0, r.stderr);
+    const bad = await runCli(["policy", "check", "-"], { input: 'version: "1"\n' });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /^<stdin>:1:1: name: missing/);
+  });
+
+  test("unreadable input fails with one clear line", async () => {
+    const missing = await runCli(["policy", "check", join(dir, "nope.yaml")]);
+    assert.equal(missing.code, 1);
+    assert.equal(missing.stderr, `cloister: ${join(dir, "nope.yaml")}: no such file\n`);
+    const isDir = await runCli(["policy", "check", dir]);
+    assert.equal(isDir.code, 1);
+    assert.match(isDir.stderr, /is a directory/);
+    const binary = join(dir, "binary.yaml");
+    writeFileSync(binary, Buffer.from([0x76, 0x00, 0xff, 0xfe]));
+    const bin = await runCli(["policy", "check", binary]);
+    assert.equal(bin.code, 1);
+    assert.match(bin.stderr, /not UTF-8 text/);
+    const huge = join(dir, "huge.yaml");
+    writeFileSync(huge, `# ${"x".repeat(1024 * 1024)}\n`);
+    const big = await runCli(["policy", "check", huge]);
+    assert.equal(big.code, 1);
+    assert.match(big.stderr, /larger than 1048576 bytes/);
+  });
+
+  test("usage errors exit 2", async () => {
+    const noFile = await runCli(["policy", "check"]);
+    assert.equal(noFile.code, 2);
+    assert.match(noFile.stderr, /missing required argument 'file'/);
+    const badOutput = await runCli(["policy", "check", valid, "--output", "xml"]);
+    assert.equal(badOutput.code, 2);
+    assert.match(badOutput.stderr, /Allowed choices are text, json, yaml/);
+    const unknown = await runCli(["policy", "chek", valid]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /Did you mean check\?/);
+  });
+
+  test("--help teaches: the exit codes, the error format, the docs", async () => {
+    const r = await runCli(["policy", "check", "--help"]);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /FILE:LINE:COL/);
+    assert.match(r.stdout, /docs\/policy\.md/);
+    const top = await runCli(["--help"]);
+    assert.equal(top.code, 0);
+    assert.match(top.stdout, /identity/);
+    assert.match(top.stdout, /Exit codes: 0 ok, 1 refused or failed, 2 usage/);
+  });
+
+  test("the same policy written differently prints the same hash", async () => {
+    const a = join(dir, "a.yaml");
+    const b = join(dir, "b.json");
+    writeFileSync(a, 'version: "1"\nname: x/y\nsecrets:\n  - {name: k, kind: binary}   # 32 bytes\n');
+    writeFileSync(b, '{"secrets":[{"size":32,"kind":"binary","name":"k","export":[]}],"name":"x/y","version":1}');
+    const [ra, rb] = await Promise.all([runCli(["policy", "check", a]), runCli(["policy", "check", b])]);
+    assert.equal(ra.code, 0, ra.stderr);
+    assert.equal(ra.stdout, rb.stdout);
+  });
+});

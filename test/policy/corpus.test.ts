@@ -1,0 +1,74 @@
+/**
+ * The policy corpus: every valid fixture checks, every invalid one fails with exactly the
+ * errors its `# expect: LINE:COL field: fragment` lines name (for JSON, in FILE.expect).
+ */
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { checkPolicyText } from "../../src/policy/check.ts";
+
+const FIXTURES = join(import.meta.dirname, "..", "fixtures", "policies");
+const policyFiles = (dir: string) =>
+  readdirSync(join(FIXTURES, dir))
+    .filter((f) => f.endsWith(".yaml") || f.endsWith(".json"))
+    .sort();
+
+describe("valid policies", () => {
+  const files = policyFiles("valid");
+  test("the corpus has at least 30 valid policies", () => assert.ok(files.length >= 30, `${files.length}`));
+  for (const file of files) {
+    test(file, () => {
+      const result = checkPolicyText(readFileSync(join(FIXTURES, "valid", file), "utf8"), file);
+      assert.ok(
+        result.ok,
+        result.ok ? "" : result.errors.map((e) => `${e.line}:${e.column} ${e.field}: ${e.message}`).join("\n"),
+      );
+      assert.match(result.hash, /^[0-9a-f]{64}$/);
+    });
+  }
+});
+
+interface Expectation {
+  line: number;
+  column: number;
+  field: string;
+  fragment: string;
+}
+
+function expectations(file: string, text: string): Expectation[] {
+  const source = file.endsWith(".json") ? readFileSync(join(FIXTURES, "invalid", `${file}.expect`), "utf8") : text;
+  return [...source.matchAll(/^# expect: (\d+):(\d+) (\S+): (.+)$/gm)].map((m) => ({
+    line: Number(m[1]),
+    column: Number(m[2]),
+    field: m[3]!,
+    fragment: m[4]!,
+  }));
+}
+
+describe("invalid policies", () => {
+  const files = policyFiles("invalid");
+  test("the corpus has at least 60 invalid policies", () => assert.ok(files.length >= 60, `${files.length}`));
+  for (const file of files) {
+    test(file, () => {
+      const text = readFileSync(join(FIXTURES, "invalid", file), "utf8");
+      const expected = expectations(file, text);
+      assert.ok(expected.length > 0, `${file} states no expectation`);
+      const result = checkPolicyText(text, file);
+      assert.equal(result.ok, false, `${file} was accepted`);
+      if (result.ok) return;
+      const got = result.errors.map((e) => `${e.line}:${e.column} ${e.field}: ${e.message}`);
+      assert.equal(
+        result.errors.length,
+        expected.length,
+        `expected ${expected.length} errors, got:\n${got.join("\n")}`,
+      );
+      for (const x of expected) {
+        const match = result.errors.find(
+          (e) => e.line === x.line && e.column === x.column && e.field === x.field && e.message.includes(x.fragment),
+        );
+        assert.ok(match, `no error ${x.line}:${x.column} ${x.field}: …${x.fragment}… among:\n${got.join("\n")}`);
+      }
+    });
+  }
+});
