@@ -41,13 +41,7 @@ export async function main(argv: readonly string[], io: Io = processIo): Promise
     return EXIT_OK;
   } catch (error) {
     if (error instanceof CommanderError) {
-      if (
-        error.code === "commander.helpDisplayed" ||
-        error.code === "commander.version" ||
-        error.code === "commander.help"
-      )
-        return EXIT_OK;
-      // A bare group (`cloister identity`) prints its help and is a usage error.
+      // --help and --version exit 0; a bare group (`cloister identity`) prints its help and is a usage error.
       return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
     }
     if (error instanceof CliError) {

@@ -24,14 +24,15 @@ See docs/policy.md for the language.`,
     )
     .action(async (file: string, opts: { output: OutputFormat }) => {
       const text = await readPolicyFile(file, io);
-      const result = checkPolicyText(text, file === "-" ? "<stdin>" : file);
+      const shown = file === "-" ? "<stdin>" : file;
+      const result = checkPolicyText(text, shown);
       if (result.ok) {
         io.stdout(render(opts.output, { name: result.policy.name, hash: result.hash }, () => result.hash));
         return;
       }
       if (opts.output === "text") {
         io.stderr(`${result.errors.map(formatPolicyError).join("\n")}\n`);
-        io.stderr(`${result.errors.length} problem${result.errors.length === 1 ? "" : "s"} in ${file}\n`);
+        io.stderr(`${result.errors.length} problem${result.errors.length === 1 ? "" : "s"} in ${shown}\n`);
       } else {
         io.stdout(render(opts.output, { errors: result.errors }, () => ""));
       }

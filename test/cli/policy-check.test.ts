@@ -65,6 +65,7 @@ describe("cloister policy check", () => {
     const bad = await runCli(["policy", "check", "-"], { input: 'version: "1"\n' });
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^<stdin>:1:1: name: missing/);
+    assert.match(bad.stderr, /1 problem in <stdin>\n$/);
   });
 
   test("unreadable input fails with one clear line", async () => {
@@ -96,6 +97,9 @@ describe("cloister policy check", () => {
     const unknown = await runCli(["policy", "chek", valid]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /Did you mean check\?/);
+    const bareGroup = await runCli(["identity"]);
+    assert.equal(bareGroup.code, 2);
+    assert.match(bareGroup.stderr, /Usage: cloister identity/);
   });
 
   test("--help teaches: the exit codes, the error format, the docs", async () => {
