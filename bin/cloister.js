@@ -1,5 +1,7 @@
 #!/usr/bin/env node
-// The cloister command. The sources are TypeScript, run by Node's type stripping (Node ≥ 22.18).
+// The cloister command's entry point. The sources are TypeScript, run by Node's type stripping
+// (Node ≥ 22.18). Prefer bin/cloister, which protects arguments from Node's own option scan.
 import { main } from "../src/cli/main.ts";
 
-process.exitCode = await main(process.argv.slice(2));
+const args = process.argv.slice(2);
+process.exitCode = await main(args[0] === "--" ? args.slice(1) : args);

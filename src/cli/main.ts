@@ -1,5 +1,7 @@
 /** The `cloister` command: one binary for every component, like `vault`. */
 import { Command, CommanderError } from "commander";
+import { auditCommands } from "./audit.ts";
+import { casCommands } from "./cas.ts";
 import { CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE } from "./errors.ts";
 import { identityCommands } from "./identity.ts";
 import { type Io, processIo } from "./io.ts";
@@ -17,13 +19,15 @@ export function buildProgram(io: Io): Command {
     .addHelpText(
       "after",
       `
-Working now:  identity create|show, policy check.
-Coming next:  dev, cas, las, policy create|update|…, run, measure, attest, fs, audit (see README).
+Start here:   cloister dev   (a CAS for development), then cloister identity create.
+Not built yet: las, run, measure, attest, collateral, fs (see README).
 
 Exit codes: 0 ok, 1 refused or failed, 2 usage. Docs: docs/policy.md.`,
     );
   identityCommands(program, io);
   policyCommands(program, io);
+  casCommands(program, io);
+  auditCommands(program, io);
   // Every subcommand inherits the same output and exit behaviour.
   for (const c of allCommands(program)) c.configureOutput({ writeOut: io.stdout, writeErr: io.stderr }).exitOverride();
   return program;

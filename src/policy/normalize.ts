@@ -13,6 +13,7 @@ import {
   type PolicyMeasurement,
   type PolicySecret,
   type PolicyService,
+  REDACTED,
 } from "./schema.ts";
 
 export type NormalizedPolicy = Policy & { readonly __normalized: true };
@@ -105,11 +106,23 @@ function normalizeSecret(s: PolicySecret): PolicySecret {
     case "ascii":
       return s.value === undefined
         ? { name: s.name, kind: s.kind, size: s.size ?? 32, export: exports }
-        : { name: s.name, kind: s.kind, size: s.value.length, value: s.value, export: exports };
+        : {
+            name: s.name,
+            kind: s.kind,
+            size: s.value === REDACTED ? s.size : s.value.length,
+            value: s.value,
+            export: exports,
+          };
     case "binary":
       return s.value === undefined
         ? { name: s.name, kind: s.kind, size: s.size ?? 32, export: exports }
-        : { name: s.name, kind: s.kind, size: s.value.length / 2, value: s.value, export: exports };
+        : {
+            name: s.name,
+            kind: s.kind,
+            size: s.value === REDACTED ? s.size : s.value.length / 2,
+            value: s.value,
+            export: exports,
+          };
     case "private-key":
       return {
         name: s.name,
@@ -150,11 +163,13 @@ function normalizeSecret(s: PolicySecret): PolicySecret {
 
 /** PEM as written may differ in line endings, wrapping or key format; re-encode as PKCS#8. */
 function pkcs8(pem: string): string {
+  if (pem === REDACTED) return pem;
   return createPrivateKey(pem).export({ type: "pkcs8", format: "pem" }).toString();
 }
 
 /** Certificates in order, then the key, each re-encoded. */
 function certificateAndKey(pem: string): string {
+  if (pem === REDACTED) return pem;
   const blocks = [...pem.matchAll(/-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+?-----END \1-----/g)];
   const certs = blocks.filter((b) => b[1] === "CERTIFICATE").map((b) => new X509Certificate(b[0]).toString());
   const key = blocks.find((b) => /PRIVATE KEY$/.test(b[1] ?? ""));

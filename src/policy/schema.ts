@@ -377,6 +377,13 @@ export const Service = z.strictObject(
 // ---------------------------------------------------------------------------------------------
 // Secrets: one schema per kind, plus imports.
 
+/**
+ * How a policy read back from the CAS shows an explicit secret value. Sent back in an update,
+ * it means "keep the stored value"; the CAS substitutes it before hashing.
+ */
+export const REDACTED = "<redacted>";
+const redacted = z.literal(REDACTED);
+
 export const KEY_TYPES = ["P-256", "P-384", "Ed25519", "RSA-2048", "RSA-3072"] as const;
 export type KeyType = (typeof KEY_TYPES)[number];
 export const SECRET_KINDS = ["ascii", "binary", "private-key", "x509-ca", "x509"] as const;
@@ -399,8 +406,7 @@ const size = (max: number) =>
     .max(max, expected(`a size from 1 to ${max}`));
 const keyType = z.enum(KEY_TYPES, expected(KEY_TYPES.join(", ")));
 const PEM = /-----BEGIN [A-Z0-9 ]+-----[\s\S]+?-----END [A-Z0-9 ]+-----/;
-const pemValue = (what: string) =>
-  z.string(expected(what, { secret: true })).regex(PEM, expected(what, { secret: true }));
+const pemValue = (what: string) => z.union([redacted, z.string().regex(PEM)], { error: () => `expected ${what}` });
 
 export const AsciiSecret = z.strictObject(
   {
@@ -426,11 +432,16 @@ export const BinarySecret = z.strictObject(
     /** Bytes; with `value`, must equal its decoded length. */
     size: size(65536).optional(),
     value: z
-      .string(expected("hex-encoded bytes", { secret: true }))
-      .regex(/^(?:[0-9a-fA-F]{2}){1,65536}$/, {
-        error: () => "expected hex-encoded bytes (an even number of hex digits)",
-      })
-      .transform((s) => s.toLowerCase())
+      .union(
+        [
+          redacted,
+          z
+            .string()
+            .regex(/^(?:[0-9a-fA-F]{2}){1,65536}$/)
+            .transform((s) => s.toLowerCase()),
+        ],
+        { error: () => "expected hex-encoded bytes (an even number of hex digits)" },
+      )
       .optional(),
     export: exports,
   },

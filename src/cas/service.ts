@@ -1,0 +1,580 @@
+/**
+ * The CAS's policy service: create, update, read, list, delete and history of policies, with
+ * authorisation per access_policy, secrets generated and migrated, envelope encryption, and
+ * an audit entry for every decision. HTTP lives in server.ts; this file knows nothing of it.
+ */
+import type { KeyObject } from "node:crypto";
+import { SignatureError, type SignedAction, verifyPolicySignature } from "../crypto/signatures.ts";
+import { policyHash } from "../policy/canonical.ts";
+import { checkPolicyText, formatPolicyError, type PolicyError } from "../policy/check.ts";
+import type { NormalizedPolicy } from "../policy/normalize.ts";
+import { type AccessRuleT, isImport, REDACTED } from "../policy/schema.ts";
+import { AUDIT_GENESIS, type AuditEntry, type AuditExport, AuditLog, entryDigest } from "./audit.ts";
+import { admits, type Requester } from "./authorization.ts";
+import { presentForEdit } from "./redact.ts";
+import { type StoredSecret, secretValuesFor } from "./secrets.ts";
+import { Envelope, TamperError } from "./store/envelope.ts";
+import type { AuditRow, PolicyRow, Store } from "./store/store.ts";
+
+export class CasError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly details: readonly PolicyError[] | undefined;
+  constructor(status: number, code: string, message: string, details?: readonly PolicyError[]) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** The sealed content of a policy's current row. */
+export interface PolicyRecord {
+  readonly name: string;
+  readonly version: number;
+  readonly hash: string;
+  readonly creator: string;
+  readonly created: string;
+  readonly updated: string;
+  readonly updated_by: string;
+  /** The policy as its author wrote it (explicit values included: the record is sealed). */
+  readonly text: string;
+  readonly policy: NormalizedPolicy;
+}
+
+export interface VersionRecord {
+  readonly version: number;
+  readonly hash: string;
+  readonly time: string;
+  readonly actor: string;
+}
+
+interface SecretsRecord {
+  readonly values: Record<string, StoredSecret>;
+}
+
+export interface CasOptions {
+  /** Identities allowed to create top-level policies; undefined: any identity. */
+  readonly createTopLevel?: readonly string[] | undefined;
+  /** Audit checkpoints are signed every this many entries (and at every export). */
+  readonly checkpointEvery?: number;
+  readonly now?: () => Date;
+}
+
+export interface PolicySummary {
+  readonly name: string;
+  readonly hash: string;
+  readonly version: number;
+}
+
+export class CasService {
+  readonly #store: Store;
+  readonly #envelope: Envelope;
+  readonly #audit: AuditLog;
+  readonly #options: CasOptions;
+  /** Policy name → current hash, rebuilt from the verified audit log: catches a restored record. */
+  readonly #index: Map<string, string>;
+  /** Decrypted current records, valid while the stored row is byte-for-byte the one we opened. */
+  readonly #cache = new Map<string, { sealed: Buffer; record: PolicyRecord }>();
+
+  private constructor(
+    store: Store,
+    envelope: Envelope,
+    audit: AuditLog,
+    options: CasOptions,
+    index: Map<string, string>,
+  ) {
+    this.#store = store;
+    this.#envelope = envelope;
+    this.#audit = audit;
+    this.#options = options;
+    this.#index = index;
+  }
+
+  /** Open the service on a store: verify the whole audit log and rebuild the index from it. */
+  static open(store: Store, masterKey: Buffer, signingKey: KeyObject, options: CasOptions = {}): CasService {
+    const envelope = new Envelope(masterKey);
+    const audit = new AuditLog(masterKey, signingKey);
+    const rows = store.audit(0);
+    const problem = audit.verifyRows(rows, undefined);
+    if (problem) throw new TamperError(`the audit log fails verification: ${problem}`);
+    const index = new Map<string, string>();
+    for (const row of rows) {
+      const e = JSON.parse(row.entry) as AuditEntry;
+      if (e.outcome !== "granted") continue;
+      if ((e.action === "policy.create" || e.action === "policy.update") && e.policy_hash)
+        index.set(e.target, e.policy_hash);
+      if (e.action === "policy.delete") index.delete(e.target);
+    }
+    return new CasService(store, envelope, audit, options, index);
+  }
+
+  #now(): Date {
+    return this.#options.now?.() ?? new Date();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Operations
+
+  async create(actor: string, text: string, signatures: readonly string[]): Promise<PolicySummary> {
+    const checked = this.#check(text);
+    const { policy, hash } = checked;
+    if (policy.predecessor !== undefined) {
+      throw new CasError(400, "predecessor_on_create", "a new policy has no predecessor: remove the predecessor field");
+    }
+    if (hasRedacted(policy)) throw new CasError(400, "redacted_value", `a new policy cannot keep a ${REDACTED} value`);
+    if (this.#store.getPolicy(policy.name)) {
+      this.#refuse(actor, "policy.create", policy.name, hash, "a policy of that name exists");
+      throw new CasError(409, "exists", `policy ${policy.name} already exists; update it instead`);
+    }
+    this.#authorizeCreate(actor, policy.name, hash, signatures);
+    const values = await secretValuesFor(policy, new Map());
+    const now = this.#now().toISOString();
+    const record: PolicyRecord = {
+      name: policy.name,
+      version: 1,
+      hash,
+      creator: actor,
+      created: now,
+      updated: now,
+      updated_by: actor,
+      text,
+      policy,
+    };
+    const dek = this.#envelope.newDataKey(policy.name);
+    const ok = this.#store.create(this.#write(dek.key, dek.wrapped, record, values), (prev) =>
+      this.#auditRow(prev, actor, "policy.create", policy.name, hash, "granted", "created"),
+    );
+    if (!ok) {
+      this.#refuse(actor, "policy.create", policy.name, hash, "a policy of that name was created concurrently");
+      throw new CasError(409, "exists", `policy ${policy.name} already exists; update it instead`);
+    }
+    this.#index.set(policy.name, hash);
+    this.#checkpointIfDue();
+    return { name: policy.name, hash, version: 1 };
+  }
+
+  /** Update a policy; `expectedName`, if given, is the name the request was addressed to. */
+  async update(
+    actor: string,
+    text: string,
+    signatures: readonly string[],
+    expectedName?: string,
+  ): Promise<PolicySummary> {
+    const checked = this.#check(text);
+    const name = checked.policy.name;
+    if (expectedName !== undefined && expectedName !== name) {
+      throw new CasError(400, "name_mismatch", `the policy is named ${name}, but the request is for ${expectedName}`);
+    }
+    const current = this.#load(name);
+    if (!current) throw new CasError(404, "not_found", `no policy ${name}; create it first`);
+    const { row, record } = current;
+    const previousValues = this.#secrets(name, row.version, row.wrappedKey);
+    const policy = keepRedactedValues(checked.policy, record.policy, previousValues);
+    const hash = policy === checked.policy ? checked.hash : policyHash(policy);
+    // Authorise before comparing versions, so that the current hash is told only to those who may update.
+    this.#authorize(
+      actor,
+      "write",
+      "policy.update",
+      name,
+      hash,
+      record,
+      record.policy.access_policy.update,
+      signatures,
+    );
+    if (policy.predecessor === undefined) {
+      throw new CasError(400, "no_predecessor", `an update names its predecessor: add predecessor: ${record.hash}`);
+    }
+    if (policy.predecessor !== record.hash) {
+      this.#refuse(actor, "policy.update", name, hash, `predecessor ${policy.predecessor} is not the current version`);
+      throw new CasError(
+        409,
+        "conflict",
+        `predecessor ${policy.predecessor} is not the current version of ${name} (${record.hash}); fetch it and apply your change again`,
+      );
+    }
+    const values = await secretValuesFor(policy, new Map(Object.entries(previousValues)));
+    const now = this.#now().toISOString();
+    const next: PolicyRecord = {
+      ...record,
+      version: record.version + 1,
+      hash,
+      updated: now,
+      updated_by: actor,
+      text,
+      policy,
+    };
+    const dek = this.#envelope.dataKey(name, row.wrappedKey);
+    const ok = this.#store.update(row.version, this.#write(dek, row.wrappedKey, next, values), (prev) =>
+      this.#auditRow(prev, actor, "policy.update", name, hash, "granted", `version ${next.version}`),
+    );
+    if (!ok) {
+      this.#refuse(actor, "policy.update", name, hash, "lost a concurrent update");
+      throw new CasError(409, "conflict", `${name} was updated concurrently; fetch it and apply your change again`);
+    }
+    this.#index.set(name, hash);
+    this.#checkpointIfDue();
+    return { name, hash, version: next.version };
+  }
+
+  get(actor: string, name: string): PolicyRecord & { redacted: string } {
+    const { record } = this.#readable(actor, name, "policy.get");
+    return { ...record, redacted: presentForEdit(record.text, record.hash) };
+  }
+
+  list(actor: string): PolicySummary[] {
+    const out: PolicySummary[] = [];
+    for (const row of this.#store.listPolicies()) {
+      let loaded: { record: PolicyRecord } | undefined;
+      try {
+        loaded = this.#load(row.name, row);
+      } catch (error) {
+        if (error instanceof CasError) continue; // tampered: refused and audited by #load
+        throw error;
+      }
+      if (loaded && admits(loaded.record.policy.access_policy.read, loaded.record.creator, alone(actor))) {
+        out.push({ name: row.name, hash: loaded.record.hash, version: loaded.record.version });
+      }
+    }
+    return out;
+  }
+
+  history(actor: string, name: string): VersionRecord[] {
+    const { row } = this.#readable(actor, name, "policy.history");
+    const dek = this.#envelope.dataKey(name, row.wrappedKey);
+    return this.#store.versions(name).map((v) => this.#open<VersionRecord>(dek, "version", name, v.version, v.sealed));
+  }
+
+  delete(actor: string, name: string, signatures: readonly string[]): void {
+    const current = this.#load(name);
+    if (!current) throw new CasError(404, "not_found", `no policy ${name}`);
+    const { row, record } = current;
+    this.#authorize(
+      actor,
+      "delete",
+      "policy.delete",
+      name,
+      record.hash,
+      record,
+      record.policy.access_policy.update,
+      signatures,
+    );
+    const ok = this.#store.delete(name, row.version, (prev) =>
+      this.#auditRow(
+        prev,
+        actor,
+        "policy.delete",
+        name,
+        record.hash,
+        "granted",
+        `deleted at version ${record.version}`,
+      ),
+    );
+    if (!ok) throw new CasError(409, "conflict", `${name} changed while it was being deleted; try again`);
+    this.#index.delete(name);
+    this.#cache.delete(name);
+    this.#envelope.forget(name);
+  }
+
+  /** The hash the next signature of `action` on `name` must cover (for `cloister policy sign`). */
+  currentHash(actor: string, name: string): string {
+    return this.#readable(actor, name, "policy.get").record.hash;
+  }
+
+  /**
+   * The audit log from `since` (exclusive): entries about policies the caller may read in full,
+   * the others as digests only (so that the chain still verifies), and signed checkpoints,
+   * including a fresh one over the last entry.
+   */
+  exportAudit(actor: string, since: number): AuditExport {
+    const last = this.#store.lastAudit();
+    if (last) this.#store.addCheckpoint(this.#audit.checkpoint(last, this.#now()));
+    const rows = this.#store.audit(since);
+    const readable = new Map<string, boolean>();
+    const mayRead = (policy: string): boolean => {
+      let ok = readable.get(policy);
+      if (ok === undefined) {
+        try {
+          const loaded = this.#load(policy);
+          ok =
+            loaded !== undefined &&
+            admits(loaded.record.policy.access_policy.read, loaded.record.creator, alone(actor));
+        } catch {
+          ok = false;
+        }
+        readable.set(policy, ok);
+      }
+      return ok;
+    };
+    const entries = rows.map((row) => {
+      const entry = JSON.parse(row.entry) as AuditEntry;
+      const visible = entry.actor === actor || (entry.target !== "" && mayRead(entry.target));
+      return visible
+        ? { seq: row.seq, entry, chain: row.chain }
+        : { seq: row.seq, redacted: true as const, digest: entryDigest(row.entry), chain: row.chain };
+    });
+    return {
+      format: "cloister-audit-v1",
+      cas_key: "", // filled in by the server, which holds the public key
+      // The chain hash through entry `since`: where the exported part of the chain starts.
+      previous_chain: since > 0 ? (this.#store.audit(since - 1)[0]?.chain ?? AUDIT_GENESIS) : AUDIT_GENESIS,
+      entries,
+      checkpoints: this.#store.checkpoints(since),
+    };
+  }
+
+  /** Record a refusal that happened outside this service (e.g. a request without identity). */
+  refuse(actor: string, action: string, target: string, reason: string): void {
+    this.#refuse(actor, action, target, null, reason);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Internals
+
+  #check(text: string): { policy: NormalizedPolicy; hash: string } {
+    const result = checkPolicyText(text, "policy");
+    if (!result.ok) {
+      throw new CasError(400, "invalid_policy", result.errors.map(formatPolicyError).join("\n"), result.errors);
+    }
+    return result;
+  }
+
+  #authorizeCreate(actor: string, name: string, hash: string, signatures: readonly string[]): void {
+    const slash = name.lastIndexOf("/");
+    if (slash < 0) {
+      const allowed = this.#options.createTopLevel;
+      if (allowed && !allowed.includes(actor)) {
+        this.#refuse(actor, "policy.create", name, hash, "not allowed to create top-level policies");
+        throw new CasError(403, "forbidden", `not allowed to create the top-level policy ${name}`);
+      }
+      return;
+    }
+    const parentName = name.slice(0, slash);
+    const parent = this.#load(parentName);
+    if (!parent) {
+      this.#refuse(actor, "policy.create", name, hash, `no parent policy ${parentName}`);
+      throw new CasError(
+        404,
+        "no_parent",
+        `creating ${name} needs create_policies on ${parentName}, which does not exist`,
+      );
+    }
+    this.#authorize(
+      actor,
+      "write",
+      "policy.create",
+      name,
+      hash,
+      parent.record,
+      parent.record.policy.access_policy.create_policies,
+      signatures,
+      parentName,
+    );
+  }
+
+  #authorize(
+    actor: string,
+    action: SignedAction,
+    auditAction: string,
+    name: string,
+    hash: string,
+    governing: PolicyRecord,
+    rules: readonly AccessRuleT[],
+    signatures: readonly string[],
+    governingName = name,
+  ): void {
+    const signers = new Set<string>();
+    signatures.forEach((s, i) => {
+      try {
+        signers.add(verifyPolicySignature(s, action, name, hash));
+      } catch (error) {
+        if (!(error instanceof SignatureError)) throw error;
+        this.#refuse(actor, auditAction, name, hash, `signature ${i + 1} is not valid: ${error.message}`);
+        throw new CasError(403, "bad_signature", `signature ${i + 1} is not valid: ${error.message}`);
+      }
+    });
+    const requester: Requester = { identity: actor, signers };
+    if (!admits(rules, governing.creator, requester)) {
+      const what = governingName !== name ? `create_policies of ${governingName}` : `update of ${name}`;
+      const reason = `${what} does not admit the caller${signers.size > 0 ? ` with ${signers.size} valid signature${signers.size === 1 ? "" : "s"}` : ""}`;
+      this.#refuse(actor, auditAction, name, hash, reason);
+      throw new CasError(403, "forbidden", `not allowed: ${reason}`);
+    }
+  }
+
+  #readable(actor: string, name: string, action: string): { row: PolicyRow; record: PolicyRecord } {
+    const loaded = this.#load(name);
+    if (!loaded) throw new CasError(404, "not_found", `no policy ${name}`);
+    if (!admits(loaded.record.policy.access_policy.read, loaded.record.creator, alone(actor))) {
+      this.#refuse(actor, action, name, null, "read does not admit the caller");
+      throw new CasError(403, "forbidden", `not allowed to read ${name}`);
+    }
+    return loaded;
+  }
+
+  /** The current record of `name`, checked against the data key, its place, and the audit index. */
+  #load(name: string, known?: PolicyRow): { row: PolicyRow; record: PolicyRecord } | undefined {
+    const row = known ?? this.#store.getPolicy(name);
+    if (!row) {
+      if (this.#index.has(name)) this.#tampered(name, "the policy was removed from the store behind the CAS's back");
+      return undefined;
+    }
+    const cached = this.#cache.get(name);
+    if (cached?.sealed.equals(row.sealed)) return { row, record: cached.record };
+    let record: PolicyRecord;
+    try {
+      const dek = this.#envelope.dataKey(name, row.wrappedKey);
+      record = this.#open<PolicyRecord>(dek, "policy", name, row.version, row.sealed);
+    } catch (error) {
+      if (error instanceof TamperError) this.#tampered(name, error.message);
+      throw error;
+    }
+    if (record.name !== name || record.version !== row.version) this.#tampered(name, "the record belongs elsewhere");
+    const expected = this.#index.get(name);
+    if (expected !== record.hash) {
+      this.#tampered(
+        name,
+        expected
+          ? `the stored version ${record.hash.slice(0, 12)}… is not the current ${expected.slice(0, 12)}… (restored from an older copy?)`
+          : "the policy is not in the audit log",
+      );
+    }
+    this.#cache.set(name, { sealed: row.sealed, record });
+    return { row, record };
+  }
+
+  #tampered(name: string, reason: string): never {
+    this.#refuse("cas", "store.tamper", name, null, reason);
+    throw new CasError(
+      500,
+      "store_tampered",
+      `the stored state of policy ${name} failed verification and is refused: ${reason}`,
+    );
+  }
+
+  #open<T>(dek: Buffer, kind: "policy" | "version" | "secrets", name: string, version: number, sealed: Buffer): T {
+    return this.#envelope.openRecord<T>(dek, kind, name, version, sealed);
+  }
+
+  #secrets(name: string, version: number, wrapped: Buffer): Record<string, StoredSecret> {
+    const row = this.#store.secrets(name, version);
+    if (!row) this.#tampered(name, `the secrets of version ${version} are missing`);
+    try {
+      return this.#open<SecretsRecord>(this.#envelope.dataKey(name, wrapped), "secrets", name, version, row.sealed)
+        .values;
+    } catch (error) {
+      if (error instanceof TamperError) this.#tampered(name, error.message);
+      throw error;
+    }
+  }
+
+  /** The secret values of a policy's current version: for the attestation flow, never for owners. */
+  secretValues(name: string): { record: PolicyRecord; values: Record<string, StoredSecret> } | undefined {
+    const loaded = this.#load(name);
+    if (!loaded) return undefined;
+    return { record: loaded.record, values: this.#secrets(name, loaded.row.version, loaded.row.wrappedKey) };
+  }
+
+  #write(dek: Buffer, wrapped: Buffer, record: PolicyRecord, values: Map<string, StoredSecret>) {
+    const version: VersionRecord = {
+      version: record.version,
+      hash: record.hash,
+      time: record.updated,
+      actor: record.updated_by,
+    };
+    const secrets: SecretsRecord = { values: Object.fromEntries(values) };
+    return {
+      policy: {
+        name: record.name,
+        version: record.version,
+        wrappedKey: wrapped,
+        sealed: this.#envelope.sealRecord(dek, "policy", record.name, record.version, record),
+      },
+      version: {
+        name: record.name,
+        version: record.version,
+        sealed: this.#envelope.sealRecord(dek, "version", record.name, record.version, version),
+      },
+      secrets: {
+        name: record.name,
+        version: record.version,
+        sealed: this.#envelope.sealRecord(dek, "secrets", record.name, record.version, secrets),
+      },
+    };
+  }
+
+  #auditRow(
+    previous: AuditRow | undefined,
+    actor: string,
+    action: string,
+    target: string,
+    hash: string | null,
+    outcome: "granted" | "refused",
+    reason: string,
+  ): AuditRow {
+    return this.#audit.row(previous, {
+      time: this.#now().toISOString(),
+      actor,
+      action,
+      target,
+      policy_hash: hash,
+      outcome,
+      reason,
+    });
+  }
+
+  #refuse(actor: string, action: string, target: string, hash: string | null, reason: string): void {
+    this.#store.appendAudit((prev) => this.#auditRow(prev, actor, action, target, hash, "refused", reason));
+    this.#checkpointIfDue();
+  }
+
+  #checkpointIfDue(): void {
+    const every = this.#options.checkpointEvery ?? 100;
+    const last = this.#store.lastAudit();
+    if (last && last.seq % every === 0) this.#store.addCheckpoint(this.#audit.checkpoint(last, this.#now()));
+  }
+}
+
+/** A requester with no signatures: for reads. */
+const alone = (identity: string): Requester => ({ identity, signers: new Set() });
+
+function hasRedacted(policy: NormalizedPolicy): boolean {
+  return policy.secrets.some((s) => !isImport(s) && "value" in s && s.value === REDACTED);
+}
+
+/**
+ * A policy fetched with `get` shows explicit values as <redacted>; sent back in an update, that
+ * means "keep the stored value". Substitute the previous value, or refuse if there is none.
+ */
+function keepRedactedValues(
+  policy: NormalizedPolicy,
+  previous: NormalizedPolicy,
+  values: Record<string, StoredSecret>,
+): NormalizedPolicy {
+  if (!hasRedacted(policy)) return policy;
+  const secrets = policy.secrets.map((s) => {
+    if (isImport(s) || !("value" in s) || s.value !== REDACTED) return s;
+    const before = previous.secrets.find((p) => p.name === s.name);
+    if (
+      !before ||
+      isImport(before) ||
+      before.kind !== s.kind ||
+      !("value" in before) ||
+      before.value === undefined ||
+      values[s.name]?.spec !== "explicit"
+    ) {
+      throw new CasError(
+        400,
+        "redacted_value",
+        `secret ${s.name} says ${REDACTED} but has no stored explicit value of kind ${s.kind} to keep`,
+      );
+    }
+    return {
+      ...s,
+      value: before.value,
+      ...(s.kind === "ascii" || s.kind === "binary" ? { size: (before as { size?: number }).size } : {}),
+    };
+  });
+  return { ...policy, secrets } as NormalizedPolicy;
+}

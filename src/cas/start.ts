@@ -1,0 +1,79 @@
+/** Starting a CAS: data directory, master key, store, identity, service and server. */
+import { promises as fs } from "node:fs";
+import { join } from "node:path";
+import type { FastifyInstance } from "fastify";
+import { loadOrCreateMasterKey } from "./master-key.ts";
+import { buildCasServer, type CasIdentity, CasService, loadOrCreateIdentity } from "./server.ts";
+import { Envelope } from "./store/envelope.ts";
+import { SqliteStore } from "./store/sqlite.ts";
+
+export interface CasStartOptions {
+  readonly dataDir: string;
+  /** host:port; port 0 picks a free one. */
+  readonly listen: string;
+  readonly masterKeyFile?: string;
+  readonly createTopLevel?: readonly string[];
+  readonly log?: boolean;
+  readonly checkpointEvery?: number;
+  /** Cut requests that take longer (slowloris); default 10 s. */
+  readonly requestTimeoutMs?: number;
+}
+
+export interface RunningCas {
+  readonly app: FastifyInstance;
+  readonly identity: CasIdentity;
+  readonly service: CasService;
+  /** https://host:port */
+  readonly url: string;
+  readonly masterKeyCreated: boolean;
+  close(): Promise<void>;
+}
+
+export class ListenError extends Error {}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(listen);
+  const port = Number(m?.[2]);
+  if (!m || port > 65535) throw new ListenError(`--listen ${listen}: expected HOST:PORT such as 127.0.0.1:8081`);
+  return { host: m[1]!.replace(/^\[(.*)\]$/, "$1"), port };
+}
+
+export async function startCas(options: CasStartOptions): Promise<RunningCas> {
+  const { host, port } = parseListen(options.listen);
+  await fs.mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+  const master = await loadOrCreateMasterKey(options.masterKeyFile ?? join(options.dataDir, "master.key"));
+  const store = new SqliteStore(join(options.dataDir, "cas.db"));
+  try {
+    const envelope = new Envelope(master.key);
+    const identity = await loadOrCreateIdentity(store, envelope);
+    const service = CasService.open(store, master.key, identity.privateKey, {
+      createTopLevel: options.createTopLevel,
+      checkpointEvery: options.checkpointEvery,
+    });
+    const app = await buildCasServer({
+      identity,
+      service,
+      store,
+      log: options.log,
+      requestTimeoutMs: options.requestTimeoutMs,
+    });
+    await app.listen({ host, port });
+    const address = app.server.address();
+    const actualPort = typeof address === "object" && address ? address.port : port;
+    const shownHost = host.includes(":") ? `[${host}]` : host;
+    return {
+      app,
+      identity,
+      service,
+      url: `https://${shownHost}:${actualPort}`,
+      masterKeyCreated: master.created,
+      async close() {
+        await app.close();
+        store.close();
+      },
+    };
+  } catch (error) {
+    store.close();
+    throw error;
+  }
+}

@@ -1,0 +1,189 @@
+/** The embedded store: node:sqlite in WAL mode, one file under the data directory. */
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type {
+  AuditAppender,
+  AuditRow,
+  CheckpointRow,
+  PolicyRow,
+  PolicyWrite,
+  SecretsRow,
+  Store,
+  VersionRow,
+} from "./store.ts";
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS policies (
+  name TEXT PRIMARY KEY, version INTEGER NOT NULL, wrapped_key BLOB NOT NULL, sealed BLOB NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS policy_versions (
+  name TEXT NOT NULL, version INTEGER NOT NULL, sealed BLOB NOT NULL, PRIMARY KEY (name, version)) STRICT;
+CREATE TABLE IF NOT EXISTS secrets (
+  name TEXT NOT NULL, version INTEGER NOT NULL, sealed BLOB NOT NULL, PRIMARY KEY (name, version)) STRICT;
+CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL, chain TEXT NOT NULL, mac TEXT NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS checkpoints (
+  seq INTEGER PRIMARY KEY, chain TEXT NOT NULL, time TEXT NOT NULL, signature TEXT NOT NULL) STRICT;
+`;
+
+type Row = Record<string, unknown>;
+const buf = (v: unknown) => Buffer.from(v as Uint8Array);
+const policyRow = (r: Row): PolicyRow => ({
+  name: r.name as string,
+  version: Number(r.version),
+  wrappedKey: buf(r.wrapped_key),
+  sealed: buf(r.sealed),
+});
+const versionRow = (r: Row): VersionRow => ({
+  name: r.name as string,
+  version: Number(r.version),
+  sealed: buf(r.sealed),
+});
+const auditRow = (r: Row): AuditRow => ({
+  seq: Number(r.seq),
+  entry: r.entry as string,
+  chain: r.chain as string,
+  mac: r.mac as string,
+});
+
+export class SqliteStore implements Store {
+  readonly #db: DatabaseSync;
+  readonly #q: Record<string, StatementSync>;
+
+  constructor(path: string) {
+    this.#db = new DatabaseSync(path);
+    this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
+    this.#db.exec(SCHEMA);
+    const p = (sql: string) => this.#db.prepare(sql);
+    this.#q = {
+      readMeta: p("SELECT value FROM meta WHERE key = ?"),
+      insertMeta: p("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)"),
+      getPolicy: p("SELECT * FROM policies WHERE name = ?"),
+      listPolicies: p("SELECT * FROM policies ORDER BY name"),
+      versions: p("SELECT * FROM policy_versions WHERE name = ? ORDER BY version"),
+      secrets: p("SELECT * FROM secrets WHERE name = ? AND version = ?"),
+      insertPolicy: p("INSERT OR IGNORE INTO policies (name, version, wrapped_key, sealed) VALUES (?, ?, ?, ?)"),
+      updatePolicy: p("UPDATE policies SET version = ?, wrapped_key = ?, sealed = ? WHERE name = ? AND version = ?"),
+      deletePolicy: p("DELETE FROM policies WHERE name = ? AND version = ?"),
+      deleteVersions: p("DELETE FROM policy_versions WHERE name = ?"),
+      deleteSecrets: p("DELETE FROM secrets WHERE name = ?"),
+      insertVersion: p("INSERT INTO policy_versions (name, version, sealed) VALUES (?, ?, ?)"),
+      insertSecrets: p("INSERT INTO secrets (name, version, sealed) VALUES (?, ?, ?)"),
+      lastAudit: p("SELECT * FROM audit ORDER BY seq DESC LIMIT 1"),
+      insertAudit: p("INSERT INTO audit (seq, entry, chain, mac) VALUES (?, ?, ?, ?)"),
+      audit: p("SELECT * FROM audit WHERE seq > ? ORDER BY seq"),
+      insertCheckpoint: p("INSERT OR REPLACE INTO checkpoints (seq, chain, time, signature) VALUES (?, ?, ?, ?)"),
+      checkpoints: p("SELECT * FROM checkpoints WHERE seq > ? ORDER BY seq"),
+    };
+  }
+
+  readMeta(key: string): Buffer | undefined {
+    const r = this.#q.readMeta!.get(key) as Row | undefined;
+    return r ? buf(r.value) : undefined;
+  }
+
+  initMeta(key: string, value: Buffer): Buffer {
+    this.#q.insertMeta!.run(key, value);
+    return this.readMeta(key)!;
+  }
+
+  getPolicy(name: string): PolicyRow | undefined {
+    const r = this.#q.getPolicy!.get(name) as Row | undefined;
+    return r ? policyRow(r) : undefined;
+  }
+
+  listPolicies(): PolicyRow[] {
+    return (this.#q.listPolicies!.all() as Row[]).map(policyRow);
+  }
+
+  versions(name: string): VersionRow[] {
+    return (this.#q.versions!.all(name) as Row[]).map(versionRow);
+  }
+
+  secrets(name: string, version: number): SecretsRow | undefined {
+    const r = this.#q.secrets!.get(name, version) as Row | undefined;
+    return r ? versionRow(r) : undefined;
+  }
+
+  create(write: PolicyWrite, audit: AuditAppender): boolean {
+    return this.#transaction(() => {
+      const p = write.policy;
+      if (this.#q.insertPolicy!.run(p.name, p.version, p.wrappedKey, p.sealed).changes !== 1) return false;
+      this.#writeHistory(write);
+      this.#append(audit);
+      return true;
+    });
+  }
+
+  update(expected: number, write: PolicyWrite, audit: AuditAppender): boolean {
+    return this.#transaction(() => {
+      const p = write.policy;
+      if (this.#q.updatePolicy!.run(p.version, p.wrappedKey, p.sealed, p.name, expected).changes !== 1) return false;
+      this.#writeHistory(write);
+      this.#append(audit);
+      return true;
+    });
+  }
+
+  delete(name: string, expected: number, audit: AuditAppender): boolean {
+    return this.#transaction(() => {
+      if (this.#q.deletePolicy!.run(name, expected).changes !== 1) return false;
+      this.#q.deleteVersions!.run(name);
+      this.#q.deleteSecrets!.run(name);
+      this.#append(audit);
+      return true;
+    });
+  }
+
+  appendAudit(audit: AuditAppender): AuditRow {
+    return this.#transaction(() => this.#append(audit));
+  }
+
+  audit(sinceSeq: number): AuditRow[] {
+    return (this.#q.audit!.all(sinceSeq) as Row[]).map(auditRow);
+  }
+
+  lastAudit(): AuditRow | undefined {
+    const r = this.#q.lastAudit!.get() as Row | undefined;
+    return r ? auditRow(r) : undefined;
+  }
+
+  addCheckpoint(c: CheckpointRow): void {
+    this.#q.insertCheckpoint!.run(c.seq, c.chain, c.time, c.signature);
+  }
+
+  checkpoints(sinceSeq: number): CheckpointRow[] {
+    return (this.#q.checkpoints!.all(sinceSeq) as Row[]).map((r) => ({
+      seq: Number(r.seq),
+      chain: r.chain as string,
+      time: r.time as string,
+      signature: r.signature as string,
+    }));
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+
+  #writeHistory(write: PolicyWrite): void {
+    this.#q.insertVersion!.run(write.version.name, write.version.version, write.version.sealed);
+    this.#q.insertSecrets!.run(write.secrets.name, write.secrets.version, write.secrets.sealed);
+  }
+
+  #append(audit: AuditAppender): AuditRow {
+    const row = audit(this.lastAudit());
+    this.#q.insertAudit!.run(row.seq, row.entry, row.chain, row.mac);
+    return row;
+  }
+
+  /** BEGIN IMMEDIATE: the write lock is taken before the first read, so checks and writes are one step. */
+  #transaction<T>(work: () => T): T {
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      const result = work();
+      this.#db.exec("COMMIT");
+      return result;
+    } catch (error) {
+      this.#db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,122 @@
+/** `cloister cas start` and `cloister dev`: run a CAS until interrupted. */
+import { promises as fs, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Command, Option } from "commander";
+import { MasterKeyError } from "../cas/master-key.ts";
+import { ListenError, type RunningCas, startCas } from "../cas/start.ts";
+import { TamperError } from "../cas/store/envelope.ts";
+import { CliError } from "./errors.ts";
+import type { Io } from "./io.ts";
+
+export function casCommands(program: Command, io: Io): void {
+  const cas = program.command("cas").description("the configuration and attestation service");
+  cas
+    .command("start")
+    .description("run a CAS on a persistent store until interrupted")
+    .requiredOption("--data-dir <dir>", "where the store lives (created 0700)")
+    .option("--listen <host:port>", "address to listen on", "127.0.0.1:8081")
+    .option("--master-key-file <file>", "the master key (created 0600 when absent); default DATA-DIR/master.key")
+    .option("--env-file <file>", "write CLOISTER_CAS_ADDR and CLOISTER_CAS_KEY lines here")
+    .addOption(new Option("--create-top-level <identity...>", "only these identities may create top-level policies"))
+    .option("--log", "log requests (never bodies) to standard output", false)
+    .addHelpText(
+      "after",
+      `
+Keep the master key apart from the data directory in production: whoever holds both can open
+the store. Clients pin the CAS by the key hash printed at start.`,
+    )
+    .action(
+      async (opts: {
+        dataDir: string;
+        listen: string;
+        masterKeyFile?: string;
+        envFile?: string;
+        createTopLevel?: string[];
+        log: boolean;
+      }) => {
+        for (const id of opts.createTopLevel ?? []) {
+          if (!/^[0-9a-f]{64}$/.test(id))
+            throw new CliError(`--create-top-level ${id}: expected an identity hash (64 lowercase hex digits)`);
+        }
+        const running = await start(() =>
+          startCas({
+            dataDir: opts.dataDir,
+            listen: opts.listen,
+            masterKeyFile: opts.masterKeyFile,
+            createTopLevel: opts.createTopLevel,
+            log: opts.log,
+          }),
+        );
+        if (running.masterKeyCreated)
+          io.stderr(`created master key ${opts.masterKeyFile ?? join(opts.dataDir, "master.key")} (mode 0600)\n`);
+        io.stdout(`CAS listening on ${running.url}\nCAS key ${running.identity.hash}\n`);
+        if (opts.envFile) await writeEnvFile(opts.envFile, running);
+        await untilSignal(running);
+      },
+    );
+
+  program
+    .command("dev")
+    .description("a CAS on a throw-away store with a generated master key, for development (like vault server -dev)")
+    .option("--port <port>", "CAS port", "8081")
+    .option("--data-dir <dir>", "keep the store here instead of a temporary directory")
+    .option("--env-file <file>", "write CLOISTER_CAS_ADDR and CLOISTER_CAS_KEY lines here")
+    .action(async (opts: { port: string; dataDir?: string; envFile?: string }) => {
+      if (!/^\d{1,5}$/.test(opts.port) || Number(opts.port) > 65535)
+        throw new CliError(`--port ${opts.port}: expected a port number`);
+      const temporary = opts.dataDir === undefined;
+      const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "cloister-dev-"));
+      const running = await start(() => startCas({ dataDir, listen: `127.0.0.1:${opts.port}` }));
+      io.stdout(
+        [
+          "Cloister dev mode: NOT for production. The store and its master key are in",
+          `  ${dataDir}${temporary ? " (removed on exit)" : ""}`,
+          "",
+          `CAS      ${running.url}`,
+          `CAS key  ${running.identity.hash}`,
+          "",
+          "Paste into your shell:",
+          `  export CLOISTER_CAS_ADDR=${running.url}`,
+          `  export CLOISTER_CAS_KEY=${running.identity.hash}`,
+          "",
+          "Then: cloister identity create; cloister policy create my-policy.yaml. Ctrl-C stops.",
+          "",
+        ].join("\n"),
+      );
+      if (opts.envFile) await writeEnvFile(opts.envFile, running);
+      await untilSignal(running);
+      if (temporary) rmSync(dataDir, { recursive: true, force: true });
+    });
+}
+
+async function start(run: () => Promise<RunningCas>): Promise<RunningCas> {
+  try {
+    return await run();
+  } catch (error) {
+    if (error instanceof MasterKeyError || error instanceof ListenError || error instanceof TamperError)
+      throw new CliError(error.message);
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "EADDRINUSE") throw new CliError(`cannot listen: the address is in use (${(error as Error).message})`);
+    if (code === "EACCES") throw new CliError(`permission denied: ${(error as Error).message}`);
+    throw error;
+  }
+}
+
+async function writeEnvFile(path: string, running: RunningCas): Promise<void> {
+  await fs.writeFile(path, `CLOISTER_CAS_ADDR=${running.url}\nCLOISTER_CAS_KEY=${running.identity.hash}\n`, {
+    mode: 0o600,
+  });
+}
+
+function untilSignal(running: RunningCas): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = () => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      running.close().then(resolve, resolve);
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+}

@@ -1,0 +1,64 @@
+/**
+ * How a command reaches the CAS: its address, its pinned key, and the caller's identity.
+ * Flags win over the environment (CLOISTER_CAS_ADDR, CLOISTER_CAS_KEY, CLOISTER_HOME).
+ */
+import { Option } from "commander";
+import { CasClient, CasPinError, CasRequestError, CasUnreachableError, fetchCasKey } from "../client/cas-client.ts";
+import { cloisterHome, DEFAULT_IDENTITY, IdentityError, loadIdentity } from "../identity/store.ts";
+import { CliError } from "./errors.ts";
+import type { Io } from "./io.ts";
+
+export const DEFAULT_CAS = "https://127.0.0.1:8081";
+
+export interface ConnectionFlags {
+  cas?: string;
+  casKey?: string;
+  identity: string;
+}
+
+/** Adds --cas, --cas-key and --identity to a command. */
+export function withConnection<T extends { addOption(o: Option): T }>(command: T): T {
+  return command
+    .addOption(new Option("--cas <url>", `CAS address (env CLOISTER_CAS_ADDR; default ${DEFAULT_CAS})`))
+    .addOption(new Option("--cas-key <hash>", "the CAS key hash to pin (env CLOISTER_CAS_KEY)"))
+    .addOption(new Option("--identity <name>", "your identity under $CLOISTER_HOME").default(DEFAULT_IDENTITY));
+}
+
+/** A pinned, authenticated client; refuses like ssh when no pin is known. */
+export async function connect(flags: ConnectionFlags, io: Io): Promise<CasClient> {
+  const url = flags.cas ?? io.env.CLOISTER_CAS_ADDR ?? DEFAULT_CAS;
+  const pin = flags.casKey ?? io.env.CLOISTER_CAS_KEY;
+  let identity: Awaited<ReturnType<typeof loadIdentity>>;
+  try {
+    identity = await loadIdentity(cloisterHome(io.env), flags.identity);
+  } catch (error) {
+    if (error instanceof IdentityError) throw new CliError(error.message);
+    throw error;
+  }
+  const tls = { url, keyPem: identity.keyPem, certificatePem: identity.certificatePem };
+  if (!pin) {
+    const key = await unreachable(() => fetchCasKey(tls));
+    throw new CliError(
+      [
+        `the CAS at ${url} is not pinned. Its key is`,
+        `  ${key}`,
+        "If that is the key you expect (compare it with what `cloister cas start` printed), pin it:",
+        `  export CLOISTER_CAS_KEY=${key}     or pass --cas-key ${key}`,
+      ].join("\n"),
+    );
+  }
+  if (!/^[0-9a-fA-F]{64}$/.test(pin)) throw new CliError(`--cas-key ${pin}: expected 64 hex digits (the CAS key hash)`);
+  return new CasClient({ ...tls, casKey: pin.toLowerCase() });
+}
+
+/** Run a CAS call, turning transport and API failures into one-line CLI errors. */
+export async function unreachable<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    if (error instanceof CasPinError || error instanceof CasUnreachableError) throw new CliError(error.message);
+    if (error instanceof CasRequestError)
+      throw new CliError(`CAS refused (${error.status} ${error.code}): ${error.message}`);
+    throw error;
+  }
+}

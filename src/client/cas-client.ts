@@ -1,0 +1,173 @@
+/**
+ * A client of the CAS: mutual TLS with the caller's identity, and the CAS pinned by the hash
+ * of its key. The pin is checked on the connection before any request byte is sent, so a
+ * policy (which may hold explicit secret values) never reaches an impostor.
+ */
+import { request as httpRequest } from "node:http";
+import { connect, type TLSSocket } from "node:tls";
+import { spkiHash } from "../crypto/keys.ts";
+
+export interface CasClientOptions {
+  /** https://host:port */
+  readonly url: string;
+  /** The expected CAS key hash; undefined: connect only to learn it (see fetchCasKey). */
+  readonly casKey: string;
+  readonly keyPem: string;
+  readonly certificatePem: string;
+  readonly timeoutMs?: number;
+}
+
+export class CasPinError extends Error {
+  readonly actual: string;
+  constructor(message: string, actual: string) {
+    super(message);
+    this.actual = actual;
+  }
+}
+
+export class CasRequestError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly details: unknown;
+  constructor(status: number, code: string, message: string, details?: unknown) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export class CasUnreachableError extends Error {}
+
+function target(url: string): { host: string; port: number; servername: string | undefined } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new CasUnreachableError(`CAS address ${url} is not a URL such as https://127.0.0.1:8081`);
+  }
+  if (u.protocol !== "https:") throw new CasUnreachableError(`CAS address ${url} must start with https://`);
+  const host = u.hostname.replace(/^\[(.*)\]$/, "$1");
+  const isIp = /^[\d.]+$/.test(host) || host.includes(":");
+  return { host, port: Number(u.port || 443), servername: isIp ? undefined : host };
+}
+
+/** Open a TLS connection and return it with the hash of the server's key. */
+function connectTls(options: Omit<CasClientOptions, "casKey">): Promise<{ socket: TLSSocket; key: string }> {
+  const { host, port, servername } = target(options.url);
+  return new Promise((resolve, reject) => {
+    const socket = connect({
+      host,
+      port,
+      ...(servername ? { servername } : {}),
+      key: options.keyPem,
+      cert: options.certificatePem,
+      minVersion: "TLSv1.3",
+      // The CAS's certificate is self-signed: trust comes from the pinned key hash, checked below.
+      rejectUnauthorized: false,
+    });
+    const timer = setTimeout(
+      () =>
+        socket.destroy(
+          new CasUnreachableError(`no TLS connection to ${options.url} within ${options.timeoutMs ?? 10_000} ms`),
+        ),
+      options.timeoutMs ?? 10_000,
+    );
+    socket.once("secureConnect", () => {
+      clearTimeout(timer);
+      const cert = socket.getPeerX509Certificate();
+      if (!cert) {
+        socket.destroy();
+        reject(new CasUnreachableError(`${options.url} presented no certificate`));
+        return;
+      }
+      resolve({ socket, key: spkiHash(cert.publicKey) });
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(
+        error instanceof CasUnreachableError
+          ? error
+          : new CasUnreachableError(`cannot reach the CAS at ${options.url}: ${error.code ?? error.message}`),
+      );
+    });
+  });
+}
+
+/** Learn the key hash of the CAS at `url`, as ssh shows a host key, without sending anything. */
+export async function fetchCasKey(options: Omit<CasClientOptions, "casKey">): Promise<string> {
+  const { socket, key } = await connectTls(options);
+  socket.destroy();
+  return key;
+}
+
+export class CasClient {
+  readonly #options: CasClientOptions;
+
+  constructor(options: CasClientOptions) {
+    this.#options = options;
+  }
+
+  /** One request on a fresh, pinned connection. Returns the parsed JSON body (undefined for 204). */
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const { socket, key } = await connectTls(this.#options);
+    if (key !== this.#options.casKey.toLowerCase()) {
+      socket.destroy();
+      throw new CasPinError(
+        `the CAS at ${this.#options.url} has key ${key}, not the pinned ${this.#options.casKey}: refusing to talk to it`,
+        key,
+      );
+    }
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body), "utf8");
+    return new Promise<T>((resolve, reject) => {
+      // Plain http over the already verified TLS socket: no agent, no second handshake.
+      const req = httpRequest(
+        {
+          createConnection: () => socket,
+          method,
+          path,
+          host: target(this.#options.url).host,
+          headers: {
+            accept: "application/json",
+            ...(payload ? { "content-type": "application/json", "content-length": payload.length } : {}),
+          },
+          timeout: this.#options.timeoutMs ?? 30_000,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () => {
+            socket.destroy();
+            const text = Buffer.concat(chunks).toString("utf8");
+            const status = res.statusCode ?? 0;
+            let json: unknown;
+            try {
+              json = text ? JSON.parse(text) : undefined;
+            } catch {
+              reject(
+                new CasRequestError(status, "bad_response", `the CAS answered ${status} with a body that is not JSON`),
+              );
+              return;
+            }
+            if (status >= 200 && status < 300) resolve(json as T);
+            else {
+              const e = (json as { error?: { code?: string; message?: string; details?: unknown } } | undefined)?.error;
+              reject(
+                new CasRequestError(status, e?.code ?? "error", e?.message ?? `the CAS answered ${status}`, e?.details),
+              );
+            }
+          });
+          res.on("error", reject);
+        },
+      );
+      req.on("timeout", () =>
+        req.destroy(new CasUnreachableError(`the CAS did not answer within ${this.#options.timeoutMs ?? 30_000} ms`)),
+      );
+      req.on("error", reject);
+      req.end(payload);
+    });
+  }
+}
+
+/** URL path of a policy: its name as one encoded segment (acme/shop → acme%2Fshop). */
+export const policyPath = (name: string, suffix = "") => `/v1/policies/${encodeURIComponent(name)}${suffix}`;

@@ -1,0 +1,262 @@
+/**
+ * The CAS from the command line, as a user drives it: `cloister cas start` in its own process,
+ * `cloister policy …` and `cloister audit …` against it, pinning like ssh.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { BIN, runCli } from "../helpers/cli.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "cloister-cli-cas-"));
+const dataDir = join(dir, "data");
+const envFile = join(dir, "cas.env");
+let cas: ChildProcess;
+let env: Record<string, string>;
+let output = "";
+
+/** Start `cloister cas start` and wait for its address and key. */
+function startCasProcess(args: string[]): Promise<{ child: ChildProcess; url: string; key: string }> {
+  const child = spawn(process.execPath, [BIN, "--", "cas", "start", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no start: ${out}`)), 20_000);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`cas start exited ${code}: ${out}`));
+    });
+    const poll = setInterval(() => {
+      const url = /CAS listening on (\S+)/.exec(out)?.[1];
+      const key = /CAS key ([0-9a-f]{64})/.exec(out)?.[1];
+      if (url && key) {
+        clearInterval(poll);
+        clearTimeout(timer);
+        output = out;
+        resolve({ child, url, key });
+      }
+    }, 50);
+  });
+}
+
+before(async () => {
+  const started = await startCasProcess(["--data-dir", dataDir, "--listen", "127.0.0.1:0", "--env-file", envFile]);
+  cas = started.child;
+  env = { CLOISTER_HOME: join(dir, "home-alice"), CLOISTER_CAS_ADDR: started.url, CLOISTER_CAS_KEY: started.key };
+  const created = await runCli(["identity", "create"], { env });
+  assert.equal(created.code, 0, created.stderr);
+});
+after(() => {
+  cas.kill("SIGTERM");
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const write = (name: string, content: string) => {
+  const path = join(dir, name);
+  writeFileSync(path, content);
+  return path;
+};
+
+describe("cloister cas start", () => {
+  test("prints its address and key; writes the env file; creates the master key 0600", () => {
+    assert.match(output, /CAS listening on https:\/\/127\.0\.0\.1:\d+\nCAS key [0-9a-f]{64}\n/);
+    assert.equal(
+      readFileSync(envFile, "utf8"),
+      `CLOISTER_CAS_ADDR=${env.CLOISTER_CAS_ADDR}\nCLOISTER_CAS_KEY=${env.CLOISTER_CAS_KEY}\n`,
+    );
+    assert.equal(statSync(join(dataDir, "master.key")).mode & 0o777, 0o600);
+    assert.match(readFileSync(join(dataDir, "master.key"), "utf8"), /^[0-9a-f]{64}\n$/);
+  });
+
+  test("refuses a master key file that others can read, and a bad --listen", async () => {
+    const other = join(dir, "other");
+    const keyFile = join(dir, "loose.key");
+    writeFileSync(keyFile, `${"ab".repeat(32)}\n`, { mode: 0o644 });
+    const loose = await runCli([
+      "cas",
+      "start",
+      "--data-dir",
+      other,
+      "--listen",
+      "127.0.0.1:0",
+      "--master-key-file",
+      keyFile,
+    ]);
+    assert.equal(loose.code, 1);
+    assert.match(loose.stderr, /readable by others.*chmod 600/);
+    const listen = await runCli(["cas", "start", "--data-dir", other, "--listen", "nowhere"]);
+    assert.equal(listen.code, 1);
+    assert.match(listen.stderr, /--listen nowhere: expected HOST:PORT/);
+  });
+});
+
+describe("pinning the CAS", () => {
+  test("without a pin: prints the CAS key and how to pin it, then refuses", async () => {
+    const r = await runCli(["policy", "list"], { env: { ...env, CLOISTER_CAS_KEY: "" } });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`not pinned\\. Its key is\\n  ${env.CLOISTER_CAS_KEY}`));
+    assert.match(r.stderr, /export CLOISTER_CAS_KEY=/);
+  });
+
+  test("a wrong pin refuses before sending anything", async () => {
+    const policy = write("pinned.yaml", 'version: "1"\nname: never-sent\n');
+    const r = await runCli(["policy", "create", policy, "--cas-key", "ab".repeat(32)], { env });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /has key [0-9a-f]{64}, not the pinned abab/);
+    const list = await runCli(["policy", "list"], { env });
+    assert.doesNotMatch(list.stdout, /never-sent/);
+  });
+});
+
+describe("cloister policy against the CAS", () => {
+  test("create, get, list, update (predecessor filled in), history, delete", async () => {
+    const v1 = write(
+      "shop.yaml",
+      'version: "1"\nname: shop\nsecrets:\n  - {name: pw, kind: ascii, value: "s3cret-value"}\n',
+    );
+    const created = await runCli(["policy", "create", v1, "-o", "json"], { env });
+    assert.equal(created.code, 0, created.stderr);
+    const { name, hash } = JSON.parse(created.stdout) as { name: string; hash: string };
+    assert.equal(name, "shop");
+    const checked = await runCli(["policy", "check", v1]);
+    assert.equal(checked.stdout.trim(), hash, "the CAS hash is the offline hash");
+
+    const got = await runCli(["policy", "get", "shop"], { env });
+    assert.equal(got.code, 0, got.stderr);
+    assert.match(got.stdout, /value: "<redacted>"/);
+    assert.doesNotMatch(got.stdout, /s3cret-value/);
+    assert.match(got.stdout, new RegExp(`predecessor: ${hash}`));
+
+    const list = await runCli(["policy", "list"], { env });
+    assert.match(list.stdout, new RegExp(`^shop\\t${hash}\\tv1$`, "m"));
+
+    // Update from a file without a predecessor: the CLI fills it in.
+    const v2 = write(
+      "shop2.yaml",
+      'version: "1"\nname: shop\nsecrets:\n  - {name: pw, kind: ascii, value: "s3cret-value"}\n  - {name: more, kind: binary}\n',
+    );
+    const updated = await runCli(["policy", "update", v2], { env });
+    assert.equal(updated.code, 0, updated.stderr);
+
+    // Edit what get printed (values redacted, predecessor current) and send it back: the value is kept.
+    const fetched = await runCli(["policy", "get", "shop"], { env });
+    const edited = write(
+      "shop3.yaml",
+      fetched.stdout.replace("{ name: more, kind: binary }", "{ name: more, kind: binary, size: 16 }"),
+    );
+    const third = await runCli(["policy", "update", edited], { env });
+    assert.equal(third.code, 0, third.stderr);
+    // Sending the same edit again names a predecessor that is no longer current.
+    const stale = await runCli(["policy", "update", edited], { env });
+    assert.equal(stale.code, 1);
+    assert.match(stale.stderr, /409 conflict.*is not the current version/);
+
+    const history = await runCli(["policy", "history", "shop", "-o", "json"], { env });
+    const versions = (JSON.parse(history.stdout) as { versions: { version: number; hash: string }[] }).versions;
+    assert.deepEqual(
+      versions.map((v) => v.version),
+      [1, 2, 3],
+    );
+    assert.equal(versions[0]!.hash, hash);
+
+    const deleted = await runCli(["policy", "delete", "shop"], { env });
+    assert.equal(deleted.code, 0, deleted.stderr);
+    const gone = await runCli(["policy", "get", "shop"], { env });
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /404 not_found/);
+  });
+
+  test("invalid files are reported with the user's file name before anything is sent", async () => {
+    const bad = write("bad.yaml", 'version: "1"\nname: bad\nsecrets: [{name: k, kind: asci}]\n');
+    const r = await runCli(["policy", "create", bad], { env });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`^${bad}:3:27: secrets\\[0\\]\\.kind: `));
+  });
+
+  test("multi-party update with signatures made by `cloister policy sign`", async () => {
+    const bobEnv = { ...env, CLOISTER_HOME: join(dir, "home-bob") };
+    await runCli(["identity", "create"], { env: bobEnv });
+    const alice = (await runCli(["identity", "show"], { env })).stdout.trim();
+    const bob = (await runCli(["identity", "show"], { env: bobEnv })).stdout.trim();
+    const access = `access_policy:\n  read: [ANY]\n  update: [{require_all: [${alice}, ${bob}]}]\n`;
+    const v1 = write("dual.yaml", `version: "1"\nname: dual\n${access}`);
+    assert.equal((await runCli(["policy", "create", v1], { env })).code, 0);
+    const v2 = write("dual2.yaml", `version: "1"\nname: dual\n${access}secrets: [{name: k, kind: binary}]\n`);
+    const alone = await runCli(["policy", "update", v2], { env });
+    assert.equal(alone.code, 1);
+    assert.match(alone.stderr, /403/);
+    const signature = await runCli(["policy", "sign", v2], { env: bobEnv });
+    assert.equal(signature.code, 0, signature.stderr);
+    assert.match(signature.stdout, /^cloister-sig-v1\./);
+    const together = await runCli(["policy", "update", v2, "--signature", signature.stdout.trim()], { env });
+    assert.equal(together.code, 0, together.stderr);
+  });
+});
+
+describe("cloister audit", () => {
+  test("export verifies; every kind of tampering with the export is refused", async () => {
+    const file = join(dir, "audit.json");
+    const exported = await runCli(["audit", "export", "--out", file], { env });
+    assert.equal(exported.code, 0, exported.stderr);
+    const ok = await runCli(["audit", "verify", file], { env });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /^ok: \d+ entries, \d+ checkpoints?, signed through entry \d+ by CAS key [0-9a-f]{64}/);
+
+    type Doc = { entries: Record<string, unknown>[]; checkpoints: Record<string, unknown>[] };
+    const doc = JSON.parse(readFileSync(file, "utf8")) as Doc;
+    assert.ok(doc.entries.length >= 5);
+    const variants: Record<string, (d: Doc) => void> = {
+      modified: (d) => {
+        const e = d.entries.find((x) => "entry" in x) as { entry: { reason: string } };
+        e.entry.reason += " (edited)";
+      },
+      reordered: (d) => {
+        [d.entries[1], d.entries[2]] = [d.entries[2]!, d.entries[1]!];
+      },
+      inserted: (d) => {
+        d.entries.splice(2, 0, { ...d.entries[1]! });
+      },
+      deleted: (d) => {
+        d.entries.splice(2, 1);
+      },
+      "truncated after a signed checkpoint": (d) => {
+        d.entries.pop();
+      },
+      "checkpoint signature": (d) => {
+        const c = d.checkpoints[d.checkpoints.length - 1]!;
+        c.time = "2000-01-01T00:00:00.000Z";
+      },
+    };
+    for (const [what, tamper] of Object.entries(variants)) {
+      const copy = JSON.parse(JSON.stringify(doc)) as Doc;
+      tamper(copy);
+      const path = join(dir, `audit-${what.replaceAll(" ", "-")}.json`);
+      writeFileSync(path, JSON.stringify(copy));
+      const r = await runCli(["audit", "verify", path], { env });
+      assert.equal(r.code, 1, `${what}: ${r.stdout}`);
+      assert.match(r.stderr, /^cloister: .*audit-/, what);
+    }
+    const wrongPin = await runCli(["audit", "verify", file, "--cas-key", "cd".repeat(32)], { env });
+    assert.equal(wrongPin.code, 1);
+    assert.match(wrongPin.stderr, /not the pinned/);
+  });
+
+  test("another identity sees the entries of policies it cannot read only as digests", async () => {
+    const carolEnv = { ...env, CLOISTER_HOME: join(dir, "home-carol") };
+    await runCli(["identity", "create"], { env: carolEnv });
+    const r = await runCli(["audit", "export"], { env: carolEnv });
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout) as { entries: { redacted?: boolean; entry?: { target: string } }[] };
+    // "shop" (readable by its creator only, now deleted) appears as digests; "dual" (read: ANY) in full.
+    assert.ok(doc.entries.some((e) => e.redacted === true));
+    assert.ok(!doc.entries.some((e) => e.entry?.target === "shop"));
+    assert.ok(doc.entries.some((e) => e.entry?.target === "dual"));
+    const file = join(dir, "carol-audit.json");
+    writeFileSync(file, r.stdout);
+    const verified = await runCli(["audit", "verify", file], { env: carolEnv });
+    assert.equal(verified.code, 0, verified.stderr);
+  });
+});
