@@ -76,6 +76,8 @@ export class CasService {
   readonly #index: Map<string, string>;
   /** Decrypted current records, valid while the stored row is byte-for-byte the one we opened. */
   readonly #cache = new Map<string, { sealed: Buffer; record: PolicyRecord }>();
+  /** What `get` shows of a version (redacted, predecessor current): YAML work done once per version. */
+  readonly #presented = new Map<string, { hash: string; text: string }>();
 
   private constructor(
     store: Store,
@@ -123,7 +125,8 @@ export class CasService {
       throw new CasError(400, "predecessor_on_create", "a new policy has no predecessor: remove the predecessor field");
     }
     if (hasRedacted(policy)) throw new CasError(400, "redacted_value", `a new policy cannot keep a ${REDACTED} value`);
-    if (this.#store.getPolicy(policy.name)) {
+    // The index (from the audit log) knows every policy; a concurrent create is caught by the store.
+    if (this.#index.has(policy.name)) {
       this.#refuse(actor, "policy.create", policy.name, hash, "a policy of that name exists");
       throw new CasError(409, "exists", `policy ${policy.name} already exists; update it instead`);
     }
@@ -220,7 +223,12 @@ export class CasService {
 
   get(actor: string, name: string): PolicyRecord & { redacted: string } {
     const { record } = this.#readable(actor, name, "policy.get");
-    return { ...record, redacted: presentForEdit(record.text, record.hash) };
+    let shown = this.#presented.get(name);
+    if (shown?.hash !== record.hash) {
+      shown = { hash: record.hash, text: presentForEdit(record.text, record.hash) };
+      this.#presented.set(name, shown);
+    }
+    return { ...record, redacted: shown.text };
   }
 
   list(actor: string): PolicySummary[] {
@@ -274,6 +282,7 @@ export class CasService {
     if (!ok) throw new CasError(409, "conflict", `${name} changed while it was being deleted; try again`);
     this.#index.delete(name);
     this.#cache.delete(name);
+    this.#presented.delete(name);
     this.#envelope.forget(name);
   }
 

@@ -1,0 +1,134 @@
+/**
+ * DER (ITU-T X.690) encoding of the few ASN.1 types an X.509 certificate needs, and a reader
+ * that walks tag-length-value elements. A format, not cryptography: signatures come from
+ * node:crypto, and every certificate built with this is parsed back by OpenSSL in the tests.
+ */
+
+export type Der = Buffer;
+
+function length(n: number): Buffer {
+  if (n < 0x80) return Buffer.from([n]);
+  const bytes: number[] = [];
+  for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v & 0xff);
+  return Buffer.from([0x80 | bytes.length, ...bytes]);
+}
+
+/** One element: tag, DER length, content. */
+export function tlv(tag: number, content: Uint8Array): Der {
+  return Buffer.concat([Buffer.from([tag]), length(content.length), content]);
+}
+
+export const sequence = (...items: Der[]): Der => tlv(0x30, Buffer.concat(items));
+export const set = (...items: Der[]): Der => {
+  // DER sorts SET OF elements by their encodings.
+  return tlv(0x31, Buffer.concat([...items].sort(Buffer.compare)));
+};
+export const explicit = (n: number, inner: Der): Der => tlv(0xa0 | n, inner);
+export const implicitPrimitive = (n: number, content: Uint8Array): Der => tlv(0x80 | n, content);
+export const octetString = (bytes: Uint8Array): Der => tlv(0x04, bytes);
+export const utf8String = (text: string): Der => tlv(0x0c, Buffer.from(text, "utf8"));
+export const ia5String = (text: string): Der => tlv(0x16, Buffer.from(text, "ascii"));
+export const NULL: Der = Buffer.from([0x05, 0x00]);
+export const boolean = (value: boolean): Der => Buffer.from([0x01, 0x01, value ? 0xff : 0x00]);
+
+/** A non-negative INTEGER from its big-endian magnitude. */
+export function unsignedInteger(magnitude: Uint8Array): Der {
+  let i = 0;
+  while (i < magnitude.length - 1 && magnitude[i] === 0) i++;
+  const trimmed = Buffer.from(magnitude.subarray(i));
+  const content = trimmed[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), trimmed]) : trimmed;
+  return tlv(0x02, content.length === 0 ? Buffer.from([0]) : content);
+}
+
+export const smallInteger = (n: number): Der => {
+  if (!Number.isInteger(n) || n < 0 || n > 0x7fffffff) throw new Error(`INTEGER ${n} out of range`);
+  const bytes: number[] = [];
+  for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v & 0xff);
+  return unsignedInteger(Buffer.from(bytes.length ? bytes : [0]));
+};
+
+export function oid(dotted: string): Der {
+  const arcs = dotted.split(".").map((a) => {
+    if (!/^\d+$/.test(a)) throw new Error(`bad OID ${dotted}`);
+    return Number(a);
+  });
+  if (arcs.length < 2 || arcs[0]! > 2 || (arcs[0]! < 2 && arcs[1]! >= 40)) throw new Error(`bad OID ${dotted}`);
+  const out: number[] = [];
+  const push = (v: number) => {
+    const chunk = [v & 0x7f];
+    for (let x = Math.floor(v / 128); x > 0; x = Math.floor(x / 128)) chunk.unshift((x & 0x7f) | 0x80);
+    out.push(...chunk);
+  };
+  push(arcs[0]! * 40 + arcs[1]!);
+  for (const arc of arcs.slice(2)) push(arc);
+  return tlv(0x06, Buffer.from(out));
+}
+
+/** A BIT STRING holding whole bytes (a key, a signature). */
+export const bitString = (bytes: Uint8Array): Der => tlv(0x03, Buffer.concat([Buffer.from([0]), bytes]));
+
+/**
+ * A named BIT STRING (as KeyUsage): bit 0 is the most significant bit of the first byte;
+ * DER drops trailing zero bits and records how many bits of the last byte are unused.
+ */
+export function namedBits(bits: readonly number[]): Der {
+  if (bits.length === 0) return Buffer.from([0x03, 0x01, 0x00]);
+  const highest = Math.max(...bits);
+  const bytes = Buffer.alloc(Math.floor(highest / 8) + 1);
+  for (const b of bits) bytes[b >> 3]! |= 0x80 >> (b & 7);
+  const unused = 7 - (highest & 7);
+  return tlv(0x03, Buffer.concat([Buffer.from([unused]), bytes]));
+}
+
+/** UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 §4.1.2.5), to the second, in UTC. */
+export function time(date: Date): Der {
+  const iso = date.toISOString(); // YYYY-MM-DDTHH:MM:SS.sssZ
+  const digits = `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}Z`;
+  const year = date.getUTCFullYear();
+  if (year < 1950 || year > 9999) throw new Error(`time ${iso} cannot be encoded`);
+  return year < 2050 ? tlv(0x17, Buffer.from(digits.slice(2), "ascii")) : tlv(0x18, Buffer.from(digits, "ascii"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+export interface Element {
+  readonly tag: number;
+  /** Offset of the first byte of the element (its tag). */
+  readonly start: number;
+  /** Offset of the content. */
+  readonly contentStart: number;
+  /** Offset just past the element. */
+  readonly end: number;
+}
+
+export class DerError extends Error {}
+
+/** The element at `offset`; lengths are checked against `limit`, never trusted. */
+export function readElement(buf: Uint8Array, offset: number, limit = buf.length): Element {
+  if (offset + 2 > limit) throw new DerError("truncated element");
+  const tag = buf[offset]!;
+  if ((tag & 0x1f) === 0x1f) throw new DerError("multi-byte tags are not supported");
+  let len = buf[offset + 1]!;
+  let pos = offset + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0 || n > 4 || pos + n > limit) throw new DerError("bad length");
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + buf[pos + i]!;
+    pos += n;
+  }
+  if (pos + len > limit) throw new DerError("element runs past its container");
+  return { tag, start: offset, contentStart: pos, end: pos + len };
+}
+
+/** The elements directly inside a constructed element. */
+export function children(buf: Uint8Array, parent: Element): Element[] {
+  const out: Element[] = [];
+  for (let at = parent.contentStart; at < parent.end; ) {
+    const e = readElement(buf, at, parent.end);
+    out.push(e);
+    at = e.end;
+  }
+  return out;
+}
