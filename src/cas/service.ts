@@ -11,6 +11,7 @@ import type { NormalizedPolicy } from "../policy/normalize.ts";
 import { type AccessRuleT, isImport, REDACTED } from "../policy/schema.ts";
 import { AUDIT_GENESIS, type AuditEntry, type AuditExport, AuditLog, entryDigest } from "./audit.ts";
 import { admits, type Requester } from "./authorization.ts";
+import { ImportError, resolveSecret } from "./imports.ts";
 import { presentForEdit } from "./redact.ts";
 import { type StoredSecret, secretValuesFor } from "./secrets.ts";
 import { Envelope, TamperError } from "./store/envelope.ts";
@@ -474,6 +475,22 @@ export class CasService {
         .values;
     } catch (error) {
       if (error instanceof TamperError) this.#tampered(name, error.message);
+      throw error;
+    }
+  }
+
+  /**
+   * The value of a secret as `policy` sees it, imports resolved against the exporters' current
+   * policies: for the attestation flow, never for owners. Refusals are audited.
+   */
+  resolveSecret(policy: string, secret: string): StoredSecret {
+    try {
+      return resolveSecret((name) => this.secretValues(name), policy, secret);
+    } catch (error) {
+      if (error instanceof ImportError) {
+        this.#refuse("cas", "secret.import", policy, null, error.message);
+        throw new CasError(409, "import_refused", error.message);
+      }
       throw error;
     }
   }

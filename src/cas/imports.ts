@@ -1,0 +1,73 @@
+/**
+ * Secret resolution at use: a service's secret is its policy's own value, or an import that
+ * the exporter's *current* policy still exports to the importer (and, if the export is pinned,
+ * to the importer's current version). Imports may be exported again, so chains are followed;
+ * cycles and dangling imports are errors that name the chain. Checked every time a value is
+ * used, never only when a policy is stored: an exporter can withdraw at any moment.
+ */
+import { isImport } from "../policy/schema.ts";
+import type { StoredSecret } from "./secrets.ts";
+import type { PolicyRecord } from "./service.ts";
+
+export interface PolicyValues {
+  readonly record: PolicyRecord;
+  readonly values: Readonly<Record<string, StoredSecret>>;
+}
+
+export type PolicyLoader = (name: string) => PolicyValues | undefined;
+
+export class ImportError extends Error {
+  /** The chain followed, as policy:secret steps. */
+  readonly chain: readonly string[];
+  constructor(message: string, chain: readonly string[]) {
+    super(message);
+    this.chain = chain;
+  }
+}
+
+/** The value of `secret` as `policy` sees it. Throws ImportError when it cannot be had. */
+export function resolveSecret(load: PolicyLoader, policy: string, secret: string): StoredSecret {
+  const chain: string[] = [];
+  let current = load(policy);
+  let name = secret;
+  if (!current) throw new ImportError(`no policy ${policy}`, chain);
+  for (;;) {
+    const step = `${current.record.name}:${name}`;
+    if (chain.includes(step)) throw new ImportError(`import cycle: ${[...chain, step].join(" → ")}`, [...chain, step]);
+    chain.push(step);
+    const declared = current.record.policy.secrets.find((s) => s.name === name);
+    if (!declared) throw new ImportError(`${current.record.name} has no secret ${name} (${chain.join(" → ")})`, chain);
+    if (!isImport(declared)) {
+      const value = current.values[name];
+      if (!value) throw new ImportError(`the value of ${step} is missing`, chain);
+      return value;
+    }
+    const { policy: exporterName, secret: exported, kind } = declared.import;
+    const exporter = load(exporterName);
+    if (!exporter)
+      throw new ImportError(`dangling import: ${step} imports from ${exporterName}, which does not exist`, chain);
+    const source = exporter.record.policy.secrets.find((s) => s.name === exported);
+    if (!source) {
+      throw new ImportError(
+        `dangling import: ${step} imports ${exporterName}:${exported}, which does not exist`,
+        chain,
+      );
+    }
+    const grant = source.export.find((e) => e.policy === current!.record.name);
+    if (!grant) {
+      throw new ImportError(`${exporterName} does not export ${exported} to ${current.record.name}`, chain);
+    }
+    if (grant.policy_hash !== null && grant.policy_hash !== current.record.hash) {
+      throw new ImportError(
+        `${exporterName} exports ${exported} only to ${current.record.name} at ${grant.policy_hash.slice(0, 12)}…, not at its current ${current.record.hash.slice(0, 12)}…`,
+        chain,
+      );
+    }
+    const actualKind = isImport(source) ? null : source.kind;
+    if (kind !== null && actualKind !== null && kind !== actualKind) {
+      throw new ImportError(`${step} declares kind ${kind}, but ${exporterName}:${exported} is ${actualKind}`, chain);
+    }
+    current = exporter;
+    name = exported;
+  }
+}

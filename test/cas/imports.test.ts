@@ -1,0 +1,103 @@
+/**
+ * Exports and imports are checked at use: a value flows only while the exporter's current
+ * policy exports it to the importer (at its current version, when pinned).
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { type CasClient, policyPath } from "../../src/client/cas-client.ts";
+import { makeIdentity, startTestCas, type TestCas } from "../helpers/cas.ts";
+
+let cas: TestCas;
+let dora: CasClient;
+let anton: CasClient;
+before(async () => {
+  cas = await startTestCas();
+  dora = cas.client(await makeIdentity("dora"));
+  anton = cas.client(await makeIdentity("anton"));
+});
+after(() => cas.dispose());
+
+const put = async (c: CasClient, text: string) => {
+  const name = /^name: (\S+)$/m.exec(text)![1]!;
+  try {
+    const current = await c.request<{ hash: string }>("GET", policyPath(name));
+    return c.request<{ hash: string }>("PUT", policyPath(name), { policy: `${text}predecessor: ${current.hash}\n` });
+  } catch {
+    return c.request<{ hash: string }>("POST", "/v1/policies", { policy: text });
+  }
+};
+const resolve = (policy: string, secret: string) => cas.running.service.resolveSecret(policy, secret);
+const refused = (policy: string, secret: string, message: RegExp) =>
+  assert.throws(
+    () => resolve(policy, secret),
+    (e: Error & { code?: string }) => {
+      assert.equal(e.code, "import_refused");
+      assert.match(e.message, message);
+      return true;
+    },
+  );
+
+const owner = (exportTo: string) =>
+  `version: "1"\nname: dataowner\nsecrets:\n  - {name: dataset_key, kind: binary, export: [${exportTo}]}\n`;
+const analytics = (kind = "binary") =>
+  `version: "1"\nname: analytics\nsecrets:\n  - {name: dataset_key, import: {policy: dataowner, secret: dataset_key, kind: ${kind}}}\n`;
+
+describe("imports resolved at use", () => {
+  test("an exported secret reaches the importer, with the exporter's value", async () => {
+    await put(dora, owner("{policy: analytics}"));
+    await put(anton, analytics());
+    const got = resolve("analytics", "dataset_key");
+    assert.deepEqual(got, resolve("dataowner", "dataset_key"));
+    assert.equal(got.kind, "binary");
+  });
+
+  test("withdrawing the export stops it at the next use, and the refusal is audited", async () => {
+    await put(dora, owner(""));
+    refused("analytics", "dataset_key", /dataowner does not export dataset_key to analytics/);
+    const audit = await anton.request<{ entries: { entry?: { action: string; reason: string } }[] }>(
+      "GET",
+      "/v1/audit",
+    );
+    assert.ok(audit.entries.some((e) => e.entry?.action === "secret.import" && /does not export/.test(e.entry.reason)));
+  });
+
+  test("an export pinned to the importer's hash holds only for that version", async () => {
+    const current = await anton.request<{ hash: string }>("GET", policyPath("analytics"));
+    await put(dora, owner(`{policy: analytics, policy_hash: ${current.hash}}`));
+    assert.equal(resolve("analytics", "dataset_key").kind, "binary");
+    await put(anton, analytics()); // a new version of the importer: the pin no longer matches
+    refused("analytics", "dataset_key", /exports dataset_key only to analytics at [0-9a-f]{12}…, not at its current/);
+  });
+
+  test("a declared kind must match the exporter's", async () => {
+    await put(dora, owner("{policy: analytics}"));
+    await put(anton, analytics("ascii"));
+    refused("analytics", "dataset_key", /declares kind ascii, but dataowner:dataset_key is binary/);
+    await put(anton, analytics());
+  });
+
+  test("dangling imports name what is missing", async () => {
+    await put(
+      anton,
+      `version: "1"\nname: orphan\nsecrets:\n  - {name: k, import: {policy: nobody, secret: k}}\n  - {name: j, import: {policy: dataowner, secret: nothing}}\n`,
+    );
+    refused("orphan", "k", /dangling import: orphan:k imports from nobody, which does not exist/);
+    refused("orphan", "j", /dangling import: orphan:j imports dataowner:nothing, which does not exist/);
+  });
+
+  test("chains are followed and cycles refused", async () => {
+    await put(
+      dora,
+      `version: "1"\nname: ring-a\naccess_policy: {read: [ANY]}\nsecrets:\n  - {name: x, import: {policy: ring-b, secret: y}, export: [{policy: ring-b}, {policy: ring-c}]}\n`,
+    );
+    await put(
+      dora,
+      `version: "1"\nname: ring-b\nsecrets:\n  - {name: y, import: {policy: ring-a, secret: x}, export: [{policy: ring-a}]}\n`,
+    );
+    refused("ring-a", "x", /import cycle: ring-a:x → ring-b:y → ring-a:x/);
+    // A chain that ends in a value resolves.
+    await put(dora, `version: "1"\nname: ring-b\nsecrets:\n  - {name: y, kind: ascii, export: [{policy: ring-a}]}\n`);
+    await put(anton, `version: "1"\nname: ring-c\nsecrets:\n  - {name: z, import: {policy: ring-a, secret: x}}\n`);
+    assert.deepEqual(resolve("ring-c", "z"), resolve("ring-b", "y"));
+  });
+});
