@@ -3,7 +3,6 @@
  * secrets that must appear nowhere on disk or in logs.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,8 +10,7 @@ import { DatabaseSync } from "node:sqlite";
 import { after, describe, test } from "node:test";
 import { chainHash, entryDigest } from "../../src/cas/audit.ts";
 import { type CasRequestError, policyPath } from "../../src/client/cas-client.ts";
-import { makeIdentity, startTestCas, type TestCas } from "../helpers/cas.ts";
-import { BIN } from "../helpers/cli.ts";
+import { makeIdentity, startCasProcess, startTestCas, type TestCas } from "../helpers/cas.ts";
 
 const cleanups: (() => Promise<void> | void)[] = [];
 after(async () => {
@@ -281,28 +279,8 @@ describe("canary secrets", () => {
     const asciiCanary = "CanaryAscii-7d1f0c2e9b";
     const binaryCanary = Buffer.from("c0ffee00deadbeef1337cafe42424242", "hex");
     // A real CAS process with request logging on, so that its logs can be searched too.
-    const child = spawn(
-      process.execPath,
-      [BIN, "--", "cas", "start", "--data-dir", dir, "--listen", "127.0.0.1:0", "--log"],
-      {
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
-    let logs = "";
-    child.stdout.on("data", (d: Buffer) => (logs += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (logs += d.toString()));
-    const started = await new Promise<{ url: string; key: string }>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`CAS did not start: ${logs}`)), 20_000);
-      const poll = setInterval(() => {
-        const url = /CAS listening on (\S+)/.exec(logs)?.[1];
-        const key = /CAS key ([0-9a-f]{64})/.exec(logs)?.[1];
-        if (url && key) {
-          clearInterval(poll);
-          clearTimeout(timer);
-          resolve({ url, key });
-        }
-      }, 50);
-    });
+    const started = await startCasProcess(["--data-dir", dir, "--listen", "127.0.0.1:0", "--log"]);
+    const child = started.child;
     const alice = await makeIdentity("alice");
     const { CasClient } = await import("../../src/client/cas-client.ts");
     const c = new CasClient({
@@ -348,7 +326,7 @@ describe("canary secrets", () => {
     const needles = [asciiCanary, ...forms(Buffer.from(asciiCanary)), ...forms(binaryCanary)];
     const haystacks: Record<string, Buffer> = {
       ...whileRunning,
-      logs: Buffer.from(logs),
+      logs: Buffer.from(started.output()),
       "policy get": Buffer.from(got.policy),
       "audit export": Buffer.from(audit),
     };
@@ -360,6 +338,6 @@ describe("canary secrets", () => {
       assert.ok(!hay.includes(binaryCanary), `raw binary canary found in ${where}`);
     }
     assert.match(got.policy, /value: "<redacted>"/);
-    assert.ok(logs.length > 0, "the CAS logged requests");
+    assert.match(started.output(), /"url":"\/v1\/policies"/, "the CAS logged requests");
   });
 });

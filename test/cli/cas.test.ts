@@ -3,12 +3,13 @@
  * `cloister policy …` and `cloister audit …` against it, pinning like ssh.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { BIN, runCli } from "../helpers/cli.ts";
+import { startCasProcess } from "../helpers/cas.ts";
+import { runCli } from "../helpers/cli.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "cloister-cli-cas-"));
 const dataDir = join(dir, "data");
@@ -17,34 +18,10 @@ let cas: ChildProcess;
 let env: Record<string, string>;
 let output = "";
 
-/** Start `cloister cas start` and wait for its address and key. */
-function startCasProcess(args: string[]): Promise<{ child: ChildProcess; url: string; key: string }> {
-  const child = spawn(process.execPath, [BIN, "--", "cas", "start", ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no start: ${out}`)), 20_000);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`cas start exited ${code}: ${out}`));
-    });
-    const poll = setInterval(() => {
-      const url = /CAS listening on (\S+)/.exec(out)?.[1];
-      const key = /CAS key ([0-9a-f]{64})/.exec(out)?.[1];
-      if (url && key) {
-        clearInterval(poll);
-        clearTimeout(timer);
-        output = out;
-        resolve({ child, url, key });
-      }
-    }, 50);
-  });
-}
-
 before(async () => {
   const started = await startCasProcess(["--data-dir", dataDir, "--listen", "127.0.0.1:0", "--env-file", envFile]);
   cas = started.child;
+  output = started.output();
   env = { CLOISTER_HOME: join(dir, "home-alice"), CLOISTER_CAS_ADDR: started.url, CLOISTER_CAS_KEY: started.key };
   const created = await runCli(["identity", "create"], { env });
   assert.equal(created.code, 0, created.stderr);
@@ -239,6 +216,14 @@ describe("cloister audit", () => {
       assert.equal(r.code, 1, `${what}: ${r.stdout}`);
       assert.match(r.stderr, /^cloister: .*audit-/, what);
     }
+    // --since exports the tail, anchored to the chain hash before it: it verifies on its own.
+    const tail = join(dir, "audit-tail.json");
+    assert.equal((await runCli(["audit", "export", "--since", "3", "--out", tail], { env })).code, 0);
+    const tailDoc = JSON.parse(readFileSync(tail, "utf8")) as { entries: { seq: number }[] };
+    assert.equal(tailDoc.entries[0]!.seq, 4);
+    const tailOk = await runCli(["audit", "verify", tail], { env });
+    assert.equal(tailOk.code, 0, tailOk.stderr);
+
     const wrongPin = await runCli(["audit", "verify", file, "--cas-key", "cd".repeat(32)], { env });
     assert.equal(wrongPin.code, 1);
     assert.match(wrongPin.stderr, /not the pinned/);

@@ -1,4 +1,5 @@
 /** A real CAS for tests: a temporary data directory, a free loopback port, real mTLS clients. */
+import { type ChildProcess, spawn } from "node:child_process";
 import { createPrivateKey } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -7,6 +8,7 @@ import { type CasStartOptions, type RunningCas, startCas } from "../../src/cas/s
 import { CasClient } from "../../src/client/cas-client.ts";
 import { spkiHash } from "../../src/crypto/keys.ts";
 import { selfSignedP256 } from "../../src/crypto/x509.ts";
+import { BIN } from "./cli.ts";
 
 export interface TestIdentity {
   readonly name: string;
@@ -58,4 +60,36 @@ export async function startTestCas(options: Partial<CasStartOptions> = {}, dataD
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+export interface CasProcess {
+  readonly child: ChildProcess;
+  readonly url: string;
+  readonly key: string;
+  /** Everything it printed so far (standard output and error). */
+  output(): string;
+}
+
+/** Start `cloister cas start ARGS` in its own process and wait until it prints its address and key. */
+export function startCasProcess(args: readonly string[]): Promise<CasProcess> {
+  const child = spawn(process.execPath, [BIN, "--", "cas", "start", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`cas start printed no address in 20 s: ${out}`)), 20_000);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`cas start exited ${code}: ${out}`));
+    });
+    const poll = setInterval(() => {
+      const url = /CAS listening on (\S+)/.exec(out)?.[1];
+      const key = /CAS key ([0-9a-f]{64})/.exec(out)?.[1];
+      if (url && key) {
+        clearInterval(poll);
+        clearTimeout(timer);
+        resolve({ child, url, key, output: () => out });
+      }
+    }, 50);
+  });
 }
