@@ -1,5 +1,6 @@
 /** The `cloister` command: one binary for every component, like `vault`. */
 import { Command, CommanderError } from "commander";
+import { attestCommands } from "./attest.ts";
 import { auditCommands } from "./audit.ts";
 import { casCommands } from "./cas.ts";
 import { CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE } from "./errors.ts";
@@ -20,7 +21,8 @@ export function buildProgram(io: Io): Command {
       "after",
       `
 Start here:   cloister dev   (a CAS for development), then cloister identity create.
-Not built yet: las, run, measure, attest, collateral, fs (see README).
+Partly built:  attest verify (SEV-SNP only), measure (--tee sim).
+Not built yet: las, run, collateral, fs (see README).
 
 Exit codes: 0 ok, 1 refused or failed, 2 usage. Docs: docs/policy.md.`,
     );
@@ -28,6 +30,7 @@ Exit codes: 0 ok, 1 refused or failed, 2 usage. Docs: docs/policy.md.`,
   policyCommands(program, io);
   casCommands(program, io);
   auditCommands(program, io);
+  attestCommands(program, io);
   // Every subcommand inherits the same output and exit behaviour.
   for (const c of allCommands(program)) c.configureOutput({ writeOut: io.stdout, writeErr: io.stderr }).exitOverride();
   return program;

@@ -132,3 +132,38 @@ export function children(buf: Uint8Array, parent: Element): Element[] {
   }
   return out;
 }
+
+/** The dotted form of an OID's content bytes. */
+export function decodeOid(content: Uint8Array): string {
+  const arcs: number[] = [];
+  let value = 0;
+  for (const byte of content) {
+    value = value * 128 + (byte & 0x7f);
+    if ((byte & 0x80) === 0) {
+      if (arcs.length === 0) arcs.push(value < 80 ? Math.floor(value / 40) : 2, value < 80 ? value % 40 : value - 80);
+      else arcs.push(value);
+      value = 0;
+    }
+  }
+  return arcs.join(".");
+}
+
+/** A certificate's extensions by OID: the contents of each extnValue OCTET STRING. */
+export function certificateExtensions(raw: Uint8Array): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  const cert = readElement(raw, 0);
+  const tbs = children(raw, cert)[0];
+  if (!tbs) throw new DerError("not a certificate");
+  const wrapper = children(raw, tbs).find((f) => f.tag === 0xa3);
+  if (!wrapper) return out;
+  const list = children(raw, wrapper)[0];
+  if (!list) return out;
+  for (const ext of children(raw, list)) {
+    const parts = children(raw, ext);
+    const id = parts[0];
+    const value = parts[parts.length - 1];
+    if (!id || id.tag !== 0x06 || !value || value.tag !== 0x04) throw new DerError("malformed extension");
+    out.set(decodeOid(raw.subarray(id.contentStart, id.end)), Buffer.from(raw.subarray(value.contentStart, value.end)));
+  }
+  return out;
+}

@@ -1,0 +1,224 @@
+/**
+ * SEV-SNP verification: the report's signature by its VCEK or VLEK, that key's chain through
+ * the ASK or ASVK to the pinned ARK of its product (RSASSA-PSS), validity at a given time, and
+ * the key's extensions against the report: the chip (hwID) and the TCB it was issued for.
+ */
+import { createHash, type KeyObject, verify, X509Certificate } from "node:crypto";
+import { certificateExtensions, readElement } from "../../crypto/der.ts";
+import { type Verdict, VerificationError } from "../verdict.ts";
+import { POLICY, parseReport, SnpAbiError, type SnpReport, type TcbVersion, tcbVersion } from "./abi.ts";
+import { SNP_ROOTS, type SnpProduct } from "./trust.ts";
+
+/** AMD's certificate extensions (1.3.6.1.4.1.3704.1.*). */
+const AMD = {
+  productName: "1.3.6.1.4.1.3704.1.2",
+  blSpl: "1.3.6.1.4.1.3704.1.3.1",
+  teeSpl: "1.3.6.1.4.1.3704.1.3.2",
+  snpSpl: "1.3.6.1.4.1.3704.1.3.3",
+  ucodeSpl: "1.3.6.1.4.1.3704.1.3.8",
+  fmcSpl: "1.3.6.1.4.1.3704.1.3.9",
+  hwId: "1.3.6.1.4.1.3704.1.4",
+} as const;
+
+export interface SnpVerified {
+  readonly report: SnpReport;
+  readonly product: SnpProduct;
+  readonly key: "VCEK" | "VLEK";
+  readonly reportedTcb: TcbVersion;
+  /** The earliest notAfter of the chain. */
+  readonly expires: Date;
+}
+
+export interface SnpVerifyOptions {
+  /** The VCEK or VLEK certificate (DER or PEM) that signed the report. */
+  readonly endorsementKey: Uint8Array | string;
+  /** When to check validity; default now. */
+  readonly at?: Date;
+}
+
+interface EndorsementKey {
+  readonly certificate: X509Certificate;
+  readonly publicKey: KeyObject;
+  readonly product: SnpProduct;
+  readonly extensions: Map<string, Buffer>;
+  readonly chainExpires: Date;
+  readonly chainStarts: Date;
+}
+
+/** Verified endorsement keys by SHA-256 of their DER: a chip's VCEK signs many reports. */
+const verifiedKeys = new Map<string, EndorsementKey>();
+const MAX_CACHED = 1024;
+
+export function verifySnpReport(evidence: Uint8Array, options: SnpVerifyOptions): SnpVerified {
+  let report: SnpReport;
+  try {
+    report = parseReport(evidence);
+  } catch (error) {
+    if (error instanceof SnpAbiError) throw new VerificationError("format", error.message);
+    throw error;
+  }
+  if (report.signingKey !== 0 && report.signingKey !== 1) {
+    throw new VerificationError("signature", `the report is not signed (signing key ${report.signingKey})`);
+  }
+  const keyType = report.signingKey === 0 ? "VCEK" : "VLEK";
+  const ek = endorsementKey(options.endorsementKey, keyType);
+  const at = options.at ?? new Date();
+  if (at < ek.chainStarts || at > ek.chainExpires) {
+    throw new VerificationError(
+      "expired",
+      `the ${keyType} chain is valid from ${ek.chainStarts.toISOString()} to ${ek.chainExpires.toISOString()}, not at ${at.toISOString()}`,
+    );
+  }
+  const signature = Buffer.concat([report.signatureR, report.signatureS]);
+  if (!verify("sha384", report.signed, { key: ek.publicKey, dsaEncoding: "ieee-p1363" }, signature)) {
+    throw new VerificationError("signature", `the report's signature does not verify with the ${keyType}`);
+  }
+  const turin = ek.product === "Turin";
+  const reportedTcb = tcbVersion(report.reportedTcb, turin);
+  checkKeyMatchesReport(ek, report, reportedTcb, keyType);
+  return { report, product: ek.product, key: keyType, reportedTcb, expires: ek.chainExpires };
+}
+
+function endorsementKey(input: Uint8Array | string, keyType: "VCEK" | "VLEK"): EndorsementKey {
+  const id = `${keyType}:${createHash("sha256").update(input).digest("hex")}`;
+  const cached = verifiedKeys.get(id);
+  if (cached) return cached;
+  let certificate: X509Certificate;
+  try {
+    certificate = new X509Certificate(typeof input === "string" ? input : Buffer.from(input));
+  } catch {
+    throw new VerificationError("chain", `the ${keyType} certificate cannot be parsed`);
+  }
+  const extensions = certificateExtensions(certificate.raw);
+  const product = productOf(certificate, extensions);
+  const roots = SNP_ROOTS[product];
+  const ark = new X509Certificate(roots.ark);
+  const ask = new X509Certificate(keyType === "VCEK" ? roots.ask : roots.asvk);
+  // The ARK is pinned; it must be the one we embed and sign itself and its ASK/ASVK.
+  if (ark.fingerprint256 !== roots.arkFingerprint || !ark.verify(ark.publicKey) || !ask.verify(ark.publicKey)) {
+    throw new VerificationError("chain", `the pinned ${product} roots do not verify`);
+  }
+  if (!certificate.checkIssued(ask) || !certificate.verify(ask.publicKey)) {
+    throw new VerificationError(
+      "chain",
+      `the ${keyType} is not signed by AMD's ${keyType === "VCEK" ? "ASK" : "ASVK"} for ${product}`,
+    );
+  }
+  const publicKey = certificate.publicKey;
+  if (publicKey.asymmetricKeyType !== "ec" || publicKey.asymmetricKeyDetails?.namedCurve !== "secp384r1") {
+    throw new VerificationError("chain", `the ${keyType} is not a P-384 key`);
+  }
+  const dates = [certificate, ask, ark];
+  const key: EndorsementKey = {
+    certificate,
+    publicKey,
+    product,
+    extensions,
+    chainStarts: new Date(Math.max(...dates.map((c) => new Date(c.validFrom).getTime()))),
+    chainExpires: new Date(Math.min(...dates.map((c) => new Date(c.validTo).getTime()))),
+  };
+  if (verifiedKeys.size >= MAX_CACHED) verifiedKeys.clear();
+  verifiedKeys.set(id, key);
+  return key;
+}
+
+/** The product from the key's productName extension ("Milan-B0"), else from its issuer ("SEV-Milan"). */
+function productOf(certificate: X509Certificate, extensions: Map<string, Buffer>): SnpProduct {
+  let name = "";
+  const ext = extensions.get(AMD.productName);
+  if (ext) {
+    const e = readElement(ext, 0);
+    name = ext.subarray(e.contentStart, e.end).toString("ascii");
+  } else {
+    name = /CN=SEV-(?:VLEK-)?(\w+)/.exec(certificate.issuer)?.[1] ?? "";
+  }
+  const product = name.split("-")[0];
+  if (product === "Milan" || product === "Genoa" || product === "Turin") return product;
+  throw new VerificationError(
+    "chain",
+    `unknown SEV-SNP product ${JSON.stringify(name)}: expected Milan, Genoa or Turin`,
+  );
+}
+
+function splOf(extensions: Map<string, Buffer>, oid: string): number | undefined {
+  const ext = extensions.get(oid);
+  if (!ext) return undefined;
+  const e = readElement(ext, 0);
+  if (e.tag !== 0x02) throw new VerificationError("chain", `extension ${oid} is not an INTEGER`);
+  let v = 0;
+  for (const byte of ext.subarray(e.contentStart, e.end)) v = v * 256 + byte;
+  return v;
+}
+
+function checkKeyMatchesReport(ek: EndorsementKey, report: SnpReport, tcb: TcbVersion, keyType: string): void {
+  if (keyType === "VCEK" && !report.maskChipKey) {
+    const hwId = ek.extensions.get(AMD.hwId);
+    if (!hwId) throw new VerificationError("chain", "the VCEK has no hwID extension");
+    // AMD puts the 64-byte chip id directly in the extension value (some tools wrap it in an OCTET STRING).
+    const id = hwId.length === 64 ? hwId : unwrapOctetString(hwId);
+    if (!Buffer.from(id).equals(report.chipId))
+      throw new VerificationError("chip", "the report's CHIP_ID is not the chip the VCEK was issued to");
+  }
+  const expected: [string, number | undefined, number | undefined][] = [
+    ["bootloader", splOf(ek.extensions, AMD.blSpl), tcb.bootloader],
+    ["tee", splOf(ek.extensions, AMD.teeSpl), tcb.tee],
+    ["snp", splOf(ek.extensions, AMD.snpSpl), tcb.snp],
+    ["microcode", splOf(ek.extensions, AMD.ucodeSpl), tcb.microcode],
+    ...(ek.product === "Turin"
+      ? ([["fmc", splOf(ek.extensions, AMD.fmcSpl), tcb.fmc]] as [string, number | undefined, number | undefined][])
+      : []),
+  ];
+  for (const [name, certified, reported] of expected) {
+    if (certified === undefined) throw new VerificationError("chain", `the ${keyType} has no ${name} SPL extension`);
+    if (certified !== reported) {
+      throw new VerificationError(
+        "tcb",
+        `reported_tcb ${name} ${reported} is not the ${certified} the ${keyType} was issued for`,
+      );
+    }
+  }
+}
+
+function unwrapOctetString(value: Buffer): Buffer {
+  try {
+    const e = readElement(value, 0);
+    if (e.tag === 0x04 && e.end === value.length) return value.subarray(e.contentStart, e.end);
+  } catch {
+    // not DER: compared as it is
+  }
+  return value;
+}
+
+/** The shared verdict for a verified report. */
+export function snpVerdict(v: SnpVerified): Verdict {
+  const r = v.report;
+  const hex = (b: Buffer) => b.toString("hex");
+  return {
+    tee: "snp",
+    // AMD publishes no TCB status: what is verified is that the key was issued for reported_tcb.
+    status: "Unevaluated",
+    advisories: [],
+    debug: (r.policy & POLICY.debug) !== 0n,
+    measurements: {
+      measurement: hex(r.measurement),
+      host_data: hex(r.hostData),
+      id_key_digest: hex(r.idKeyDigest),
+      author_key_digest: hex(r.authorKeyDigest),
+      guest_svn: r.guestSvn,
+      vmpl: r.vmpl,
+    },
+    report_data: hex(r.reportData),
+    simulated: false,
+    collateral_expires: v.expires.toISOString(),
+    details: {
+      product: v.product,
+      signing_key: v.key,
+      report_version: r.version,
+      policy: `0x${r.policy.toString(16)}`,
+      smt_allowed: (r.policy & POLICY.smt) !== 0n,
+      migration_agent_allowed: (r.policy & POLICY.migrateMa) !== 0n,
+      reported_tcb: v.reportedTcb,
+      chip_id: hex(r.chipId),
+    },
+  };
+}

@@ -1,0 +1,146 @@
+/**
+ * SEV-SNP verification on real evidence: the Milan report and VCEK in ../shared/testvectors,
+ * verified through AMD's pinned roots; every single-bit change of every signed byte refused.
+ */
+import assert from "node:assert/strict";
+import { generateKeyPairSync } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { decodeEvidence, evidenceKind } from "../../src/attestation/evidence.ts";
+import { REPORT_SIZE, SIGNED_END } from "../../src/attestation/snp/abi.ts";
+import { SNP_ROOTS } from "../../src/attestation/snp/trust.ts";
+import { snpVerdict, verifySnpReport } from "../../src/attestation/snp/verify.ts";
+import { VerificationError } from "../../src/attestation/verdict.ts";
+import { issue, selfSigner } from "../../src/crypto/certificate.ts";
+
+const VECTORS = join(import.meta.dirname, "..", "..", "..", "shared", "testvectors", "amd-snp");
+const reportHex = readFileSync(join(VECTORS, "report_milan.hex"), "utf8").trim();
+const report = Buffer.from(reportHex, "hex");
+const vcek = readFileSync(join(VECTORS, "vcek_milan.der"));
+const IN_WINDOW = new Date("2025-07-01T00:00:00Z");
+
+const refusedBy = (check: string, f: () => unknown) =>
+  assert.throws(f, (e: unknown) => {
+    assert.ok(e instanceof VerificationError, String(e));
+    assert.equal(e.check, check, e.message);
+    return true;
+  });
+
+describe("the Milan vector", () => {
+  test("verifies, with the measurement, policy, VMPL and TCB its README documents", () => {
+    const v = verifySnpReport(report, { endorsementKey: vcek, at: IN_WINDOW });
+    assert.equal(v.product, "Milan");
+    assert.equal(v.key, "VCEK");
+    assert.equal(v.report.version, 2);
+    assert.equal(v.report.policy, 0x30000n);
+    assert.equal(v.report.vmpl, 0);
+    assert.equal(v.reportedTcb.raw, "0300000000000873");
+    assert.equal(v.report.currentTcb.toString("hex"), "0300000000000873");
+    const verdict = snpVerdict(v);
+    assert.equal(verdict.tee, "snp");
+    assert.equal(verdict.debug, false);
+    assert.equal(verdict.simulated, false);
+    assert.equal(verdict.status, "Unevaluated");
+    assert.match(String(verdict.measurements.measurement), /^7a1e5c26[0-9a-f]{80}cd81841f$/);
+    assert.equal(verdict.collateral_expires, "2030-04-03T19:23:43.000Z");
+    assert.equal(verdict.details.smt_allowed, true);
+    assert.equal(verdict.details.migration_agent_allowed, false);
+  });
+
+  test("the VCEK also verifies as PEM; evidence as hex, base64 and binary decodes the same", () => {
+    const pem = `-----BEGIN CERTIFICATE-----\n${vcek.toString("base64").replace(/.{64}/g, "$&\n")}\n-----END CERTIFICATE-----\n`;
+    verifySnpReport(report, { endorsementKey: pem, at: IN_WINDOW });
+    assert.deepEqual(decodeEvidence(Buffer.from(reportHex)), report);
+    assert.deepEqual(decodeEvidence(Buffer.from(report.toString("base64"))), report);
+    assert.deepEqual(decodeEvidence(report), report);
+    assert.equal(evidenceKind(report), "snp-report");
+  });
+
+  test("trailing zero padding is tolerated; anything else after the report is not", () => {
+    verifySnpReport(Buffer.concat([report, Buffer.alloc(64)]), { endorsementKey: vcek, at: IN_WINDOW });
+    refusedBy("format", () =>
+      verifySnpReport(Buffer.concat([report, Buffer.from([1])]), { endorsementKey: vcek, at: IN_WINDOW }),
+    );
+    refusedBy("format", () =>
+      verifySnpReport(report.subarray(0, REPORT_SIZE - 1), { endorsementKey: vcek, at: IN_WINDOW }),
+    );
+  });
+});
+
+describe("refusals", () => {
+  test("every single-bit change of every signed byte (exhaustive)", () => {
+    const accepted: string[] = [];
+    for (let byte = 0; byte < SIGNED_END; byte++) {
+      for (let bit = 0; bit < 8; bit++) {
+        const copy = Buffer.from(report);
+        copy[byte]! ^= 1 << bit;
+        try {
+          verifySnpReport(copy, { endorsementKey: vcek, at: IN_WINDOW });
+          accepted.push(`${byte}.${bit}`);
+        } catch (error) {
+          if (!(error instanceof VerificationError)) throw error;
+        }
+      }
+    }
+    assert.deepEqual(accepted, []);
+  });
+
+  test("every single-bit change of the signature and its reserved bytes", () => {
+    const accepted: string[] = [];
+    for (let byte = SIGNED_END; byte < REPORT_SIZE; byte++) {
+      for (let bit = 0; bit < 8; bit++) {
+        const copy = Buffer.from(report);
+        copy[byte]! ^= 1 << bit;
+        try {
+          verifySnpReport(copy, { endorsementKey: vcek, at: IN_WINDOW });
+          accepted.push(`${byte}.${bit}`);
+        } catch (error) {
+          if (!(error instanceof VerificationError)) throw error;
+        }
+      }
+    }
+    assert.deepEqual(accepted, []);
+  });
+
+  test("outside the VCEK's validity", () => {
+    refusedBy("expired", () => verifySnpReport(report, { endorsementKey: vcek, at: new Date("2031-01-01T00:00:00Z") }));
+    refusedBy("expired", () => verifySnpReport(report, { endorsementKey: vcek, at: new Date("2023-01-01T00:00:00Z") }));
+  });
+
+  test("a key that does not chain to AMD's pinned root (a test CA, named so)", () => {
+    const fakeAsk = generateKeyPairSync("ec", { namedCurve: "P-384" });
+    const fakeVcek = generateKeyPairSync("ec", { namedCurve: "P-384" });
+    const now = new Date();
+    const ca = issue(
+      {
+        commonName: "SEV-Milan",
+        subjectPublicKey: fakeAsk.publicKey,
+        ca: true,
+        notBefore: now,
+        notAfter: new Date(now.getTime() + 1e10),
+      },
+      selfSigner("SEV-Milan", fakeAsk.privateKey),
+    );
+    const forged = issue(
+      {
+        commonName: "SEV-VCEK",
+        subjectPublicKey: fakeVcek.publicKey,
+        ca: false,
+        notBefore: now,
+        notAfter: new Date(now.getTime() + 1e9),
+      },
+      selfSigner("SEV-Milan", fakeAsk.privateKey),
+    );
+    assert.ok(ca.ca);
+    refusedBy("chain", () => verifySnpReport(report, { endorsementKey: forged.raw }));
+  });
+
+  test("AMD's own certificates in the wrong place: an ASK presented as the VCEK, another product's", () => {
+    refusedBy("chain", () => verifySnpReport(report, { endorsementKey: SNP_ROOTS.Milan.ask, at: IN_WINDOW }));
+    refusedBy("chain", () => verifySnpReport(report, { endorsementKey: SNP_ROOTS.Genoa.ask, at: IN_WINDOW }));
+    refusedBy("chain", () =>
+      verifySnpReport(report, { endorsementKey: Buffer.from("not a certificate"), at: IN_WINDOW }),
+    );
+  });
+});

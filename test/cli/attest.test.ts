@@ -1,0 +1,88 @@
+/** `cloister attest verify` and `cloister measure` as a user runs them. */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { runCli } from "../helpers/cli.ts";
+
+const SNP = join(import.meta.dirname, "..", "..", "..", "shared", "testvectors", "amd-snp");
+const DCAP = join(import.meta.dirname, "..", "..", "..", "shared", "testvectors", "intel-dcap");
+const dir = mkdtempSync(join(tmpdir(), "cloister-attest-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const at = ["--at", "2025-07-01T00:00:00Z"];
+
+describe("cloister attest verify", () => {
+  test("an SEV-SNP report: exit 0 and a verdict a policy can use", async () => {
+    const r = await runCli([
+      "attest",
+      "verify",
+      join(SNP, "report_milan.hex"),
+      "--vcek",
+      join(SNP, "vcek_milan.der"),
+      ...at,
+      "-o",
+      "json",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const v = JSON.parse(r.stdout) as {
+      tee: string;
+      measurements: Record<string, string>;
+      simulated: boolean;
+      status: string;
+    };
+    assert.equal(v.tee, "snp");
+    assert.equal(v.simulated, false);
+    assert.match(v.measurements.measurement!, /^7a1e5c26/);
+    const text = await runCli([
+      "attest",
+      "verify",
+      join(SNP, "report_milan.hex"),
+      "--vcek",
+      join(SNP, "vcek_milan.der"),
+      ...at,
+    ]);
+    assert.match(text.stdout, /^verified: snp\nstatus: Unevaluated/);
+  });
+
+  test("a changed report: exit 1 naming the check", async () => {
+    const bytes = Buffer.from(readFileSync(join(SNP, "report_milan.hex"), "utf8").trim(), "hex");
+    bytes[0x90]! ^= 1; // the measurement
+    const file = join(dir, "changed.bin");
+    writeFileSync(file, bytes);
+    const r = await runCli(["attest", "verify", file, "--vcek", join(SNP, "vcek_milan.der"), ...at]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, "cloister: refused: signature: the report's signature does not verify with the VCEK\n");
+  });
+
+  test("usage: no --vcek for a report, a bad --at", async () => {
+    const noKey = await runCli(["attest", "verify", join(SNP, "report_milan.hex")]);
+    assert.equal(noKey.code, 2);
+    assert.match(noKey.stderr, /--vcek FILE/);
+    const badAt = await runCli(["attest", "verify", join(SNP, "report_milan.hex"), "--at", "yesterday"]);
+    assert.equal(badAt.code, 2);
+  });
+
+  test("a DCAP quote says plainly that this build cannot verify it yet", async () => {
+    const r = await runCli(["attest", "verify", join(DCAP, "sgx_quote")]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /DCAP quotes \(SGX, TDX\) cannot be verified by this build yet/);
+  });
+});
+
+describe("cloister measure", () => {
+  test("--tee sim prints the SHA-256 of the program, found on PATH or by path", async () => {
+    const program = join(dir, "prog.sh");
+    writeFileSync(program, "#!/bin/sh\necho hi\n", { mode: 0o755 });
+    const digest = createHash("sha256").update(readFileSync(program)).digest("hex");
+    const byPath = await runCli(["measure", "--tee", "sim", program]);
+    assert.equal(byPath.stdout, `${digest}\n`);
+    const onPath = await runCli(["measure", "--tee", "sim", "prog.sh"], { env: { PATH: dir } });
+    assert.equal(onPath.stdout, `${digest}\n`);
+    const missing = await runCli(["measure", "--tee", "sim", "no-such-program"], { env: { PATH: dir } });
+    assert.equal(missing.code, 1);
+    const hardware = await runCli(["measure", "--tee", "sgx", program]);
+    assert.equal(hardware.code, 2);
+  });
+});
