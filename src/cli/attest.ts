@@ -3,6 +3,8 @@ import { createHash } from "node:crypto";
 import { constants, promises as fs } from "node:fs";
 import { delimiter, join, resolve } from "node:path";
 import { type Command, Option } from "commander";
+import { Collateral } from "../attestation/dcap/collateral.ts";
+import { dcapVerdict, verifyDcapQuote } from "../attestation/dcap/verify.ts";
 import { decodeEvidence, evidenceKind } from "../attestation/evidence.ts";
 import { snpVerdict, verifySnpReport } from "../attestation/snp/verify.ts";
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
@@ -49,7 +51,12 @@ is verified is the chain to AMD's pinned root and that the key was issued for re
             }),
           );
         } else if (kind === "dcap-quote") {
-          throw new CliError("Intel DCAP quotes (SGX, TDX) cannot be verified by this build yet: only SEV-SNP reports");
+          if (!opts.collateral)
+            throw new UsageError(
+              "a DCAP quote needs its collateral: --collateral FILE (PCCS JSON: TCB info, QE identity, CRLs, chains)",
+            );
+          const collateral = await readCollateral(opts.collateral, io);
+          verdict = dcapVerdict(verifyDcapQuote(evidence, collateral, at ? { at } : {}));
         } else {
           throw new CliError(`${file}: not an SEV-SNP report or a DCAP quote (${evidence.length} bytes)`);
         }
@@ -89,6 +96,22 @@ async function readInput(file: string, io: Io): Promise<Buffer> {
       `${file}: ${code === "ENOENT" ? "no such file" : code === "EISDIR" ? "is a directory" : (error as Error).message}`,
     );
   }
+}
+
+async function readCollateral(file: string, io: Io): Promise<Collateral> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse((await readInput(file, io)).toString("utf8"));
+  } catch (error) {
+    if (error instanceof CliError) throw error;
+    throw new CliError(`${file}: not JSON`);
+  }
+  const parsed = Collateral.safeParse(raw);
+  if (!parsed.success) {
+    const missing = parsed.error.issues.map((i) => i.path.join(".")).join(", ");
+    throw new CliError(`${file}: not PCCS collateral (problems with: ${missing})`);
+  }
+  return parsed.data;
 }
 
 const looksLikePem = (b: Buffer) => b.subarray(0, 64).toString("latin1").includes("-----BEGIN");

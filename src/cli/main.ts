@@ -21,7 +21,7 @@ export function buildProgram(io: Io): Command {
       "after",
       `
 Start here:   cloister dev   (a CAS for development), then cloister identity create.
-Partly built:  attest verify (SEV-SNP only), measure (--tee sim).
+Partly built:  attest verify (SGX, TDX, SEV-SNP; offline collateral), measure (--tee sim).
 Not built yet: las, run, collateral, fs (see README).
 
 Exit codes: 0 ok, 1 refused or failed, 2 usage. Docs: docs/policy.md.`,

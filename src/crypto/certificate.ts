@@ -204,9 +204,8 @@ export function selfSigner(commonName: string, privateKey: KeyObject, publicKey?
   };
 }
 
-/** What issuing under an existing CA certificate needs: its subject Name exactly as encoded. */
-export function signerFor(caCertificate: X509Certificate, caKey: KeyObject): Signer {
-  const raw = caCertificate.raw;
+/** The fields of a certificate's TBSCertificate, and the certificate's subject Name as DER. */
+function tbsFields(raw: Buffer): { fields: Element[]; subject: Element } {
   const cert = readElement(raw, 0);
   const tbs = children(raw, cert)[0];
   if (!tbs) throw new Error("not a certificate");
@@ -214,9 +213,22 @@ export function signerFor(caCertificate: X509Certificate, caKey: KeyObject): Sig
   // [0] version is optional: subject is the fifth field after it (serial, signature, issuer, validity, subject).
   const offset = fields[0]?.tag === 0xa0 ? 1 : 0;
   const subject = fields[offset + 4];
-  if (!subject || subject.tag !== 0x30) throw new Error("the CA certificate has no subject");
+  if (!subject || subject.tag !== 0x30) throw new Error("the certificate has no subject");
+  return { fields, subject };
+}
+
+/** A certificate's subject Name exactly as encoded (to compare with a CRL's issuer, or to issue under it). */
+export function subjectDer(certificate: X509Certificate): Buffer {
+  const { subject } = tbsFields(certificate.raw);
+  return Buffer.from(certificate.raw.subarray(subject.start, subject.end));
+}
+
+/** What issuing under an existing CA certificate needs: its subject Name exactly as encoded. */
+export function signerFor(caCertificate: X509Certificate, caKey: KeyObject): Signer {
+  const raw = caCertificate.raw;
+  const { fields } = tbsFields(raw);
   return {
-    name: Buffer.from(raw.subarray(subject.start, subject.end)),
+    name: subjectDer(caCertificate),
     // Chain building matches our authority key identifier against the CA's own subject key
     // identifier: use the CA's when it has one (OpenSSL's is a SHA-1), else compute ours.
     keyId: subjectKeyIdentifierOf(raw, fields) ?? keyIdentifier(caCertificate.publicKey),

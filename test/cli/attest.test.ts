@@ -63,12 +63,6 @@ describe("cloister attest verify", () => {
     const badAt = await runCli(["attest", "verify", join(SNP, "report_milan.hex"), "--at", "yesterday"]);
     assert.equal(badAt.code, 2);
   });
-
-  test("a DCAP quote says plainly that this build cannot verify it yet", async () => {
-    const r = await runCli(["attest", "verify", join(DCAP, "sgx_quote")]);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /DCAP quotes \(SGX, TDX\) cannot be verified by this build yet/);
-  });
 });
 
 describe("cloister measure", () => {
@@ -84,5 +78,72 @@ describe("cloister measure", () => {
     assert.equal(missing.code, 1);
     const hardware = await runCli(["measure", "--tee", "sgx", program]);
     assert.equal(hardware.code, 2);
+  });
+});
+
+describe("cloister attest verify with DCAP quotes", () => {
+  test("SGX and TDX quotes with their collateral: the documented statuses", async () => {
+    const sgx = await runCli([
+      "attest",
+      "verify",
+      join(DCAP, "sgx_quote"),
+      "--collateral",
+      join(DCAP, "sgx_quote_collateral.json"),
+      ...at,
+      "-o",
+      "json",
+    ]);
+    assert.equal(sgx.code, 0, sgx.stderr);
+    const v = JSON.parse(sgx.stdout) as { tee: string; status: string; advisories: string[] };
+    assert.deepEqual(
+      [v.tee, v.status, v.advisories],
+      ["sgx", "ConfigurationAndSWHardeningNeeded", ["INTEL-SA-00289", "INTEL-SA-00615"]],
+    );
+    const tdx = await runCli([
+      "attest",
+      "verify",
+      join(DCAP, "tdx_quote"),
+      "--collateral",
+      join(DCAP, "tdx_quote_collateral.json"),
+      ...at,
+    ]);
+    assert.equal(tdx.code, 0, tdx.stderr);
+    assert.match(tdx.stdout, /^verified: tdx\nstatus: UpToDate\n/);
+  });
+
+  test("refusals name the check: expired collateral, another platform's, no collateral", async () => {
+    const expired = await runCli([
+      "attest",
+      "verify",
+      join(DCAP, "sgx_quote"),
+      "--collateral",
+      join(DCAP, "sgx_quote_collateral.json"),
+      "--at",
+      "2026-01-01T00:00:00Z",
+    ]);
+    assert.equal(expired.code, 1);
+    assert.match(expired.stderr, /^cloister: refused: expired collateral: /);
+    const other = await runCli([
+      "attest",
+      "verify",
+      join(DCAP, "sgx_quote"),
+      "--collateral",
+      join(DCAP, "tdx_quote_collateral.json"),
+      ...at,
+    ]);
+    assert.equal(other.code, 1);
+    assert.match(other.stderr, /^cloister: refused: /);
+    const none = await runCli(["attest", "verify", join(DCAP, "sgx_quote")]);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /--collateral FILE/);
+    const notCollateral = await runCli([
+      "attest",
+      "verify",
+      join(DCAP, "sgx_quote"),
+      "--collateral",
+      join(SNP, "report_milan.hex"),
+    ]);
+    assert.equal(notCollateral.code, 1);
+    assert.match(notCollateral.stderr, /not JSON/);
   });
 });
