@@ -3,6 +3,7 @@
  * server validates against these, and the OpenAPI document is generated from them.
  */
 import { z } from "zod";
+import { Collateral } from "../attestation/dcap/collateral.ts";
 import { AuditExport } from "./audit.ts";
 
 const Signatures = z
@@ -38,6 +39,32 @@ export const PolicyHistory = z.strictObject({
 export const NameParams = z.strictObject({ name: z.string().min(1).max(1024) });
 export const DeleteQuery = z.strictObject({ signature: z.union([z.string(), z.array(z.string())]).optional() });
 export const AuditQuery = z.strictObject({ since: z.coerce.number().int().min(0).default(0) });
+
+export const LasEnrolRequest = z.strictObject({
+  key: z.string().describe("the LAS key hash printed by cloister las start"),
+});
+export const LasList = z.strictObject({ keys: z.array(z.string()) });
+export const CollateralImportRequest = z.strictObject({
+  dcap: Collateral.optional().describe("PCCS collateral: chains, CRLs, TCB info, QE identity"),
+  amd_certificate: z.string().optional().describe("an AMD VCEK or VLEK certificate, PEM"),
+});
+export const CollateralSummary = z.union([
+  z.strictObject({
+    kind: z.literal("dcap"),
+    tee: z.enum(["SGX", "TDX"]),
+    fmspc: z.string(),
+    issued: z.string(),
+    valid_until: z.string(),
+  }),
+  z.strictObject({
+    kind: z.literal("amd"),
+    key_type: z.enum(["VCEK", "VLEK"]),
+    product: z.string(),
+    chip: z.string().nullable(),
+    valid_until: z.string(),
+  }),
+]);
+export const CollateralList = z.strictObject({ collateral: z.array(CollateralSummary) });
 
 export const ErrorResponse = z.strictObject({
   error: z.strictObject({
@@ -113,6 +140,40 @@ export const ROUTES = {
     summary: "hash, time and actor of every version",
     params: NameParams,
     response: PolicyHistory,
+    status: 200,
+    identified: true,
+  },
+  enrolLas: {
+    method: "POST",
+    url: "/v1/las",
+    summary: "enrol a LAS key (simulation mode; administrators)",
+    body: LasEnrolRequest,
+    response: LasList,
+    status: 200,
+    identified: true,
+  },
+  listLas: {
+    method: "GET",
+    url: "/v1/las",
+    summary: "the enrolled LAS keys",
+    response: LasList,
+    status: 200,
+    identified: true,
+  },
+  importCollateral: {
+    method: "POST",
+    url: "/v1/collateral",
+    summary: "import PCCS collateral or an AMD VCEK/VLEK (administrators)",
+    body: CollateralImportRequest,
+    response: CollateralSummary,
+    status: 200,
+    identified: true,
+  },
+  listCollateral: {
+    method: "GET",
+    url: "/v1/collateral",
+    summary: "the imported collateral",
+    response: CollateralList,
     status: 200,
     identified: true,
   },

@@ -158,6 +158,13 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
       return null;
     },
     policyHistory: ({ actor, params }) => ({ name: params.name, versions: service.history(actor, params.name) }),
+    enrolLas: ({ actor, body }) => {
+      service.enrolLas(actor, body.key);
+      return { keys: [...service.trust.lasKeys()].sort() };
+    },
+    listLas: () => ({ keys: [...service.trust.lasKeys()].sort() }),
+    importCollateral: ({ actor, body }) => service.importCollateral(actor, body),
+    listCollateral: () => ({ collateral: service.trust.list() }),
     auditExport: ({ actor, query }) => ({
       ...service.exportAudit(actor, query.since),
       cas_key: Buffer.from(

@@ -4,6 +4,7 @@
  * an audit entry for every decision. HTTP lives in server.ts; this file knows nothing of it.
  */
 import type { KeyObject } from "node:crypto";
+import type { Collateral } from "../attestation/dcap/collateral.ts";
 import { SignatureError, type SignedAction, verifyPolicySignature } from "../crypto/signatures.ts";
 import { policyHash } from "../policy/canonical.ts";
 import { checkPolicyText, formatPolicyError, type PolicyError } from "../policy/check.ts";
@@ -16,6 +17,7 @@ import { presentForEdit } from "./redact.ts";
 import { type StoredSecret, secretValuesFor } from "./secrets.ts";
 import { Envelope, TamperError } from "./store/envelope.ts";
 import type { AuditRow, PolicyRow, Store } from "./store/store.ts";
+import { CollateralError, TrustStore } from "./trust-store.ts";
 
 export class CasError extends Error {
   readonly status: number;
@@ -57,6 +59,8 @@ interface SecretsRecord {
 export interface CasOptions {
   /** Identities allowed to create top-level policies; undefined: any identity. */
   readonly createTopLevel?: readonly string[] | undefined;
+  /** Identities allowed to enrol LAS keys and import collateral; "any" in dev mode; default nobody. */
+  readonly admins?: readonly string[] | "any" | undefined;
   /** Audit checkpoints are signed every this many entries (and at every export). */
   readonly checkpointEvery?: number;
   readonly now?: () => Date;
@@ -75,6 +79,8 @@ export class CasService {
   readonly #options: CasOptions;
   /** Policy name → current hash, rebuilt from the verified audit log: catches a restored record. */
   readonly #index: Map<string, string>;
+  /** Enrolled LAS keys and imported collateral. */
+  readonly trust: TrustStore;
   /** Decrypted current records, valid while the stored row is byte-for-byte the one we opened. */
   readonly #cache = new Map<string, { sealed: Buffer; record: PolicyRecord }>();
   /** What `get` shows of a version (redacted, predecessor current): YAML work done once per version. */
@@ -92,6 +98,7 @@ export class CasService {
     this.#audit = audit;
     this.#options = options;
     this.#index = index;
+    this.trust = new TrustStore(store, envelope);
   }
 
   /** Open the service on a store: verify the whole audit log and rebuild the index from it. */
@@ -332,6 +339,50 @@ export class CasService {
       entries,
       checkpoints: this.#store.checkpoints(since),
     };
+  }
+
+  /** Enrol a LAS key (simulation mode): administrators only. */
+  enrolLas(actor: string, key: string): void {
+    this.#requireAdmin(actor, "las.enrol", key);
+    try {
+      this.trust.enrolLas(key);
+    } catch (error) {
+      if (error instanceof CollateralError) throw new CasError(400, "bad_request", error.message);
+      throw error;
+    }
+    this.#store.appendAudit((prev) => this.#auditRow(prev, actor, "las.enrol", "", null, "granted", `LAS key ${key}`));
+  }
+
+  /** Import PCCS collateral or an AMD VCEK/VLEK certificate: administrators only. */
+  importCollateral(actor: string, item: { dcap?: Collateral | undefined; amd_certificate?: string | undefined }) {
+    this.#requireAdmin(actor, "collateral.import", "");
+    try {
+      const result = item.dcap
+        ? this.trust.importDcap(item.dcap)
+        : item.amd_certificate
+          ? this.trust.importAmdKey(item.amd_certificate)
+          : undefined;
+      if (!result) throw new CollateralError("expected dcap (PCCS collateral) or amd_certificate");
+      const what =
+        result.kind === "dcap"
+          ? `${result.tee} collateral for FMSPC ${result.fmspc}`
+          : `${result.key_type} for ${result.product}`;
+      this.#store.appendAudit((prev) => this.#auditRow(prev, actor, "collateral.import", "", null, "granted", what));
+      return result;
+    } catch (error) {
+      if (error instanceof CollateralError) {
+        this.#refuse(actor, "collateral.import", "", null, error.message);
+        throw new CasError(400, "bad_collateral", error.message);
+      }
+      throw error;
+    }
+  }
+
+  #requireAdmin(actor: string, action: string, target: string): void {
+    const admins = this.#options.admins;
+    if (admins === "any" || admins?.includes(actor)) return;
+    this.#refuse(actor, action, target, null, "not an administrator");
+    throw new CasError(403, "forbidden", "only the CAS's administrators (cas start --admin) may do this");
   }
 
   /** Record a refusal that happened outside this service (e.g. a request without identity). */

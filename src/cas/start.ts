@@ -13,6 +13,7 @@ export interface CasStartOptions {
   readonly listen: string;
   readonly masterKeyFile?: string;
   readonly createTopLevel?: readonly string[];
+  readonly admins?: readonly string[] | "any";
   readonly log?: boolean;
   readonly checkpointEvery?: number;
   /** Cut requests that take longer (slowloris); default 10 s. */
@@ -48,6 +49,7 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
     const identity = await loadOrCreateIdentity(store, envelope);
     const service = CasService.open(store, master.key, identity.privateKey, {
       createTopLevel: options.createTopLevel,
+      admins: options.admins,
       checkpointEvery: options.checkpointEvery,
     });
     const app = await buildCasServer({

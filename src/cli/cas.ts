@@ -8,8 +8,9 @@ import { ListenError, type RunningCas, startCas } from "../cas/start.ts";
 import { TamperError } from "../cas/store/envelope.ts";
 import { CliError } from "./errors.ts";
 import type { Io } from "./io.ts";
+import { startNodeLas } from "./las.ts";
 
-export function casCommands(program: Command, io: Io): void {
+export function casCommands(program: Command, io: Io): Command {
   const cas = program.command("cas").description("the configuration and attestation service");
   cas
     .command("start")
@@ -19,6 +20,7 @@ export function casCommands(program: Command, io: Io): void {
     .option("--master-key-file <file>", "the master key (created 0600 when absent); default DATA-DIR/master.key")
     .option("--env-file <file>", "write CLOISTER_CAS_ADDR and CLOISTER_CAS_KEY lines here")
     .addOption(new Option("--create-top-level <identity...>", "only these identities may create top-level policies"))
+    .addOption(new Option("--admin <identity...>", "identities that may enrol LAS keys and import collateral"))
     .option("--log", "log requests (never bodies) to standard output", false)
     .addHelpText(
       "after",
@@ -37,7 +39,7 @@ the store. Clients pin the CAS by the key hash printed at start.`,
       }) => {
         for (const id of opts.createTopLevel ?? []) {
           if (!/^[0-9a-f]{64}$/.test(id))
-            throw new CliError(`--create-top-level ${id}: expected an identity hash (64 lowercase hex digits)`);
+            throw new CliError(`${id}: expected an identity hash (64 lowercase hex digits)`);
         }
         const running = await start(() =>
           startCas({
@@ -58,16 +60,32 @@ the store. Clients pin the CAS by the key hash printed at start.`,
 
   program
     .command("dev")
-    .description("a CAS on a throw-away store with a generated master key, for development (like vault server -dev)")
+    .description(
+      "a CAS and a LAS on a throw-away store with a generated master key, for development (like vault server -dev)",
+    )
     .option("--port <port>", "CAS port", "8081")
+    .option("--las-port <port>", "LAS port (simulation mode)", "18766")
     .option("--data-dir <dir>", "keep the store here instead of a temporary directory")
-    .option("--env-file <file>", "write CLOISTER_CAS_ADDR and CLOISTER_CAS_KEY lines here")
-    .action(async (opts: { port: string; dataDir?: string; envFile?: string }) => {
-      if (!/^\d{1,5}$/.test(opts.port) || Number(opts.port) > 65535)
-        throw new CliError(`--port ${opts.port}: expected a port number`);
+    .option("--env-file <file>", "write CLOISTER_CAS_ADDR, CLOISTER_CAS_KEY and CLOISTER_LAS_ADDR lines here")
+    .action(async (opts: { port: string; lasPort: string; dataDir?: string; envFile?: string }) => {
+      for (const [flag, port] of [
+        ["--port", opts.port],
+        ["--las-port", opts.lasPort],
+      ] as const) {
+        if (!/^\d{1,5}$/.test(port) || Number(port) > 65535)
+          throw new CliError(`${flag} ${port}: expected a port number`);
+      }
       const temporary = opts.dataDir === undefined;
       const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "cloister-dev-"));
-      const running = await start(() => startCas({ dataDir, listen: `127.0.0.1:${opts.port}` }));
+      // Dev mode: every identity administers (enrols, imports); the LAS is started and enrolled here.
+      const running = await start(() => startCas({ dataDir, listen: `127.0.0.1:${opts.port}`, admins: "any" }));
+      const las = await startNodeLas(`127.0.0.1:${opts.lasPort}`, join(dataDir, "las-node-key.pem"), io).catch(
+        async (error: unknown) => {
+          await running.close();
+          throw error;
+        },
+      );
+      running.service.trust.enrolLas(las.key);
       io.stdout(
         [
           "Cloister dev mode: NOT for production. The store and its master key are in",
@@ -75,19 +93,23 @@ the store. Clients pin the CAS by the key hash printed at start.`,
           "",
           `CAS      ${running.url}`,
           `CAS key  ${running.identity.hash}`,
+          `LAS      ${las.url}   (SIMULATION, key ${las.key.slice(0, 16)}… enrolled)`,
           "",
           "Paste into your shell:",
           `  export CLOISTER_CAS_ADDR=${running.url}`,
           `  export CLOISTER_CAS_KEY=${running.identity.hash}`,
+          `  export CLOISTER_LAS_ADDR=${las.url}`,
           "",
           "Then: cloister identity create; cloister policy create my-policy.yaml. Ctrl-C stops.",
           "",
         ].join("\n"),
       );
-      if (opts.envFile) await writeEnvFile(opts.envFile, running);
+      if (opts.envFile) await writeEnvFile(opts.envFile, running, las.url);
       await untilSignal(running);
+      await las.close();
       if (temporary) rmSync(dataDir, { recursive: true, force: true });
     });
+  return cas;
 }
 
 async function start(run: () => Promise<RunningCas>): Promise<RunningCas> {
@@ -103,8 +125,9 @@ async function start(run: () => Promise<RunningCas>): Promise<RunningCas> {
   }
 }
 
-async function writeEnvFile(path: string, running: RunningCas): Promise<void> {
-  await fs.writeFile(path, `CLOISTER_CAS_ADDR=${running.url}\nCLOISTER_CAS_KEY=${running.identity.hash}\n`, {
+async function writeEnvFile(path: string, running: RunningCas, lasUrl?: string): Promise<void> {
+  const las = lasUrl ? `CLOISTER_LAS_ADDR=${lasUrl}\n` : "";
+  await fs.writeFile(path, `CLOISTER_CAS_ADDR=${running.url}\nCLOISTER_CAS_KEY=${running.identity.hash}\n${las}`, {
     mode: 0o600,
   });
 }

@@ -3,9 +3,11 @@ import { Command, CommanderError } from "commander";
 import { attestCommands } from "./attest.ts";
 import { auditCommands } from "./audit.ts";
 import { casCommands } from "./cas.ts";
+import { collateralCommands } from "./collateral.ts";
 import { CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE } from "./errors.ts";
 import { identityCommands } from "./identity.ts";
 import { type Io, processIo } from "./io.ts";
+import { lasCommands } from "./las.ts";
 import { policyCommands } from "./policy.ts";
 
 export const VERSION = "0.1.0";
@@ -20,15 +22,17 @@ export function buildProgram(io: Io): Command {
     .addHelpText(
       "after",
       `
-Start here:   cloister dev   (a CAS for development), then cloister identity create.
+Start here:   cloister dev   (a CAS and a LAS for development), then cloister identity create.
 Partly built:  attest verify (SGX, TDX, SEV-SNP; offline collateral), measure (--tee sim).
-Not built yet: las, run, collateral, fs (see README).
+Not built yet: run, fs (see README).
 
 Exit codes: 0 ok, 1 refused or failed, 2 usage. Docs: docs/policy.md.`,
     );
   identityCommands(program, io);
   policyCommands(program, io);
-  casCommands(program, io);
+  const cas = casCommands(program, io);
+  collateralCommands(program, cas, io);
+  lasCommands(program, io);
   auditCommands(program, io);
   attestCommands(program, io);
   // Every subcommand inherits the same output and exit behaviour.

@@ -207,6 +207,8 @@ describe("service endpoints", () => {
     assert.equal(doc.openapi, "3.1.0");
     assert.deepEqual(Object.keys(doc.paths).sort(), [
       "/v1/audit",
+      "/v1/collateral",
+      "/v1/las",
       "/v1/policies",
       "/v1/policies/{name}",
       "/v1/policies/{name}/history",

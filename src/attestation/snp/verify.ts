@@ -79,6 +79,33 @@ export function verifySnpReport(evidence: Uint8Array, options: SnpVerifyOptions)
   return { report, product: ek.product, key: keyType, reportedTcb, expires: ek.chainExpires };
 }
 
+/**
+ * Check a VCEK or VLEK certificate on its own (for import into the CAS): its chain to the
+ * pinned ARK of its product. Returns what identifies it: the chip (VCEK) and the TCB.
+ */
+export function checkEndorsementKey(input: Uint8Array | string): {
+  keyType: "VCEK" | "VLEK";
+  product: SnpProduct;
+  hwId: string | null;
+  notAfter: Date;
+} {
+  let certificate: X509Certificate;
+  try {
+    certificate = new X509Certificate(typeof input === "string" ? input : Buffer.from(input));
+  } catch {
+    throw new VerificationError("chain", "not an X.509 certificate");
+  }
+  const keyType = /CN=SEV-VLEK/.test(certificate.issuer) ? "VLEK" : "VCEK";
+  const ek = endorsementKey(certificate.raw, keyType);
+  const hwId = ek.extensions.get(AMD.hwId);
+  return {
+    keyType,
+    product: ek.product,
+    hwId: hwId ? (hwId.length === 64 ? hwId : unwrapOctetString(hwId)).toString("hex") : null,
+    notAfter: ek.chainExpires,
+  };
+}
+
 function endorsementKey(input: Uint8Array | string, keyType: "VCEK" | "VLEK"): EndorsementKey {
   const id = `${keyType}:${createHash("sha256").update(input).digest("hex")}`;
   const cached = verifiedKeys.get(id);

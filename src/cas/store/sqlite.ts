@@ -56,6 +56,8 @@ export class SqliteStore implements Store {
     this.#q = {
       readMeta: p("SELECT value FROM meta WHERE key = ?"),
       insertMeta: p("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)"),
+      writeMeta: p("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"),
+      listMeta: p("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key"),
       getPolicy: p("SELECT * FROM policies WHERE name = ?"),
       listPolicies: p("SELECT * FROM policies ORDER BY name"),
       versions: p("SELECT * FROM policy_versions WHERE name = ? ORDER BY version"),
@@ -83,6 +85,17 @@ export class SqliteStore implements Store {
   initMeta(key: string, value: Buffer): Buffer {
     this.#q.insertMeta!.run(key, value);
     return this.readMeta(key)!;
+  }
+
+  writeMeta(key: string, value: Buffer): void {
+    this.#q.writeMeta!.run(key, value);
+  }
+
+  listMeta(prefix: string): { key: string; value: Buffer }[] {
+    return (this.#q.listMeta!.all(prefix.length, prefix) as Row[]).map((r) => ({
+      key: r.key as string,
+      value: buf(r.value),
+    }));
   }
 
   getPolicy(name: string): PolicyRow | undefined {

@@ -54,6 +54,10 @@ export interface Store {
   readMeta(key: string): Buffer | undefined;
   /** Write a meta value only if none exists; returns the value now stored. */
   initMeta(key: string, value: Buffer): Buffer;
+  /** Write (or replace) a meta value. */
+  writeMeta(key: string, value: Buffer): void;
+  /** Meta values whose key starts with `prefix`, by key. */
+  listMeta(prefix: string): { key: string; value: Buffer }[];
 
   getPolicy(name: string): PolicyRow | undefined;
   listPolicies(): PolicyRow[];

@@ -1,0 +1,175 @@
+/**
+ * What the CAS trusts besides the pinned roots: enrolled LAS keys (simulation) and imported
+ * collateral (Intel PCCS collateral per TEE and FMSPC; AMD VCEK and VLEK certificates). Kept in
+ * the store sealed under the master key, so that nobody with write access to the database can
+ * enrol a LAS or swap collateral; held in memory, so verification never reads the store or the
+ * network on the hot path.
+ */
+import { Collateral, verifyCollateral } from "../attestation/dcap/collateral.ts";
+import { checkEndorsementKey } from "../attestation/snp/verify.ts";
+import { VerificationError } from "../attestation/verdict.ts";
+import type { Envelope } from "./store/envelope.ts";
+import type { Store } from "./store/store.ts";
+
+const LAS_KEYS = "las_keys";
+const DCAP = "collateral/dcap/";
+const AMD = "collateral/amd/";
+
+export interface DcapCollateralSummary {
+  readonly kind: "dcap";
+  readonly tee: "SGX" | "TDX";
+  readonly fmspc: string;
+  readonly issued: string;
+  readonly valid_until: string;
+}
+
+export interface AmdKeySummary {
+  readonly kind: "amd";
+  readonly key_type: "VCEK" | "VLEK";
+  readonly product: string;
+  readonly chip: string | null;
+  readonly valid_until: string;
+}
+
+export class CollateralError extends Error {}
+
+export class TrustStore {
+  readonly #store: Store;
+  readonly #envelope: Envelope;
+  readonly #lasKeys: Set<string>;
+  readonly #dcap = new Map<string, Collateral>();
+  /** AMD keys (PEM) by chip id (VCEK) or "vlek". */
+  readonly #amd = new Map<string, string[]>();
+
+  constructor(store: Store, envelope: Envelope) {
+    this.#store = store;
+    this.#envelope = envelope;
+    const sealed = store.readMeta(LAS_KEYS);
+    this.#lasKeys = new Set(
+      sealed ? (JSON.parse(envelope.openOwn(LAS_KEYS, sealed).toString("utf8")) as string[]) : [],
+    );
+    for (const { key, value } of store.listMeta(DCAP)) {
+      this.#dcap.set(
+        key.slice(DCAP.length),
+        Collateral.parse(JSON.parse(envelope.openOwn(key, value).toString("utf8"))),
+      );
+    }
+    for (const { key, value } of store.listMeta(AMD)) {
+      const pem = envelope.openOwn(key, value).toString("utf8");
+      const slot = key.slice(AMD.length).split("/")[0]!;
+      this.#amd.set(slot, [...(this.#amd.get(slot) ?? []), pem]);
+    }
+  }
+
+  lasKeys(): ReadonlySet<string> {
+    return this.#lasKeys;
+  }
+
+  enrolLas(key: string): void {
+    if (!/^[0-9a-f]{64}$/.test(key))
+      throw new CollateralError("a LAS key is the 64-hex-digit hash that `cloister las start` prints");
+    this.#lasKeys.add(key);
+    this.#store.writeMeta(
+      LAS_KEYS,
+      this.#envelope.sealOwn(LAS_KEYS, Buffer.from(JSON.stringify([...this.#lasKeys].sort()))),
+    );
+  }
+
+  /**
+   * Import PCCS collateral: its signatures must verify (its window may have passed: that is
+   * judged at use). Newer collateral replaces older for the same TEE and FMSPC; older never
+   * replaces newer, so a TCB recovery cannot be undone by re-importing old collateral.
+   */
+  importDcap(collateral: Collateral): DcapCollateralSummary {
+    let verified: ReturnType<typeof verifyCollateral>;
+    try {
+      verified = verifyCollateral(collateral);
+    } catch (error) {
+      if (error instanceof VerificationError)
+        throw new CollateralError(`the collateral does not verify: ${error.message}`);
+      throw error;
+    }
+    const tee = verified.tcbInfo.id ?? "SGX";
+    const fmspc = verified.tcbInfo.fmspc.toUpperCase();
+    const slot = `${tee}/${fmspc}`;
+    const current = this.#dcap.get(slot);
+    if (current) {
+      const currentIssued = Date.parse(verifyCollateral(current).tcbInfo.issueDate);
+      if (Date.parse(verified.tcbInfo.issueDate) < currentIssued) {
+        throw new CollateralError(
+          `older than the ${tee} collateral for FMSPC ${fmspc} already imported (issued ${new Date(currentIssued).toISOString()})`,
+        );
+      }
+    }
+    const label = `${DCAP}${slot}`;
+    this.#store.writeMeta(label, this.#envelope.sealOwn(label, Buffer.from(JSON.stringify(collateral))));
+    this.#dcap.set(slot, collateral);
+    return summary(tee, fmspc, verified);
+  }
+
+  dcapFor(tee: "sgx" | "tdx", fmspc: string): Collateral | undefined {
+    return this.#dcap.get(`${tee.toUpperCase()}/${fmspc.toUpperCase()}`);
+  }
+
+  /** Import a VCEK or VLEK certificate (PEM or DER) after checking its chain to AMD's pinned root. */
+  importAmdKey(certificate: Uint8Array | string): AmdKeySummary {
+    let info: ReturnType<typeof checkEndorsementKey>;
+    try {
+      info = checkEndorsementKey(certificate);
+    } catch (error) {
+      if (error instanceof VerificationError)
+        throw new CollateralError(`the certificate does not verify: ${error.message}`);
+      throw error;
+    }
+    const pem = typeof certificate === "string" ? certificate : toPem(Buffer.from(certificate));
+    const slot = info.hwId ?? "vlek";
+    const existing = this.#amd.get(slot) ?? [];
+    if (!existing.includes(pem)) {
+      const label = `${AMD}${slot}/${existing.length}`;
+      this.#store.writeMeta(label, this.#envelope.sealOwn(label, Buffer.from(pem)));
+      this.#amd.set(slot, [...existing, pem]);
+    }
+    return {
+      kind: "amd",
+      key_type: info.keyType,
+      product: info.product,
+      chip: info.hwId,
+      valid_until: info.notAfter.toISOString(),
+    };
+  }
+
+  /** The imported keys that may have signed a report from this chip. */
+  amdKeysFor(chipId: string): readonly string[] {
+    return [...(this.#amd.get(chipId) ?? []), ...(this.#amd.get("vlek") ?? [])];
+  }
+
+  list(): (DcapCollateralSummary | AmdKeySummary)[] {
+    const out: (DcapCollateralSummary | AmdKeySummary)[] = [];
+    for (const [slot, c] of this.#dcap) {
+      const [tee, fmspc] = slot.split("/") as ["SGX" | "TDX", string];
+      out.push(summary(tee, fmspc, verifyCollateral(c)));
+    }
+    for (const pems of this.#amd.values())
+      for (const pem of pems) {
+        const info = checkEndorsementKey(pem);
+        out.push({
+          kind: "amd",
+          key_type: info.keyType,
+          product: info.product,
+          chip: info.hwId,
+          valid_until: info.notAfter.toISOString(),
+        });
+      }
+    return out;
+  }
+}
+
+function summary(tee: "SGX" | "TDX", fmspc: string, v: ReturnType<typeof verifyCollateral>): DcapCollateralSummary {
+  return { kind: "dcap", tee, fmspc, issued: v.tcbInfo.issueDate, valid_until: v.until.toISOString() };
+}
+
+function toPem(der: Buffer): string {
+  const b64 = der.toString("base64");
+  if (b64.length === 0) throw new CollateralError("empty certificate");
+  return `-----BEGIN CERTIFICATE-----\n${b64.replace(/.{64}/g, "$&\n").replace(/\n$/, "")}\n-----END CERTIFICATE-----\n`;
+}

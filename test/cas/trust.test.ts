@@ -1,0 +1,135 @@
+/**
+ * What the CAS trusts besides the pinned roots: LAS keys and collateral, imported by
+ * administrators, sealed in the store, and used to verify evidence as the runtime presents it.
+ */
+import assert from "node:assert/strict";
+import { generateKeyPairSync } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { after, before, describe, test } from "node:test";
+import { signSimReport } from "../../src/attestation/sim/evidence.ts";
+import { VerificationError } from "../../src/attestation/verdict.ts";
+import { verifyEvidence } from "../../src/cas/evidence.ts";
+import { spkiHash } from "../../src/crypto/keys.ts";
+import { makeIdentity, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
+
+const VECTORS = join(import.meta.dirname, "..", "..", "..", "shared", "testvectors");
+const dcap = (tee: string) =>
+  JSON.parse(readFileSync(join(VECTORS, "intel-dcap", `${tee}_quote_collateral.json`), "utf8"));
+const quote = (tee: string) => readFileSync(join(VECTORS, "intel-dcap", `${tee}_quote`)).toString("base64");
+const vcekPem = () =>
+  `-----BEGIN CERTIFICATE-----\n${readFileSync(join(VECTORS, "amd-snp", "vcek_milan.der"))
+    .toString("base64")
+    .replace(/.{64}/g, "$&\n")}\n-----END CERTIFICATE-----\n`;
+const snpReport = () =>
+  Buffer.from(readFileSync(join(VECTORS, "amd-snp", "report_milan.hex"), "utf8").trim(), "hex").toString("base64");
+const at = new Date("2025-07-01T00:00:00Z");
+
+let cas: TestCas;
+let admin: TestIdentity;
+let other: TestIdentity;
+before(async () => {
+  admin = await makeIdentity("admin");
+  other = await makeIdentity("other");
+  cas = await startTestCas({ admins: [admin.hash] });
+});
+after(() => cas.dispose());
+
+describe("administration", () => {
+  test("only administrators enrol LAS keys and import collateral; refusals are audited", async () => {
+    await assert.rejects(cas.client(other).request("POST", "/v1/las", { key: "ab".repeat(32) }), { status: 403 });
+    await assert.rejects(cas.client(other).request("POST", "/v1/collateral", { dcap: dcap("sgx") }), { status: 403 });
+    await cas.client(admin).request("POST", "/v1/las", { key: "ab".repeat(32) });
+    const list = await cas.client(other).request<{ keys: string[] }>("GET", "/v1/las");
+    assert.deepEqual(list.keys, ["ab".repeat(32)]);
+    const audit = await cas
+      .client(other)
+      .request<{ entries: { entry?: { action: string; outcome: string } }[] }>("GET", "/v1/audit");
+    assert.ok(audit.entries.some((e) => e.entry?.action === "las.enrol" && e.entry.outcome === "refused"));
+  });
+
+  test("a CAS with no administrators refuses everyone", async () => {
+    const closed = await startTestCas();
+    try {
+      await assert.rejects(closed.client(admin).request("POST", "/v1/las", { key: "ab".repeat(32) }), { status: 403 });
+    } finally {
+      await closed.dispose();
+    }
+  });
+});
+
+describe("collateral", () => {
+  test("PCCS collateral and a VCEK are verified on import and listed", async () => {
+    const c = cas.client(admin);
+    const sgx = await c.request<{ tee: string; fmspc: string }>("POST", "/v1/collateral", { dcap: dcap("sgx") });
+    assert.deepEqual([sgx.tee, sgx.fmspc], ["SGX", "00A067110000"]);
+    await c.request("POST", "/v1/collateral", { dcap: dcap("tdx") });
+    const vcek = await c.request<{ key_type: string; product: string }>("POST", "/v1/collateral", {
+      amd_certificate: vcekPem(),
+    });
+    assert.deepEqual([vcek.key_type, vcek.product], ["VCEK", "Milan"]);
+    const list = await c.request<{ collateral: { kind: string }[] }>("GET", "/v1/collateral");
+    assert.equal(list.collateral.length, 3);
+  });
+
+  test("altered collateral and foreign certificates are refused", async () => {
+    const c = cas.client(admin);
+    const altered = { ...dcap("sgx"), tcb_info: dcap("sgx").tcb_info.replace("SWHardeningNeeded", "UpToDate") };
+    await assert.rejects(c.request("POST", "/v1/collateral", { dcap: altered }), {
+      status: 400,
+      code: "bad_collateral",
+    });
+    await assert.rejects(
+      c.request("POST", "/v1/collateral", { amd_certificate: cas.running.identity.certificatePem }),
+      { status: 400, code: "bad_collateral" },
+    );
+    await assert.rejects(c.request("POST", "/v1/collateral", {}), { status: 400 });
+  });
+
+  test("evidence is verified with what was imported; the declared TEE must be what the evidence is", () => {
+    const trust = cas.running.service.trust;
+    assert.equal(
+      verifyEvidence(trust, { tee: "sgx", quote: quote("sgx") }, at).status,
+      "ConfigurationAndSWHardeningNeeded",
+    );
+    assert.equal(verifyEvidence(trust, { tee: "tdx", quote: quote("tdx") }, at).status, "UpToDate");
+    assert.equal(verifyEvidence(trust, { tee: "snp", quote: snpReport() }, at).tee, "snp");
+    const refused = (check: string, f: () => unknown) =>
+      assert.throws(f, (e: unknown) => e instanceof VerificationError && e.check === check);
+    refused("format", () => verifyEvidence(trust, { tee: "tdx", quote: quote("sgx") }, at));
+    refused("format", () => verifyEvidence(trust, { tee: "snp", quote: quote("sgx") }, at));
+    refused("format", () => verifyEvidence(trust, { tee: "sim", quote: quote("sgx") }, at));
+  });
+
+  test("simulated evidence only from an enrolled LAS", async () => {
+    const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const evidence = Buffer.from(
+      JSON.stringify(signSimReport(privateKey, "cd".repeat(32), Buffer.alloc(64, 1))),
+    ).toString("base64");
+    const trust = cas.running.service.trust;
+    assert.throws(() => verifyEvidence(trust, { tee: "sim", quote: evidence }), /not enrolled/);
+    await cas.client(admin).request("POST", "/v1/las", { key: spkiHash(privateKey) });
+    const v = verifyEvidence(trust, { tee: "sim", quote: evidence });
+    assert.equal(v.simulated, true);
+    assert.equal(v.measurements.digest, "cd".repeat(32));
+  });
+
+  test("what was imported survives a restart, sealed; a tampered row stops the CAS", async () => {
+    cas = await cas.restart();
+    const list = await cas.client(admin).request<{ collateral: unknown[] }>("GET", "/v1/collateral");
+    assert.equal(list.collateral.length, 3);
+    assert.ok(cas.running.service.trust.lasKeys().has("ab".repeat(32)));
+    await cas.stop();
+    const db = new DatabaseSync(join(cas.dataDir, "cas.db"));
+    const row = db.prepare("SELECT key, value FROM meta WHERE key = 'las_keys'").get() as {
+      key: string;
+      value: Uint8Array;
+    };
+    const value = Buffer.from(row.value);
+    value[value.length - 1]! ^= 1;
+    db.prepare("UPDATE meta SET value = ? WHERE key = 'las_keys'").run(value);
+    db.close();
+    await assert.rejects(cas.restart(), /las_keys does not open/);
+  });
+});
