@@ -1,6 +1,6 @@
 /** Evidence as users hand it over: binary, hex or base64, of a known kind. */
 
-export type EvidenceKind = "snp-report" | "dcap-quote";
+export type EvidenceKind = "snp-report" | "dcap-quote" | "sim";
 
 /** Decode hex or base64 text; anything else is taken as the binary evidence itself. */
 export function decodeEvidence(bytes: Uint8Array): Buffer {
@@ -17,6 +17,7 @@ export function decodeEvidence(bytes: Uint8Array): Buffer {
 /** What kind of evidence these bytes are, by their header. */
 export function evidenceKind(bytes: Uint8Array): EvidenceKind | undefined {
   const b = Buffer.from(bytes);
+  if (b[0] === 0x7b && b.subarray(0, 256).toString("latin1").includes('"cloister-sim-v1"')) return "sim";
   if (b.length >= 0x4a0) {
     const version = b.readUInt32LE(0);
     if ((version === 2 || version === 3 || version === 5) && b.readUInt32LE(0x34) === 1) return "snp-report";

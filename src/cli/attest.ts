@@ -6,6 +6,7 @@ import { type Command, Option } from "commander";
 import { Collateral } from "../attestation/dcap/collateral.ts";
 import { dcapVerdict, verifyDcapQuote } from "../attestation/dcap/verify.ts";
 import { decodeEvidence, evidenceKind } from "../attestation/evidence.ts";
+import { simVerdict, verifySimEvidence } from "../attestation/sim/evidence.ts";
 import { snpVerdict, verifySnpReport } from "../attestation/snp/verify.ts";
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
 import { CliError, UsageError } from "./errors.ts";
@@ -17,9 +18,10 @@ export function attestCommands(program: Command, io: Io): void {
   attest
     .command("verify")
     .description("verify evidence offline and print its verdict")
-    .argument("<evidence>", "an SEV-SNP report or a DCAP quote: binary, hex or base64")
+    .argument("<evidence>", "an SEV-SNP report or a DCAP quote (binary, hex or base64), or simulated evidence (JSON)")
     .option("--vcek <file>", "the VCEK or VLEK certificate (DER or PEM) of an SEV-SNP report")
     .option("--collateral <file>", "PCCS collateral (JSON) for a DCAP quote")
+    .option("--las-key <hash>", "the LAS key trusted for simulated evidence (cloister las start prints it)")
     .addOption(new Option("--at <time>", "check validity at this ISO time instead of now"))
     .addOption(outputOption())
     .addHelpText(
@@ -30,42 +32,55 @@ Exit 1: the first check that failed (format, chain, signature, expired, chip, tc
 Status is Intel's TCB status for DCAP; for SEV-SNP, AMD publishes none ("Unevaluated"): what
 is verified is the chain to AMD's pinned root and that the key was issued for reported_tcb.`,
     )
-    .action(async (file: string, opts: { vcek?: string; collateral?: string; at?: string; output: OutputFormat }) => {
-      const at = opts.at === undefined ? undefined : new Date(opts.at);
-      if (at && Number.isNaN(at.getTime()))
-        throw new UsageError(`--at ${opts.at}: expected an ISO time such as 2025-07-01T00:00:00Z`);
-      const evidence = decodeEvidence(await readInput(file, io));
-      const kind = evidenceKind(evidence);
-      let verdict: Verdict;
-      try {
-        if (kind === "snp-report") {
-          if (!opts.vcek)
-            throw new UsageError(
-              "an SEV-SNP report needs the certificate of the key that signed it: --vcek FILE (DER or PEM)",
+    .action(
+      async (
+        file: string,
+        opts: { vcek?: string; collateral?: string; lasKey?: string; at?: string; output: OutputFormat },
+      ) => {
+        const at = opts.at === undefined ? undefined : new Date(opts.at);
+        if (at && Number.isNaN(at.getTime()))
+          throw new UsageError(`--at ${opts.at}: expected an ISO time such as 2025-07-01T00:00:00Z`);
+        const evidence = decodeEvidence(await readInput(file, io));
+        const kind = evidenceKind(evidence);
+        let verdict: Verdict;
+        try {
+          if (kind === "snp-report") {
+            if (!opts.vcek)
+              throw new UsageError(
+                "an SEV-SNP report needs the certificate of the key that signed it: --vcek FILE (DER or PEM)",
+              );
+            const key = await readInput(opts.vcek, io);
+            verdict = snpVerdict(
+              verifySnpReport(evidence, {
+                endorsementKey: looksLikePem(key) ? key.toString("utf8") : key,
+                ...(at ? { at } : {}),
+              }),
             );
-          const key = await readInput(opts.vcek, io);
-          verdict = snpVerdict(
-            verifySnpReport(evidence, {
-              endorsementKey: looksLikePem(key) ? key.toString("utf8") : key,
-              ...(at ? { at } : {}),
-            }),
-          );
-        } else if (kind === "dcap-quote") {
-          if (!opts.collateral)
-            throw new UsageError(
-              "a DCAP quote needs its collateral: --collateral FILE (PCCS JSON: TCB info, QE identity, CRLs, chains)",
+          } else if (kind === "dcap-quote") {
+            if (!opts.collateral)
+              throw new UsageError(
+                "a DCAP quote needs its collateral: --collateral FILE (PCCS JSON: TCB info, QE identity, CRLs, chains)",
+              );
+            const collateral = await readCollateral(opts.collateral, io);
+            verdict = dcapVerdict(verifyDcapQuote(evidence, collateral, at ? { at } : {}));
+          } else if (kind === "sim") {
+            if (!opts.lasKey)
+              throw new UsageError("simulated evidence is only as good as the LAS that signed it: --las-key HASH");
+            verdict = simVerdict(
+              verifySimEvidence(evidence, { trustedKeys: new Set([opts.lasKey.toLowerCase()]), ...(at ? { at } : {}) }),
             );
-          const collateral = await readCollateral(opts.collateral, io);
-          verdict = dcapVerdict(verifyDcapQuote(evidence, collateral, at ? { at } : {}));
-        } else {
-          throw new CliError(`${file}: not an SEV-SNP report or a DCAP quote (${evidence.length} bytes)`);
+          } else {
+            throw new CliError(
+              `${file}: not an SEV-SNP report, a DCAP quote or simulated evidence (${evidence.length} bytes)`,
+            );
+          }
+        } catch (error) {
+          if (error instanceof VerificationError) throw new CliError(`refused: ${error.message}`);
+          throw error;
         }
-      } catch (error) {
-        if (error instanceof VerificationError) throw new CliError(`refused: ${error.message}`);
-        throw error;
-      }
-      io.stdout(render(opts.output, verdict, () => describeVerdict(verdict)));
-    });
+        io.stdout(render(opts.output, verdict, () => describeVerdict(verdict)));
+      },
+    );
 
   program
     .command("measure")
@@ -139,7 +154,7 @@ async function findProgram(program: string, io: Io): Promise<string> {
 function describeVerdict(v: Verdict): string {
   const lines = [
     `verified: ${v.tee}${v.simulated ? " (SIMULATED: no hardware protection)" : ""}`,
-    `status: ${v.status}${v.status === "Unevaluated" ? " (the vendor publishes no TCB status)" : ""}`,
+    `status: ${v.status}${v.simulated ? " (simulated: there is no TCB)" : v.status === "Unevaluated" ? " (the vendor publishes no TCB status)" : ""}`,
     `debug: ${v.debug ? "YES (memory open to the host)" : "no"}`,
     ...(v.advisories.length ? [`advisories: ${v.advisories.join(", ")}`] : []),
     "measurements:",

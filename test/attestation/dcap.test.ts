@@ -5,7 +5,7 @@
  * outside its window, and a revoked PCK certificate (in a PKI built here, named as fake).
  */
 import assert from "node:assert/strict";
-import { createHash, createPrivateKey, type KeyObject, sign, webcrypto, X509Certificate } from "node:crypto";
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
@@ -13,9 +13,9 @@ import { HEADER_SIZE, parseQuote, SGX_REPORT_SIZE, TD10_REPORT_SIZE } from "../.
 import { Collateral, splitPem } from "../../src/attestation/dcap/collateral.ts";
 import { dcapVerdict, verifyDcapQuote } from "../../src/attestation/dcap/verify.ts";
 import { decodeEvidence, evidenceKind } from "../../src/attestation/evidence.ts";
+import { settingsProblems } from "../../src/attestation/validate.ts";
 import { VerificationError } from "../../src/attestation/verdict.ts";
-import { certificateExtensions } from "../../src/crypto/der.ts";
-import { x509 } from "../../src/crypto/x509.ts";
+import { type FakeDcap, makeFakeDcap } from "../helpers/fake-dcap.ts";
 
 const DIR = join(import.meta.dirname, "..", "..", "..", "shared", "testvectors", "intel-dcap");
 const at = new Date("2025-07-01T00:00:00Z");
@@ -180,143 +180,79 @@ describe("collateral", () => {
   });
 });
 
-/** A PKI of our own, shaped like Intel's, to exercise what real collateral cannot: revocation. */
-describe("a PKI made here (fake, for tests only)", () => {
-  const alg = { name: "ECDSA", hash: "SHA-256" } as const;
-  let root: { cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair };
-  let pckCa: { cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair };
-  let tcbSigner: { cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair };
-  let pck: { cert: x509.X509Certificate; key: KeyObject };
-
-  const keys = () =>
-    webcrypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
-      "sign",
-      "verify",
-    ]) as Promise<webcrypto.CryptoKeyPair>;
-  const ca = (isCa: boolean) => [new x509.BasicConstraintsExtension(isCa, undefined, true)];
-  const pemOf = (c: x509.X509Certificate) => `${c.toString("pem")}\n`;
-
+describe("a DCAP world made here (FAKE root, PCK, collateral and attestation keys; for tests only)", () => {
+  let fake: FakeDcap;
+  const settings = { mode: "hardware", tolerate: [] as string[], ignore_advisories: [] as string[] } as const;
   before(async () => {
-    const now = new Date("2025-01-01T00:00:00Z");
-    const later = new Date("2030-01-01T00:00:00Z");
-    const rootKeys = await keys();
-    root = {
-      keys: rootKeys,
-      cert: await x509.X509CertificateGenerator.createSelfSigned({
-        name: "CN=FAKE Intel SGX Root CA (test)",
-        keys: rootKeys,
-        signingAlgorithm: alg,
-        notBefore: now,
-        notAfter: later,
-        extensions: ca(true),
-      }),
-    };
-    const issue = async (subject: string, isCa: boolean, issuer: typeof root, extra: x509.Extension[] = []) => {
-      const k = await keys();
-      const cert = await x509.X509CertificateGenerator.create({
-        subject,
-        issuer: issuer.cert.subject,
-        publicKey: k.publicKey,
-        signingKey: issuer.keys.privateKey,
-        signingAlgorithm: alg,
-        notBefore: now,
-        notAfter: later,
-        extensions: [...ca(isCa), ...extra],
-      });
-      return { cert, keys: k };
-    };
-    pckCa = await issue("CN=FAKE Intel SGX PCK Processor CA (test)", true, root);
-    tcbSigner = await issue("CN=FAKE Intel SGX TCB Signing (test)", false, root);
-    // The PCK certificate carries the real platform's SGX extension, so the TCB evaluation is real.
-    const realPck = splitPem(parseQuote(sgx.quote).certification.pckChainPem)[0]!;
-    const sgxExtension = certificateExtensions(realPck.raw).get("1.2.840.113741.1.13.1")!;
-    const pckIssued = await issue("CN=FAKE Intel SGX PCK Certificate (test)", false, pckCa, [
-      new x509.Extension("1.2.840.113741.1.13.1", false, sgxExtension),
-    ]);
-    pck = {
-      cert: pckIssued.cert,
-      key: createPrivateKey({
-        key: Buffer.from(await webcrypto.subtle.exportKey("pkcs8", pckIssued.keys.privateKey)),
-        format: "der",
-        type: "pkcs8",
-      }),
-    };
+    fake = await makeFakeDcap();
   });
 
-  /** The SGX quote with our PCK chain in it and its QE report re-signed by our PCK key. */
-  function requote(): Buffer {
-    const q = Buffer.from(sgx.quote);
-    const parsed = parseQuote(q);
-    const chain = Buffer.from(`${pemOf(pck.cert)}${pemOf(pckCa.cert)}${pemOf(root.cert)}`);
-    const sigDataAt = HEADER_SIZE + SGX_REPORT_SIZE;
-    const qeAt = sigDataAt + 4 + 128;
-    const certTypeAt = qeAt + SGX_REPORT_SIZE + 64 + 2 + parsed.certification.qeAuthData.length;
-    const head = Buffer.from(q.subarray(0, certTypeAt + 2));
-    const size = Buffer.alloc(4);
-    size.writeUInt32LE(chain.length);
-    const out = Buffer.concat([head, size, chain]);
-    out.writeUInt32LE(out.length - sigDataAt - 4, sigDataAt);
-    const qeSig = sign("sha256", parsed.certification.qeReport.raw, { key: pck.key, dsaEncoding: "ieee-p1363" });
-    qeSig.copy(out, qeAt + SGX_REPORT_SIZE);
-    return out;
-  }
-
-  async function collateral(revokePck: boolean): Promise<Collateral> {
-    const crl = async (issuer: typeof root, serials: string[]) =>
-      Buffer.from(
-        (
-          await x509.X509CrlGenerator.create({
-            issuer: issuer.cert.subject,
-            thisUpdate: new Date("2025-06-01T00:00:00Z"),
-            nextUpdate: new Date("2025-08-01T00:00:00Z"),
-            entries: serials.map((serialNumber) => ({
-              serialNumber,
-              revocationDate: new Date("2025-06-01T00:00:00Z"),
-            })),
-            signingKey: issuer.keys.privateKey,
-            signingAlgorithm: alg,
-          })
-        ).rawData,
-      ).toString("hex");
-    const signJson = async (text: string) =>
-      Buffer.from(
-        await webcrypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, tcbSigner.keys.privateKey, Buffer.from(text)),
-      ).toString("hex");
-    const signerChain = `${pemOf(tcbSigner.cert)}${pemOf(root.cert)}`;
-    return {
-      pck_crl_issuer_chain: `${pemOf(pckCa.cert)}${pemOf(root.cert)}`,
-      root_ca_crl: await crl(root, []),
-      pck_crl: await crl(pckCa, revokePck ? [pck.cert.serialNumber] : []),
-      tcb_info_issuer_chain: signerChain,
-      tcb_info: sgx.collateral.tcb_info,
-      tcb_info_signature: await signJson(sgx.collateral.tcb_info),
-      qe_identity_issuer_chain: signerChain,
-      qe_identity: sgx.collateral.qe_identity,
-      qe_identity_signature: await signJson(sgx.collateral.qe_identity),
-    };
-  }
-
-  const anchor = () => new X509Certificate(Buffer.from(root.cert.rawData));
-
-  test("the fake PKI is accepted when it is the anchor (so the refusals below mean something)", async () => {
-    const v = verifyDcapQuote(requote(), await collateral(false), { at, anchor: anchor() });
+  test("the fake world is accepted when it is the anchor (so the refusals below mean something)", async () => {
+    const v = verifyDcapQuote(fake.quote("sgx"), await fake.collateral("sgx"), { at, anchor: fake.anchor });
     assert.equal(v.status, "ConfigurationAndSWHardeningNeeded");
   });
 
+  test("and refused by the pinned Intel root", async () => {
+    const c = await fake.collateral("sgx");
+    refusedBy(/^(CRL|chain):/, () => verifyDcapQuote(fake.quote("sgx"), c, { at }));
+    refusedBy(/^(CRL|chain):/, () => verifyDcapQuote(fake.quote("sgx"), sgx.collateral, { at }));
+  });
+
   test("a revoked PCK certificate is refused", async () => {
-    const revoked = await collateral(true);
-    refusedBy("Revoked", () => verifyDcapQuote(requote(), revoked, { at, anchor: anchor() }));
+    const revoked = await fake.collateral("sgx", { revokePck: true });
+    refusedBy("Revoked", () => verifyDcapQuote(fake.quote("sgx"), revoked, { at, anchor: fake.anchor }));
   });
 
-  test("the same chain against the pinned Intel root is refused: a wrong root", async () => {
-    const fake = await collateral(false);
-    // Refused at the first place our root shows: its CRL is not signed by the pinned root.
-    refusedBy(/^(CRL|chain):/, () => verifyDcapQuote(requote(), fake, { at }));
+  test("a debug enclave is refused unless the policy tolerates debug-mode", async () => {
+    const c = await fake.collateral("sgx");
+    const debug = fake.quote("sgx", {
+      editBody: (b) => {
+        b[48]! |= 0x02; // ATTRIBUTES.DEBUG
+      },
+    });
+    const v = dcapVerdict(verifyDcapQuote(debug, c, { at, anchor: fake.anchor }));
+    assert.equal(v.debug, true);
+    const tolerate = ["configuration-needed", "sw-hardening-needed"];
+    assert.match(settingsProblems(v, { ...settings, tolerate }).join(), /runs in debug mode/);
+    assert.deepEqual(settingsProblems(v, { ...settings, tolerate: [...tolerate, "debug-mode"] }), []);
+    assert.equal(dcapVerdict(verifyDcapQuote(fake.quote("sgx"), c, { at, anchor: fake.anchor })).debug, false);
   });
 
-  test("the real PCK chain with a fake root swapped in is refused", () => {
-    const q = Buffer.from(sgx.quote);
-    const realRoot = splitPem(parseQuote(q).certification.pckChainPem)[2]!;
+  test("a debug TD is refused unless the policy tolerates debug-mode", async () => {
+    const c = await fake.collateral("tdx");
+    const debug = fake.quote("tdx", {
+      editBody: (b) => {
+        b[120]! |= 0x01; // TD_ATTRIBUTES.DEBUG
+      },
+    });
+    const v = dcapVerdict(verifyDcapQuote(debug, c, { at, anchor: fake.anchor }));
+    assert.equal(v.debug, true);
+    assert.match(settingsProblems(v, settings).join(), /TD runs in debug mode/);
+    assert.deepEqual(settingsProblems(v, { ...settings, tolerate: ["debug-mode"] }), []);
+  });
+
+  test("quote versions 4 and 5, SGX and TD 1.0 and TD 1.5 bodies", async () => {
+    const s = await fake.collateral("sgx");
+    const t = await fake.collateral("tdx");
+    for (const version of [4, 5] as const) {
+      assert.equal(
+        verifyDcapQuote(fake.quote("sgx", { version }), s, { at, anchor: fake.anchor }).quote.version,
+        version,
+      );
+    }
+    const v5 = verifyDcapQuote(fake.quote("tdx", { version: 5 }), t, { at, anchor: fake.anchor });
+    assert.equal(v5.status, "UpToDate");
+    const td15 = verifyDcapQuote(fake.quote("tdx", { version: 5, td15: true }), t, { at, anchor: fake.anchor });
+    assert.equal(td15.quote.td?.mrservicetd?.length, 48);
+    assert.equal(dcapVerdict(td15).measurements.mrtd, dcapVerdict(v5).measurements.mrtd);
+    // A TD 1.5 body in a version 4 quote does not parse as one.
+    refusedBy("format", () =>
+      verifyDcapQuote(fake.quote("tdx", { version: 4, td15: true }), t, { at, anchor: fake.anchor }),
+    );
+  });
+
+  test("the real PCK chain's root is exactly the pinned one", () => {
+    const realRoot = splitPem(parseQuote(sgx.quote).certification.pckChainPem)[2]!;
     const hash = createHash("sha256").update(realRoot.raw).digest("hex");
     assert.equal(
       hash,
@@ -324,6 +260,5 @@ describe("a PKI made here (fake, for tests only)", () => {
         .update(readFileSync(join(DIR, "TrustedRootCA.der")))
         .digest("hex"),
     );
-    refusedBy("chain", () => verifyDcapQuote(requote(), sgx.collateral, { at }));
   });
 });

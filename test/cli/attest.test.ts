@@ -147,3 +147,23 @@ describe("cloister attest verify with DCAP quotes", () => {
     assert.match(notCollateral.stderr, /not JSON/);
   });
 });
+
+describe("cloister attest verify with simulated evidence", () => {
+  test("verifies only with the LAS key named, and says SIMULATED", async () => {
+    const { generateKeyPairSync } = await import("node:crypto");
+    const { signSimReport } = await import("../../src/attestation/sim/evidence.ts");
+    const { spkiHash } = await import("../../src/crypto/keys.ts");
+    const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const file = join(dir, "sim.json");
+    writeFileSync(file, JSON.stringify(signSimReport(privateKey, "ef".repeat(32), Buffer.alloc(64, 7))));
+    const ok = await runCli(["attest", "verify", file, "--las-key", spkiHash(privateKey)]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /^verified: sim \(SIMULATED: no hardware protection\)/);
+    assert.match(ok.stdout, /digest: (ef){32}\n/);
+    const noKey = await runCli(["attest", "verify", file]);
+    assert.equal(noKey.code, 2);
+    const wrongKey = await runCli(["attest", "verify", file, "--las-key", "00".repeat(32)]);
+    assert.equal(wrongKey.code, 1);
+    assert.match(wrongKey.stderr, /refused: chain: LAS key .* is not enrolled/);
+  });
+});
