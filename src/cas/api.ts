@@ -66,6 +66,30 @@ export const CollateralSummary = z.union([
 ]);
 export const CollateralList = z.strictObject({ collateral: z.array(CollateralSummary) });
 
+export const ChallengeRequest = z.strictObject({ config_id: z.string().min(3).max(1100) });
+export const ChallengeResponse = z.strictObject({ nonce: z.string(), expires_at: z.string() });
+export const AttestationRequest = z.strictObject({
+  config_id: z.string().min(3).max(1100),
+  nonce: z.string().max(64),
+  evidence: z.strictObject({
+    tee: z.enum(["sgx", "tdx", "snp", "sim"]),
+    quote: z
+      .string()
+      .max(64 * 1024)
+      .describe("the quote, report or simulated evidence, base64"),
+    aux: z
+      .string()
+      .max(64 * 1024)
+      .optional()
+      .describe("SEV-SNP: the VCEK or VLEK, PEM or base64 DER"),
+  }),
+  spki: z.string().max(1024).describe("the runtime's ephemeral P-256 key K, SubjectPublicKeyInfo, base64 DER"),
+  csr: z.string().max(8192).optional().describe("ignored: K is bound by the evidence's report_data"),
+});
+export const AttestationResponse = z.strictObject({
+  configuration: z.string().describe("JWE (ECDH-ES+A256KW, A256GCM) to K: argv, environment, files, certificates…"),
+});
+
 export const ErrorResponse = z.strictObject({
   error: z.strictObject({
     code: z.string(),
@@ -85,6 +109,8 @@ export interface RouteSpec {
   readonly status: number;
   /** Whether the caller must present an identity (a TLS client certificate). */
   readonly identified: boolean;
+  /** Whether the route is rate-limited per source address (the runtime's unauthenticated routes). */
+  readonly rateLimited?: boolean;
 }
 
 export const ROUTES = {
@@ -142,6 +168,26 @@ export const ROUTES = {
     response: PolicyHistory,
     status: 200,
     identified: true,
+  },
+  challenge: {
+    method: "POST",
+    url: "/v1/attestation/challenge",
+    summary: "a single-use nonce for attesting a service",
+    body: ChallengeRequest,
+    response: ChallengeResponse,
+    status: 200,
+    identified: false,
+    rateLimited: true,
+  },
+  attest: {
+    method: "POST",
+    url: "/v1/attestation",
+    summary: "evidence in, the service's configuration (a JWE to K) out",
+    body: AttestationRequest,
+    response: AttestationResponse,
+    status: 200,
+    identified: false,
+    rateLimited: true,
   },
   enrolLas: {
     method: "POST",

@@ -11,7 +11,9 @@ import type { z } from "zod";
 import { spkiHash } from "../crypto/keys.ts";
 import { selfSignedP256 } from "../crypto/x509.ts";
 import { openApiDocument, ROUTES, type RouteSpec } from "./api.ts";
+import { AttestationService } from "./attestation.ts";
 import { Metrics } from "./metrics.ts";
+import { RateLimiter } from "./rate-limit.ts";
 import { CasError, CasService } from "./service.ts";
 import type { Envelope } from "./store/envelope.ts";
 import type { Store } from "./store/store.ts";
@@ -49,6 +51,8 @@ export interface CasServerOptions {
   /** Log requests (never bodies); off in tests and benchmarks. */
   readonly log?: boolean;
   readonly requestTimeoutMs?: number;
+  /** Attestation requests per second per source address (token bucket, burst twice that). */
+  readonly attestationRate?: number;
 }
 
 export async function buildCasServer(options: CasServerOptions): Promise<FastifyInstance> {
@@ -134,6 +138,8 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
   const openapi = openApiDocument(CAS_VERSION);
   app.get("/v1/openapi.json", async () => openapi);
 
+  const attestation = new AttestationService(service);
+  const limiter = new RateLimiter(options.attestationRate ?? 5_000);
   const handlers: { [K in keyof typeof ROUTES]: (ctx: Ctx<(typeof ROUTES)[K]>) => unknown } = {
     createPolicy: ({ actor, body }) => service.create(actor, body.policy, body.signatures),
     updatePolicy: ({ actor, body, params }) => service.update(actor, body.policy, body.signatures, params.name),
@@ -158,6 +164,8 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
       return null;
     },
     policyHistory: ({ actor, params }) => ({ name: params.name, versions: service.history(actor, params.name) }),
+    challenge: ({ body }) => attestation.challenge(body.config_id),
+    attest: ({ body }) => attestation.attest(body),
     enrolLas: ({ actor, body }) => {
       service.enrolLas(actor, body.key);
       return { keys: [...service.trust.lasKeys()].sort() };
@@ -178,6 +186,9 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
       method: route.method,
       url: route.url,
       handler: async (request: FastifyRequest, reply: FastifyReply) => {
+        if (route.rateLimited && !limiter.take(request.ip)) {
+          throw new CasError(429, "rate_limited", "too many attestation requests from this address; slow down");
+        }
         const actor = route.identified ? callerIdentity(request) : "";
         if (route.identified && !actor) {
           throw new CasError(

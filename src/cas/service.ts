@@ -326,7 +326,12 @@ export class CasService {
     };
     const entries = rows.map((row) => {
       const entry = JSON.parse(row.entry) as AuditEntry;
-      const visible = entry.actor === actor || (entry.target !== "" && mayRead(entry.target));
+      // Attestation entries name a config id (policy/service): readers of the policy see them.
+      const policy =
+        entry.action === "attestation"
+          ? entry.target.slice(0, Math.max(0, entry.target.lastIndexOf("/")))
+          : entry.target;
+      const visible = entry.actor === actor || (policy !== "" && mayRead(policy));
       return visible
         ? { seq: row.seq, entry, chain: row.chain }
         : { seq: row.seq, redacted: true as const, digest: entryDigest(row.entry), chain: row.chain };
@@ -383,6 +388,12 @@ export class CasService {
     if (admins === "any" || admins?.includes(actor)) return;
     this.#refuse(actor, action, target, null, "not an administrator");
     throw new CasError(403, "forbidden", "only the CAS's administrators (cas start --admin) may do this");
+  }
+
+  /** Record a grant decided outside this service (the attestation flow). */
+  grant(actor: string, action: string, target: string, hash: string | null, reason: string): void {
+    this.#store.appendAudit((prev) => this.#auditRow(prev, actor, action, target, hash, "granted", reason));
+    this.#checkpointIfDue();
   }
 
   /** Record a refusal that happened outside this service (e.g. a request without identity). */

@@ -18,6 +18,8 @@ export interface CasStartOptions {
   readonly checkpointEvery?: number;
   /** Cut requests that take longer (slowloris); default 10 s. */
   readonly requestTimeoutMs?: number;
+  /** Attestation requests per second per source address; default 5,000. */
+  readonly attestationRate?: number;
 }
 
 export interface RunningCas {
@@ -58,6 +60,7 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
       store,
       log: options.log,
       requestTimeoutMs: options.requestTimeoutMs,
+      attestationRate: options.attestationRate,
     });
     await app.listen({ host, port });
     const address = app.server.address();

@@ -12,8 +12,9 @@ export interface CasClientOptions {
   readonly url: string;
   /** The expected CAS key hash; undefined: connect only to learn it (see fetchCasKey). */
   readonly casKey: string;
-  readonly keyPem: string;
-  readonly certificatePem: string;
+  /** The caller's identity; absent for a runtime, which is known by its evidence instead. */
+  readonly keyPem?: string;
+  readonly certificatePem?: string;
   readonly timeoutMs?: number;
 }
 
@@ -60,8 +61,7 @@ function connectTls(options: Omit<CasClientOptions, "casKey">): Promise<{ socket
       host,
       port,
       ...(servername ? { servername } : {}),
-      key: options.keyPem,
-      cert: options.certificatePem,
+      ...(options.keyPem && options.certificatePem ? { key: options.keyPem, cert: options.certificatePem } : {}),
       minVersion: "TLSv1.3",
       // The CAS's certificate is self-signed: trust comes from the pinned key hash, checked below.
       rejectUnauthorized: false,

@@ -206,6 +206,8 @@ describe("service endpoints", () => {
     const doc = JSON.parse(r.body) as { openapi: string; paths: Record<string, Record<string, unknown>> };
     assert.equal(doc.openapi, "3.1.0");
     assert.deepEqual(Object.keys(doc.paths).sort(), [
+      "/v1/attestation",
+      "/v1/attestation/challenge",
       "/v1/audit",
       "/v1/collateral",
       "/v1/las",

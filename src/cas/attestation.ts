@@ -1,0 +1,283 @@
+/**
+ * The attestation and configuration protocol (DESIGN.md §5), the CAS's side. A runtime asks
+ * for a single-use nonce, produces evidence whose report_data is
+ * SHA-512("cloister-attest-v1" ‖ nonce ‖ SPKI(K)) for an ephemeral key K it holds inside the
+ * TEE, and sends it. The CAS verifies the evidence, the binding, the measurements and the TCB
+ * against the service's policy, resolves templates and imports, issues a service certificate
+ * for K from the policy's CA, and returns the configuration as a JWE that only K can open.
+ * Every grant and refusal is audited with its reason.
+ */
+import { createHash, createPublicKey, type KeyObject, randomBytes, timingSafeEqual } from "node:crypto";
+import { CompactEncrypt, importSPKI } from "jose";
+import { measurementProblems, settingsProblems } from "../attestation/validate.ts";
+import { type Verdict, VerificationError } from "../attestation/verdict.ts";
+import { certificatePem, issueDer } from "../crypto/certificate.ts";
+import type { PolicyService } from "../policy/schema.ts";
+import { parseTemplate, renderTemplate, renderTemplateText } from "../policy/templates.ts";
+import { type Evidence, verifyEvidence } from "./evidence.ts";
+import { BUILT_IN_SERVICE_CA, caSigner, materialOf, type StoredSecret } from "./secrets.ts";
+import { CasError, type CasService, type PolicyRecord } from "./service.ts";
+
+export const NONCE_TTL_MS = 60_000;
+const SERVICE_CERT_VALIDITY_MS = 24 * 3600_000;
+
+export interface AttestationRequest {
+  readonly config_id: string;
+  /** base64 */
+  readonly nonce: string;
+  readonly evidence: Evidence;
+  /** K's SubjectPublicKeyInfo, base64 DER. */
+  readonly spki: string;
+}
+
+export interface Configuration {
+  readonly config_id: string;
+  readonly policy_hash: string;
+  readonly command: readonly string[];
+  readonly environment: Readonly<Record<string, string>>;
+  readonly pwd: string;
+  readonly files: readonly { path: string; mode: string; content: string /* base64 */ }[];
+  readonly volumes: PolicyService["volumes"];
+  readonly tls: PolicyService["tls"];
+  /** The service certificate for K and its issuers, PEM. */
+  readonly certificate_chain: string;
+  /** The CA that issued it, PEM: peers of this policy trust it. */
+  readonly ca_bundle: string;
+  /** Certificates and keys the TLS shield names (by secret name), PEM. */
+  readonly tls_material: Readonly<Record<string, { certificate: string; key?: string; chain: string }>>;
+  readonly verdict: {
+    tee: string;
+    status: string;
+    simulated: boolean;
+    debug: boolean;
+    measurements: Verdict["measurements"];
+  };
+}
+
+/** What K's evidence must carry as report_data. */
+export function expectedReportData(nonce: Buffer, spki: Buffer): Buffer {
+  return createHash("sha512").update("cloister-attest-v1").update(nonce).update(spki).digest();
+}
+
+export class AttestationService {
+  readonly #cas: CasService;
+  readonly #nonces = new Map<string, { configId: string; expires: number }>();
+  readonly #now: () => number;
+
+  constructor(cas: CasService, now: () => number = Date.now) {
+    this.#cas = cas;
+    this.#now = now;
+  }
+
+  challenge(configId: string): { nonce: string; expires_at: string } {
+    splitConfigId(configId);
+    this.#sweep();
+    const nonce = randomBytes(32).toString("base64");
+    const expires = this.#now() + NONCE_TTL_MS;
+    this.#nonces.set(nonce, { configId, expires });
+    return { nonce, expires_at: new Date(expires).toISOString() };
+  }
+
+  /** Verify and configure; throws CasError (audited) when refused. */
+  async attest(request: AttestationRequest): Promise<{ configuration: string }> {
+    const { config_id: configId } = request;
+    const refuse = (status: number, code: string, reason: string): never => {
+      this.#cas.refuse("runtime", "attestation", configId, reason);
+      throw new CasError(status, code, reason);
+    };
+    // The nonce is spent whatever happens next: a replay never gets a second try.
+    const issued = this.#nonces.get(request.nonce);
+    this.#nonces.delete(request.nonce);
+    if (!issued || issued.expires < this.#now())
+      refuse(403, "bad_nonce", "the nonce is unknown, spent or expired: ask for a new challenge");
+    if (issued!.configId !== configId)
+      refuse(403, "bad_nonce", `the nonce was issued for ${issued!.configId}, not ${configId}`);
+
+    const { policy: policyName, service: serviceName } = splitConfigId(configId);
+    const loaded = this.#cas.secretValues(policyName);
+    if (!loaded) return refuse(404, "unknown_service", `no policy ${policyName}`);
+    const { record } = loaded;
+    const service = record.policy.services.find((s) => s.name === serviceName);
+    if (!service) return refuse(404, "unknown_service", `policy ${policyName} has no service ${serviceName}`);
+
+    let spki: Buffer;
+    let key: KeyObject;
+    try {
+      spki = Buffer.from(request.spki, "base64");
+      key = createPublicKey({ key: spki, format: "der", type: "spki" });
+      if (key.asymmetricKeyType !== "ec" || key.asymmetricKeyDetails?.namedCurve !== "prime256v1") throw new Error();
+    } catch {
+      return refuse(
+        400,
+        "bad_request",
+        "spki: expected the runtime's P-256 public key (SubjectPublicKeyInfo, base64 DER)",
+      );
+    }
+
+    const settings = record.policy.security.attestation;
+    let verdict: Verdict;
+    if (settings.mode === "none") {
+      verdict = {
+        tee: request.evidence.tee,
+        status: "Unevaluated",
+        advisories: [],
+        debug: true,
+        measurements: {},
+        report_data: "",
+        simulated: true,
+        collateral_expires: null,
+        details: { warning: "attestation mode none: nothing verified" },
+      };
+    } else {
+      try {
+        verdict = verifyEvidence(this.#cas.trust, request.evidence);
+      } catch (error) {
+        if (error instanceof VerificationError)
+          return refuse(403, "evidence_refused", `evidence refused: ${error.message}`);
+        throw error;
+      }
+      const expected = expectedReportData(Buffer.from(request.nonce, "base64"), spki);
+      const actual = Buffer.from(verdict.report_data, "hex");
+      if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) {
+        refuse(403, "binding", "the evidence's report_data does not bind this nonce and key (replayed evidence?)");
+      }
+      const problems = [...settingsProblems(verdict, settings), ...measurementProblems(verdict, service.measurements)];
+      if (problems.length > 0) {
+        const measurement = String(
+          verdict.measurements.digest ??
+            verdict.measurements.mrenclave ??
+            verdict.measurements.mrtd ??
+            verdict.measurements.measurement ??
+            "",
+        );
+        refuse(
+          403,
+          "not_allowed",
+          `${measurement ? `measurement ${measurement.slice(0, 12)}… ` : ""}is not allowed for ${configId}: ${problems.join("; ")}`,
+        );
+      }
+    }
+
+    let configuration: Configuration;
+    try {
+      configuration = this.#configure(record, loaded.values, service, configId, key, verdict);
+    } catch (error) {
+      if (error instanceof CasError) refuse(error.status, error.code, error.message);
+      throw error;
+    }
+    const jwk = await importSPKI(key.export({ type: "spki", format: "pem" }).toString(), "ECDH-ES+A256KW");
+    const jwe = await new CompactEncrypt(Buffer.from(JSON.stringify(configuration)))
+      .setProtectedHeader({ alg: "ECDH-ES+A256KW", enc: "A256GCM", cty: "cloister-configuration+json" })
+      .encrypt(jwk);
+    this.#cas.grant(
+      "runtime",
+      "attestation",
+      configId,
+      record.hash,
+      `${verdict.tee}${verdict.simulated ? " (simulated)" : ""} ${verdict.status}`,
+    );
+    return { configuration: jwe };
+  }
+
+  #configure(
+    record: PolicyRecord,
+    own: Readonly<Record<string, StoredSecret>>,
+    service: PolicyService,
+    configId: string,
+    key: KeyObject,
+    verdict: Verdict,
+  ): Configuration {
+    const policyName = record.name;
+    const cache = new Map<string, StoredSecret>();
+    const value = (name: string): StoredSecret => {
+      let v = cache.get(name);
+      if (!v) {
+        v = this.#cas.resolveSecret(policyName, name);
+        cache.set(name, v);
+      }
+      return v;
+    };
+    const lookup = (name: string) => materialOf(value(name));
+    const text = (s: string) => renderTemplateText(parseTemplate(s).parts, lookup);
+    const command = service.command.map(text);
+    const environment = Object.fromEntries(Object.entries(service.environment).map(([k, v]) => [k, text(v)]));
+    const files = service.files.map((f) => ({
+      path: f.path,
+      mode: f.mode,
+      content: renderTemplate(parseTemplate(f.content).parts, lookup).toString("base64"),
+    }));
+
+    const caName = record.policy.security.service_ca ?? BUILT_IN_SERVICE_CA;
+    // The built-in CA is the CAS's own, not a declared secret: it is not resolved like one.
+    const ca = caName === BUILT_IN_SERVICE_CA ? own[caName] : value(caName);
+    if (ca?.kind !== "x509-ca")
+      throw new CasError(500, "no_service_ca", `the service CA ${caName} of ${policyName} is missing`);
+    const now = this.#now();
+    const der = issueDer(
+      {
+        commonName: configId.slice(-64),
+        subjectPublicKey: key,
+        ca: false,
+        notBefore: new Date(now - 5 * 60_000),
+        notAfter: new Date(now + SERVICE_CERT_VALIDITY_MS),
+        san: [`uri:urn:cloister:${configId}`],
+        usage: ["server", "client"],
+      },
+      caSigner(ca),
+    );
+    const chain = [certificatePem(der), ca.certificate, ...ca.issuers].join("");
+
+    const tlsMaterial: Record<string, { certificate: string; key?: string; chain: string }> = {};
+    const names = new Set<string>();
+    for (const t of service.tls.inbound) {
+      if (t.certificate) names.add(t.certificate);
+      if (t.client_ca) names.add(t.client_ca);
+    }
+    for (const t of service.tls.outbound) {
+      names.add(t.ca);
+      if (t.certificate) names.add(t.certificate);
+    }
+    for (const name of names) {
+      const v = value(name);
+      if (v.kind === "x509")
+        tlsMaterial[name] = { certificate: v.certificate, key: v.key, chain: [v.certificate, ...v.issuers].join("") };
+      else if (v.kind === "x509-ca")
+        tlsMaterial[name] = { certificate: v.certificate, chain: [v.certificate, ...v.issuers].join("") };
+      else throw new CasError(409, "bad_tls_secret", `TLS secret ${name} is ${v.kind}, not a certificate`);
+    }
+    return {
+      config_id: configId,
+      policy_hash: record.hash,
+      command,
+      environment,
+      pwd: service.pwd,
+      files,
+      volumes: service.volumes,
+      tls: service.tls,
+      certificate_chain: chain,
+      ca_bundle: ca.certificate,
+      tls_material: tlsMaterial,
+      verdict: {
+        tee: verdict.tee,
+        status: verdict.status,
+        simulated: verdict.simulated,
+        debug: verdict.debug,
+        measurements: verdict.measurements,
+      },
+    };
+  }
+
+  #sweep(): void {
+    const now = this.#now();
+    if (this.#nonces.size < 10_000) return;
+    for (const [n, v] of this.#nonces) if (v.expires < now) this.#nonces.delete(n);
+  }
+}
+
+/** "acme/shop/web" → policy "acme/shop", service "web". */
+export function splitConfigId(configId: string): { policy: string; service: string } {
+  const i = configId.lastIndexOf("/");
+  if (i <= 0 || i === configId.length - 1)
+    throw new CasError(400, "bad_config_id", `config id ${configId}: expected POLICY/SERVICE, e.g. acme/shop/web`);
+  return { policy: configId.slice(0, i), service: configId.slice(i + 1) };
+}

@@ -1,0 +1,233 @@
+/**
+ * The attestation and configuration protocol (DESIGN.md §5) against a real CAS and a real LAS:
+ * a runtime's flow in simulation mode, and every refusal, each leaving nothing released.
+ */
+import assert from "node:assert/strict";
+import { generateKeyPairSync, type KeyObject, X509Certificate } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { compactDecrypt } from "jose";
+import { LasProvider } from "../../src/attestation/providers/las.ts";
+import { measureFile } from "../../src/attestation/sim/evidence.ts";
+import { type Configuration, expectedReportData } from "../../src/cas/attestation.ts";
+import { RateLimiter } from "../../src/cas/rate-limit.ts";
+import { CasClient, type CasRequestError } from "../../src/client/cas-client.ts";
+import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
+import { makeIdentity, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "cloister-attest-flow-"));
+let cas: TestCas;
+let las: RunningLas;
+let owner: TestIdentity;
+let runtime: CasClient;
+const program = join(dir, "app.sh");
+const other = join(dir, "other.sh");
+
+before(async () => {
+  writeFileSync(program, "#!/bin/sh\necho app\n", { mode: 0o755 });
+  writeFileSync(other, "#!/bin/sh\necho other\n", { mode: 0o755 });
+  owner = await makeIdentity("owner");
+  cas = await startTestCas({ admins: [owner.hash] });
+  const { key } = await loadOrCreateNodeKey(join(dir, "las-key.pem"));
+  las = await startLas({ listen: "127.0.0.1:0", key });
+  await cas.client(owner).request("POST", "/v1/las", { key: las.key });
+  runtime = new CasClient({ url: cas.running.url, casKey: cas.running.identity.hash });
+  const digest = measureFile(await import("node:fs").then((fs) => fs.readFileSync(program)));
+  // "strict" names the same program as an SGX enclave and accepts only hardware evidence.
+  const policy = (name: string, mode: string, measurement: string) => `version: "1"
+name: ${name}
+security:
+  attestation: {mode: ${mode}}
+services:
+  - name: web
+    measurements: [${measurement}]
+    command: [${program}, "--key=$$cloister::api_key$$"]
+    environment: {API_KEY: "$$cloister::api_key$$", LITERAL: "cost $$$$5"}
+    pwd: /tmp
+    files:
+      - {path: /etc/app/key.bin, content: "$$cloister::blob:raw$$", mode: "0400"}
+      - {path: /etc/app/tls.crt, content: "$$cloister::web_cert:chain$$"}
+    tls:
+      inbound: [{listen: "127.0.0.1:8443", forward: "127.0.0.1:8080", certificate: web_cert}]
+secrets:
+  - {name: api_key, kind: ascii, size: 24}
+  - {name: blob, kind: binary, size: 16}
+  - {name: shop_ca, kind: x509-ca}
+  - {name: web_cert, kind: x509, issuer: shop_ca, san: ["dns:localhost"]}
+`;
+  await cas
+    .client(owner)
+    .request("POST", "/v1/policies", { policy: policy("shop", "simulation", `{tee: sim, digest: ${digest}}`) });
+  await cas
+    .client(owner)
+    .request("POST", "/v1/policies", { policy: policy("strict", "hardware", `{tee: sgx, mrenclave: ${digest}}`) });
+});
+after(async () => {
+  await las.close();
+  await cas.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Attempt {
+  readonly key: KeyObject;
+  readonly spki: Buffer;
+  readonly nonce: string;
+  readonly quote: string;
+}
+
+/** What a runtime does before it sends its evidence. */
+async function prepare(configId: string, measured = program): Promise<Attempt> {
+  const { nonce } = await runtime.request<{ nonce: string }>("POST", "/v1/attestation/challenge", {
+    config_id: configId,
+  });
+  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const spki = publicKey.export({ type: "spki", format: "der" });
+  const evidence = await new LasProvider(las.url, measured).evidence(
+    expectedReportData(Buffer.from(nonce, "base64"), spki),
+  );
+  return { key: privateKey, spki, nonce, quote: evidence.quote.toString("base64") };
+}
+
+const send = (configId: string, a: Attempt, override: Partial<{ nonce: string; quote: string; spki: string }> = {}) =>
+  runtime.request<{ configuration: string }>("POST", "/v1/attestation", {
+    config_id: configId,
+    nonce: override.nonce ?? a.nonce,
+    evidence: { tee: "sim", quote: override.quote ?? a.quote },
+    spki: override.spki ?? a.spki.toString("base64"),
+  });
+
+const refused = async (p: Promise<unknown>, status: number, message: RegExp) =>
+  assert.rejects(p, (e: CasRequestError) => {
+    assert.equal(e.status, status, e.message);
+    assert.match(e.message, message);
+    return true;
+  });
+
+describe("the flow", () => {
+  test("evidence in, a configuration only K can open out, with a service certificate for K", async () => {
+    const a = await prepare("shop/web");
+    const { configuration } = await send("shop/web", a);
+    assert.equal(configuration.split(".").length, 5, "a compact JWE");
+    const { plaintext, protectedHeader } = await compactDecrypt(configuration, a.key);
+    assert.deepEqual([protectedHeader.alg, protectedHeader.enc], ["ECDH-ES+A256KW", "A256GCM"]);
+    const c = JSON.parse(Buffer.from(plaintext).toString()) as Configuration;
+    assert.equal(c.config_id, "shop/web");
+    assert.match(c.environment.API_KEY!, /^[A-Za-z0-9]{24}$/);
+    assert.equal(c.command[1], `--key=${c.environment.API_KEY}`);
+    assert.equal(c.environment.LITERAL, "cost $$5");
+    assert.equal(c.pwd, "/tmp");
+    assert.equal(Buffer.from(c.files[0]!.content, "base64").length, 16);
+    assert.match(
+      Buffer.from(c.files[1]!.content, "base64").toString(),
+      /^-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----/,
+    );
+    assert.equal(c.verdict.simulated, true);
+    const [leaf, issuer] = c.certificate_chain
+      .match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)!
+      .map((p) => new X509Certificate(p));
+    assert.ok(
+      leaf!.publicKey.export({ type: "spki", format: "der" }).equals(a.spki),
+      "the service certificate is for K",
+    );
+    assert.ok(leaf!.verify(issuer!.publicKey));
+    assert.match(leaf!.subjectAltName!, /URI:urn:cloister:shop\/web/);
+    assert.ok(c.tls_material.web_cert?.key, "the TLS shield gets its certificate and key");
+    // No other key can open it.
+    await assert.rejects(compactDecrypt(configuration, generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey));
+  });
+});
+
+describe("refusals", () => {
+  test("a replayed nonce", async () => {
+    const a = await prepare("shop/web");
+    await send("shop/web", a);
+    await refused(send("shop/web", a), 403, /nonce is unknown, spent or expired/);
+  });
+
+  test("replayed evidence with a fresh nonce", async () => {
+    const a = await prepare("shop/web");
+    const b = await prepare("shop/web");
+    await refused(send("shop/web", b, { quote: a.quote }), 403, /does not bind this nonce and key/);
+  });
+
+  test("evidence bound to another key", async () => {
+    const a = await prepare("shop/web");
+    const otherKey = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({
+      type: "spki",
+      format: "der",
+    });
+    await refused(send("shop/web", a, { spki: otherKey.toString("base64") }), 403, /does not bind/);
+  });
+
+  test("the wrong program (measurement)", async () => {
+    const a = await prepare("shop/web", other);
+    await refused(send("shop/web", a), 403, /^measurement [0-9a-f]{12}… is not allowed for shop\/web/);
+  });
+
+  test("simulated evidence for a policy without mode: simulation", async () => {
+    const a = await prepare("strict/web");
+    await refused(send("strict/web", a), 403, /simulated evidence, but the policy's attestation mode is hardware/);
+  });
+
+  test("an unknown service or policy; a nonce for another service", async () => {
+    await refused(
+      runtime.request("POST", "/v1/attestation/challenge", { config_id: "noslash" }),
+      400,
+      /POLICY\/SERVICE/,
+    );
+    const a = await prepare("shop/nothing");
+    await refused(send("shop/nothing", a), 404, /policy shop has no service nothing/);
+    const b = await prepare("shop/web");
+    await refused(send("strict/web", b), 403, /issued for shop\/web/);
+  });
+
+  test("evidence from a LAS the CAS does not trust", async () => {
+    const { key } = await loadOrCreateNodeKey(join(dir, "rogue-las.pem"));
+    const rogue = await startLas({ listen: "127.0.0.1:0", key });
+    try {
+      const { nonce } = await runtime.request<{ nonce: string }>("POST", "/v1/attestation/challenge", {
+        config_id: "shop/web",
+      });
+      const { publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+      const spki = publicKey.export({ type: "spki", format: "der" });
+      const e = await new LasProvider(rogue.url, program).evidence(
+        expectedReportData(Buffer.from(nonce, "base64"), spki),
+      );
+      await refused(
+        runtime.request("POST", "/v1/attestation", {
+          config_id: "shop/web",
+          nonce,
+          evidence: { tee: "sim", quote: e.quote.toString("base64") },
+          spki: spki.toString("base64"),
+        }),
+        403,
+        /not enrolled/,
+      );
+    } finally {
+      await rogue.close();
+    }
+  });
+
+  test("every grant and refusal is audited with its reason", async () => {
+    const audit = await cas
+      .client(owner)
+      .request<{ entries: { entry?: { action: string; outcome: string; reason: string } }[] }>("GET", "/v1/audit");
+    const attestations = audit.entries.map((e) => e.entry).filter((e) => e?.action === "attestation");
+    assert.ok(attestations.some((e) => e?.outcome === "granted" && /sim \(simulated\)/.test(e.reason)));
+    assert.ok(attestations.some((e) => e?.outcome === "refused" && /does not bind/.test(e.reason)));
+    assert.ok(attestations.some((e) => e?.outcome === "refused" && /is not allowed for shop\/web/.test(e.reason)));
+  });
+});
+
+describe("rate limiting", () => {
+  test("a token bucket per source address", () => {
+    const limiter = new RateLimiter(10, 20);
+    let granted = 0;
+    for (let i = 0; i < 50; i++) if (limiter.take("a", 0)) granted++;
+    assert.equal(granted, 20, "the burst");
+    assert.equal(limiter.take("b", 0), true, "another source has its own bucket");
+    assert.equal(limiter.take("a", 1000), true, "refilled after a second");
+  });
+});
