@@ -9,6 +9,7 @@ import { identityCommands } from "./identity.ts";
 import { type Io, processIo } from "./io.ts";
 import { lasCommands } from "./las.ts";
 import { policyCommands } from "./policy.ts";
+import { runCommand } from "./run.ts";
 
 export const VERSION = "0.1.0";
 
@@ -24,7 +25,8 @@ export function buildProgram(io: Io): Command {
       `
 Start here:   cloister dev   (a CAS and a LAS for development), then cloister identity create.
 Partly built:  attest verify (SGX, TDX, SEV-SNP; offline collateral), measure (--tee sim).
-Not built yet: run, fs (see README).
+Partly built:  run (root, files in a private mount namespace; no TLS shield yet).
+Not built yet: fs (see README).
 
 Exit codes: 0 ok, 1 refused or failed, 2 usage. Docs: docs/policy.md.`,
     );
@@ -35,6 +37,7 @@ Exit codes: 0 ok, 1 refused or failed, 2 usage. Docs: docs/policy.md.`,
   lasCommands(program, io);
   auditCommands(program, io);
   attestCommands(program, io);
+  runCommand(program, io);
   // Every subcommand inherits the same output and exit behaviour.
   for (const c of allCommands(program)) c.configureOutput({ writeOut: io.stdout, writeErr: io.stderr }).exitOverride();
   return program;

@@ -1,0 +1,126 @@
+/** `cloister run`: attest, receive the configuration, start the program as the policy says. */
+import { spawn } from "node:child_process";
+import { constants, promises as fs } from "node:fs";
+import { delimiter, join, resolve } from "node:path";
+import { type Command, Option } from "commander";
+import { selectProvider } from "../attestation/providers/detect.ts";
+import { ProviderError } from "../attestation/providers/provider.ts";
+import type { Configuration } from "../cas/attestation.ts";
+import { CasClient, CasPinError, CasRequestError, CasUnreachableError } from "../client/cas-client.ts";
+import { obtainConfiguration } from "../runtime/attest-client.ts";
+import { DEFAULT_CAS } from "./connection.ts";
+import { CliError, UsageError } from "./errors.ts";
+import type { Io } from "./io.ts";
+
+const LAUNCHER = join(import.meta.dirname, "..", "runtime", "launcher.ts");
+
+export function runCommand(program: Command, io: Io): void {
+  program
+    .command("run")
+    .description("attest, then run the policy's program with its secrets, files and environment")
+    .option("--config-id <policy/service>", "the service to run (env CLOISTER_CONFIG_ID)")
+    .addOption(
+      new Option("--tee <tee>", "where the evidence comes from")
+        .choices(["auto", "sgx", "tdx", "snp", "sim"])
+        .default("auto"),
+    )
+    .option("--cas <url>", `CAS address (env CLOISTER_CAS_ADDR; default ${DEFAULT_CAS})`)
+    .option("--cas-key <hash>", "the CAS key hash to pin (env CLOISTER_CAS_KEY)")
+    .option("--las <url>", "LAS address for --tee sim (env CLOISTER_LAS_ADDR)")
+    .argument("[program...]", "with --tee sim: the program the LAS measures (the policy's argv is what runs)")
+    .addHelpText(
+      "after",
+      `
+The program's argv, environment and working directory are the policy's; the host's are
+ignored. Files exist only in a private mount namespace (root only in this build). Exit code:
+the program's; 1 with one line saying why when it was never started.`,
+    )
+    .action(
+      async (
+        programArgs: string[],
+        opts: { configId?: string; tee: string; cas?: string; casKey?: string; las?: string },
+      ) => {
+        const configId = opts.configId ?? io.env.CLOISTER_CONFIG_ID;
+        if (!configId) throw new UsageError("which service? --config-id POLICY/SERVICE or CLOISTER_CONFIG_ID");
+        const url = opts.cas ?? io.env.CLOISTER_CAS_ADDR ?? DEFAULT_CAS;
+        const pin = opts.casKey ?? io.env.CLOISTER_CAS_KEY;
+        if (!pin || !/^[0-9a-fA-F]{64}$/.test(pin))
+          throw new CliError("the CAS must be pinned: --cas-key HASH or CLOISTER_CAS_KEY");
+        if (process.getuid?.() !== 0) {
+          throw new CliError(
+            "cloister run needs root for a private mount namespace; running as another user is not built yet",
+          );
+        }
+        const measured = programArgs[0] ? await findProgram(programArgs[0], io) : undefined;
+        let config: Configuration;
+        try {
+          const provider = await selectProvider({
+            tee: opts.tee as "auto",
+            lasUrl: opts.las ?? io.env.CLOISTER_LAS_ADDR,
+            program: measured,
+          });
+          config = await obtainConfiguration(new CasClient({ url, casKey: pin.toLowerCase() }), configId, provider);
+        } catch (error) {
+          if (error instanceof CasRequestError) throw new CliError(error.message);
+          if (error instanceof ProviderError || error instanceof CasPinError || error instanceof CasUnreachableError)
+            throw new CliError(error.message);
+          throw error;
+        }
+        // In simulation the LAS measured one file: the policy's program must be that file.
+        if (measured) {
+          const runs = await findProgram(config.command[0]!, {
+            ...io,
+            env: { ...io.env, PATH: config.environment.PATH ?? io.env.PATH },
+          }).catch(() => "");
+          if (runs !== measured)
+            throw new CliError(`the policy runs ${config.command[0]}, but ${measured} was measured`);
+        }
+        const code = await runInNamespace(config);
+        // The program's own exit code is cloister's (an empty message prints nothing).
+        if (code !== 0) throw new CliError("", code);
+      },
+    );
+}
+
+function runInNamespace(config: Configuration): Promise<number> {
+  return new Promise((done) => {
+    const child = spawn(
+      "unshare",
+      ["--mount", "--propagation", "private", "--", process.execPath, LAUNCHER, "--cloister-launch"],
+      {
+        stdio: ["inherit", "inherit", "inherit", "pipe"],
+      },
+    );
+    const pipe = child.stdio[3] as NodeJS.WritableStream;
+    pipe.end(JSON.stringify(config));
+    const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
+    const handlers = (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((s) => [s, forward(s)] as const);
+    for (const [s, h] of handlers) process.on(s, h);
+    child.on("exit", (code, signal) => {
+      for (const [s, h] of handlers) process.off(s, h);
+      done(code ?? (signal === "SIGKILL" ? 137 : 1));
+    });
+    child.on("error", (error) => {
+      process.stderr.write(`cloister: cannot start unshare: ${error.message}\n`);
+      done(1);
+    });
+  });
+}
+
+async function findProgram(program: string, io: Io): Promise<string> {
+  const candidates = program.includes("/")
+    ? [resolve(io.cwd, program)]
+    : (io.env.PATH ?? "")
+        .split(delimiter)
+        .filter(Boolean)
+        .map((d) => join(d, program));
+  for (const c of candidates) {
+    try {
+      await fs.access(c, constants.X_OK);
+      return await fs.realpath(c);
+    } catch {
+      // next
+    }
+  }
+  throw new CliError(`${program}: no such executable`);
+}

@@ -1,0 +1,139 @@
+/**
+ * `cloister run` end to end in simulation mode: a real CAS, a real LAS, a real program. The
+ * program sees exactly the policy's argv, environment, working directory and files; the files
+ * exist in its private mount namespace only; it never starts when attestation is refused.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { measureFile } from "../../src/attestation/sim/evidence.ts";
+import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
+import { makeIdentity, startTestCas, type TestCas } from "../helpers/cas.ts";
+import { BIN, runCli } from "../helpers/cli.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "cloister-run-"));
+const app = join(dir, "app.sh");
+const trap = join(dir, "trap.sh");
+const marker = join(dir, "started");
+let cas: TestCas;
+let las: RunningLas;
+let env: Record<string, string>;
+
+before(async () => {
+  writeFileSync(
+    app,
+    `#!/bin/sh\necho started > ${marker}\necho "argv: $*"\necho "env: $(env | sort | tr '\\n' ' ')"\necho "pwd: $(pwd)"\ncat /etc/cloister-run-test/secret.conf\nexit 7\n`,
+    { mode: 0o755 },
+  );
+  writeFileSync(trap, `#!/bin/sh\ntrap 'exit 42' TERM\necho ready\nwhile true; do sleep 0.05; done\n`, { mode: 0o755 });
+  const owner = await makeIdentity("owner");
+  cas = await startTestCas({ admins: [owner.hash] });
+  const { key } = await loadOrCreateNodeKey(join(dir, "las.pem"));
+  las = await startLas({ listen: "127.0.0.1:0", key });
+  await cas.client(owner).request("POST", "/v1/las", { key: las.key });
+  const digest = (file: string) => measureFile(Buffer.from(require_("node:fs").readFileSync(file)));
+  const policy = (name: string, mode: string, program: string, measurement: string) => `version: "1"
+name: ${name}
+security:
+  attestation: {mode: ${mode}}
+services:
+  - name: svc
+    measurements: [${measurement}]
+    command: [${program}, "--token=$$cloister::token$$", "two words"]
+    environment: {TOKEN: "$$cloister::token$$", GREETING: "hello"}
+    pwd: ${dir}
+    files:
+      - {path: /etc/cloister-run-test/secret.conf, content: "password=$$cloister::pw$$", mode: "0400"}
+secrets:
+  - {name: token, kind: ascii, size: 16}
+  - {name: pw, kind: ascii, value: "s3cret-in-memory"}
+`;
+  const c = cas.client(owner);
+  await c.request("POST", "/v1/policies", {
+    policy: policy("runme", "simulation", app, `{tee: sim, digest: ${digest(app)}}`),
+  });
+  await c.request("POST", "/v1/policies", {
+    policy: policy("trapme", "simulation", trap, `{tee: sim, digest: ${digest(trap)}}`),
+  });
+  await c.request("POST", "/v1/policies", {
+    policy: policy("hardonly", "hardware", app, `{tee: sgx, mrenclave: ${digest(app)}}`),
+  });
+  env = {
+    CLOISTER_CAS_ADDR: cas.running.url,
+    CLOISTER_CAS_KEY: cas.running.identity.hash,
+    CLOISTER_LAS_ADDR: las.url,
+    SECRET_FROM_HOST: "must-not-leak",
+  };
+});
+after(async () => {
+  await las.close();
+  await cas.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+// node:fs through a function, so that the digest helper reads the file when called.
+function require_(m: "node:fs") {
+  return process.getBuiltinModule(m);
+}
+
+describe("cloister run", () => {
+  test("the program gets the policy's argv, environment, directory and in-memory files, and its exit code is ours", async () => {
+    const r = await runCli(["run", "--config-id", "runme/svc", "--tee", "sim", "--", app, "--host-arg-ignored"], {
+      env,
+    });
+    assert.equal(r.code, 7, r.stderr);
+    const token = /--token=([A-Za-z0-9]{16}) two words/.exec(r.stdout)?.[1];
+    assert.ok(token, r.stdout);
+    assert.match(r.stdout, new RegExp(`env: .*TOKEN=${token}`));
+    assert.match(r.stdout, /GREETING=hello/);
+    assert.doesNotMatch(r.stdout, /SECRET_FROM_HOST|CLOISTER_CAS_KEY/, "the host's environment is not the program's");
+    assert.match(r.stdout, new RegExp(`pwd: ${dir}`));
+    assert.match(r.stdout, /password=s3cret-in-memory/);
+    assert.equal(existsSync("/etc/cloister-run-test"), false, "nothing was written to the host's filesystem");
+    assert.deepEqual(
+      readdirSync("/dev/shm").filter((f) => f.includes("cloister")),
+      [],
+    );
+  });
+
+  test("signals reach the program", async () => {
+    const child = spawn(process.execPath, [BIN, "--", "run", "--config-id", "trapme/svc", "--tee", "sim", trap], {
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    await new Promise<void>((resolve) =>
+      child.stdout.on("data", (d: Buffer) => d.toString().includes("ready") && resolve()),
+    );
+    child.kill("SIGTERM");
+    const code = await new Promise((resolve) => child.on("exit", resolve));
+    assert.equal(code, 42);
+  });
+
+  const neverStarts = async (args: string[], message: RegExp, extraEnv: Record<string, string> = {}) => {
+    rmSync(marker, { force: true });
+    const r = await runCli(["run", ...args], { env: { ...env, ...extraEnv } });
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stderr, message);
+    assert.equal(r.stderr.trim().split("\n").length, 1, `one line: ${r.stderr}`);
+    assert.equal(existsSync(marker), false, "the program never started");
+  };
+
+  test("refusals leave the program unstarted: wrong measurement, hardware-only policy, unknown service, wrong CAS key", async () => {
+    await neverStarts(
+      ["--config-id", "runme/svc", "--tee", "sim", "/bin/true"],
+      /^cloister: measurement [0-9a-f]{12}… is not allowed for runme\/svc/,
+    );
+    await neverStarts(
+      ["--config-id", "hardonly/svc", "--tee", "sim", app],
+      /simulated evidence, but the policy's attestation mode is hardware/,
+    );
+    await neverStarts(["--config-id", "runme/nothing", "--tee", "sim", app], /policy runme has no service nothing/);
+    await neverStarts(["--config-id", "runme/svc", "--tee", "sim", app], /not the pinned/, {
+      CLOISTER_CAS_KEY: "ab".repeat(32),
+    });
+    await neverStarts(["--config-id", "runme/svc", "--tee", "auto", app], /no TEE found .*--tee sim/);
+  });
+});
