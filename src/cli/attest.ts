@@ -12,6 +12,7 @@ import { type Verdict, VerificationError } from "../attestation/verdict.ts";
 import { CliError, UsageError } from "./errors.ts";
 import type { Io } from "./io.ts";
 import { type OutputFormat, outputOption, render } from "./output.ts";
+import { findProgram } from "./process.ts";
 
 export function attestCommands(program: Command, io: Io): void {
   const attest = program.command("attest").description("inspect and verify TEE evidence");
@@ -130,26 +131,6 @@ async function readCollateral(file: string, io: Io): Promise<Collateral> {
 }
 
 const looksLikePem = (b: Buffer) => b.subarray(0, 64).toString("latin1").includes("-----BEGIN");
-
-/** A program as exec would find it: a path as given, or the first executable of that name on PATH. */
-async function findProgram(program: string, io: Io): Promise<string> {
-  const candidates = program.includes("/")
-    ? [resolve(io.cwd, program)]
-    : (io.env.PATH ?? "")
-        .split(delimiter)
-        .filter(Boolean)
-        .map((d) => join(d, program));
-  for (const c of candidates) {
-    try {
-      await fs.access(c, constants.X_OK);
-      const stat = await fs.stat(c);
-      if (stat.isFile()) return await fs.realpath(c);
-    } catch {
-      // try the next
-    }
-  }
-  throw new CliError(`${program}: no such executable${program.includes("/") ? "" : " on PATH"}`);
-}
 
 function describeVerdict(v: Verdict): string {
   const lines = [

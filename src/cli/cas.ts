@@ -9,6 +9,7 @@ import { TamperError } from "../cas/store/envelope.ts";
 import { CliError } from "./errors.ts";
 import type { Io } from "./io.ts";
 import { startNodeLas } from "./las.ts";
+import { untilSignal } from "./process.ts";
 
 export function casCommands(program: Command, io: Io): Command {
   const cas = program.command("cas").description("the configuration and attestation service");
@@ -54,7 +55,7 @@ the store. Clients pin the CAS by the key hash printed at start.`,
           io.stderr(`created master key ${opts.masterKeyFile ?? join(opts.dataDir, "master.key")} (mode 0600)\n`);
         io.stdout(`CAS listening on ${running.url}\nCAS key ${running.identity.hash}\n`);
         if (opts.envFile) await writeEnvFile(opts.envFile, running);
-        await untilSignal(running);
+        await untilSignal(() => running.close());
       },
     );
 
@@ -105,7 +106,7 @@ the store. Clients pin the CAS by the key hash printed at start.`,
         ].join("\n"),
       );
       if (opts.envFile) await writeEnvFile(opts.envFile, running, las.url);
-      await untilSignal(running);
+      await untilSignal(() => running.close());
       await las.close();
       if (temporary) rmSync(dataDir, { recursive: true, force: true });
     });
@@ -129,17 +130,5 @@ async function writeEnvFile(path: string, running: RunningCas, lasUrl?: string):
   const las = lasUrl ? `CLOISTER_LAS_ADDR=${lasUrl}\n` : "";
   await fs.writeFile(path, `CLOISTER_CAS_ADDR=${running.url}\nCLOISTER_CAS_KEY=${running.identity.hash}\n${las}`, {
     mode: 0o600,
-  });
-}
-
-function untilSignal(running: RunningCas): Promise<void> {
-  return new Promise((resolve) => {
-    const stop = () => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      running.close().then(resolve, resolve);
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
   });
 }

@@ -5,6 +5,7 @@ import { cloisterHome } from "../identity/store.ts";
 import { DEFAULT_LAS_LISTEN, loadOrCreateNodeKey, type RunningLas, startLas } from "../las/server.ts";
 import { CliError } from "./errors.ts";
 import type { Io } from "./io.ts";
+import { untilSignal } from "./process.ts";
 
 export function lasCommands(program: Command, io: Io): void {
   program
@@ -28,15 +29,7 @@ accepts its evidence only with security.attestation.mode: simulation.`,
         io,
       );
       io.stdout(`LAS listening on ${running.url} (SIMULATION: no hardware protection)\nLAS key ${running.key}\n`);
-      await new Promise<void>((done) => {
-        const stop = () => {
-          process.off("SIGINT", stop);
-          process.off("SIGTERM", stop);
-          running.close().then(done, done);
-        };
-        process.on("SIGINT", stop);
-        process.on("SIGTERM", stop);
-      });
+      await untilSignal(() => running.close());
     });
 }
 

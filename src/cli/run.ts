@@ -11,6 +11,7 @@ import { obtainConfiguration } from "../runtime/attest-client.ts";
 import { DEFAULT_CAS } from "./connection.ts";
 import { CliError, UsageError } from "./errors.ts";
 import type { Io } from "./io.ts";
+import { findProgram } from "./process.ts";
 
 const LAUNCHER = join(import.meta.dirname, "..", "runtime", "launcher.ts");
 
@@ -105,22 +106,4 @@ function runInNamespace(config: Configuration): Promise<number> {
       done(1);
     });
   });
-}
-
-async function findProgram(program: string, io: Io): Promise<string> {
-  const candidates = program.includes("/")
-    ? [resolve(io.cwd, program)]
-    : (io.env.PATH ?? "")
-        .split(delimiter)
-        .filter(Boolean)
-        .map((d) => join(d, program));
-  for (const c of candidates) {
-    try {
-      await fs.access(c, constants.X_OK);
-      return await fs.realpath(c);
-    } catch {
-      // next
-    }
-  }
-  throw new CliError(`${program}: no such executable`);
 }

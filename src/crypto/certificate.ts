@@ -11,6 +11,7 @@ import { isIP } from "node:net";
 import {
   bitString,
   boolean,
+  certificateExtensions,
   children,
   type Der,
   type Element,
@@ -226,31 +227,20 @@ export function subjectDer(certificate: X509Certificate): Buffer {
 /** What issuing under an existing CA certificate needs: its subject Name exactly as encoded. */
 export function signerFor(caCertificate: X509Certificate, caKey: KeyObject): Signer {
   const raw = caCertificate.raw;
-  const { fields } = tbsFields(raw);
   return {
     name: subjectDer(caCertificate),
     // Chain building matches our authority key identifier against the CA's own subject key
     // identifier: use the CA's when it has one (OpenSSL's is a SHA-1), else compute ours.
-    keyId: subjectKeyIdentifierOf(raw, fields) ?? keyIdentifier(caCertificate.publicKey),
+    keyId: subjectKeyIdentifierOf(raw) ?? keyIdentifier(caCertificate.publicKey),
     key: caKey,
     notAfter: new Date(caCertificate.validTo),
   };
 }
 
-const SKI_OID = oid(OID.subjectKeyIdentifier);
-
-function subjectKeyIdentifierOf(raw: Buffer, tbsFields: readonly Element[]): Buffer | undefined {
-  const wrapper = tbsFields.find((f) => f.tag === 0xa3);
-  if (!wrapper) return undefined;
-  const list = children(raw, wrapper)[0];
-  if (!list) return undefined;
-  for (const ext of children(raw, list)) {
-    const parts = children(raw, ext);
-    const id = parts[0];
-    const value = parts[parts.length - 1];
-    if (!id || !value || !raw.subarray(id.start, id.end).equals(SKI_OID)) continue;
-    const inner = readElement(raw, value.contentStart, value.end);
-    if (inner.tag === 0x04) return Buffer.from(raw.subarray(inner.contentStart, inner.end));
-  }
-  return undefined;
+/** The CA's own subject key identifier, if its certificate has one. */
+function subjectKeyIdentifierOf(raw: Buffer): Buffer | undefined {
+  const value = certificateExtensions(raw).get(OID.subjectKeyIdentifier);
+  if (!value) return undefined;
+  const inner = readElement(value, 0);
+  return inner.tag === 0x04 ? Buffer.from(value.subarray(inner.contentStart, inner.end)) : undefined;
 }
