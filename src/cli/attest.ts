@@ -1,7 +1,7 @@
 /** `cloister attest verify` and `cloister measure`: evidence inspection on a user's machine. */
 import { createHash } from "node:crypto";
-import { constants, promises as fs } from "node:fs";
-import { delimiter, join, resolve } from "node:path";
+import { promises as fs } from "node:fs";
+import { resolve } from "node:path";
 import { type Command, Option } from "commander";
 import { Collateral } from "../attestation/dcap/collateral.ts";
 import { dcapVerdict, verifyDcapQuote } from "../attestation/dcap/verify.ts";

@@ -1,7 +1,6 @@
 /** `cloister run`: attest, receive the configuration, start the program as the policy says. */
 import { spawn } from "node:child_process";
-import { constants, promises as fs } from "node:fs";
-import { delimiter, join, resolve } from "node:path";
+import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { selectProvider } from "../attestation/providers/detect.ts";
 import { ProviderError } from "../attestation/providers/provider.ts";

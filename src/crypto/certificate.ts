@@ -16,7 +16,6 @@ import {
   type Der,
   type Element,
   explicit,
-  ia5String,
   implicitPrimitive,
   NULL,
   namedBits,
@@ -214,7 +213,7 @@ function tbsFields(raw: Buffer): { fields: Element[]; subject: Element } {
   // [0] version is optional: subject is the fifth field after it (serial, signature, issuer, validity, subject).
   const offset = fields[0]?.tag === 0xa0 ? 1 : 0;
   const subject = fields[offset + 4];
-  if (!subject || subject.tag !== 0x30) throw new Error("the certificate has no subject");
+  if (subject?.tag !== 0x30) throw new Error("the certificate has no subject");
   return { fields, subject };
 }
 

@@ -55,7 +55,7 @@ export function parseCrl(der: Uint8Array): Crl {
   if (fields[i]?.tag === 0x30) {
     for (const entry of children(buf, fields[i++]!)) {
       const serial = children(buf, entry)[0];
-      if (!serial || serial.tag !== 0x02) throw new DerError("bad revoked entry");
+      if (serial?.tag !== 0x02) throw new DerError("bad revoked entry");
       revoked.add(serialHex(buf.subarray(serial.contentStart, serial.end)));
     }
   }

@@ -162,7 +162,7 @@ export function certificateExtensions(raw: Uint8Array): Map<string, Buffer> {
     const parts = children(raw, ext);
     const id = parts[0];
     const value = parts[parts.length - 1];
-    if (!id || id.tag !== 0x06 || !value || value.tag !== 0x04) throw new DerError("malformed extension");
+    if (id?.tag !== 0x06 || !value || value.tag !== 0x04) throw new DerError("malformed extension");
     out.set(decodeOid(raw.subarray(id.contentStart, id.end)), Buffer.from(raw.subarray(value.contentStart, value.end)));
   }
   return out;
