@@ -25,7 +25,7 @@ export function buildProgram(io: Io): Command {
       `
 Start here:   cloister dev   (a CAS and a LAS for development), then cloister identity create.
 Partly built:  attest verify (SGX, TDX, SEV-SNP; offline collateral), measure (--tee sim).
-Partly built:  run (root, files in a private mount namespace; no TLS shield yet).
+Partly built:  run (as root: files in a private mount namespace, TLS shield).
 Not built yet: fs (see README).
 
 Exit codes: 0 ok, 1 refused or failed, 2 usage. Docs: docs/policy.md.`,

@@ -1,5 +1,6 @@
 /** `cloister run`: attest, receive the configuration, start the program as the policy says. */
 import { spawn } from "node:child_process";
+import type { KeyObject } from "node:crypto";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { selectProvider } from "../attestation/providers/detect.ts";
@@ -7,6 +8,7 @@ import { ProviderError } from "../attestation/providers/provider.ts";
 import type { Configuration } from "../cas/attestation.ts";
 import { CasClient, CasPinError, CasRequestError, CasUnreachableError } from "../client/cas-client.ts";
 import { obtainConfiguration } from "../runtime/attest-client.ts";
+import { type RunningShields, startShields } from "../runtime/tls-shield.ts";
 import { DEFAULT_CAS } from "./connection.ts";
 import { CliError, UsageError } from "./errors.ts";
 import type { Io } from "./io.ts";
@@ -32,7 +34,8 @@ export function runCommand(program: Command, io: Io): void {
       "after",
       `
 The program's argv, environment and working directory are the policy's; the host's are
-ignored. Files exist only in a private mount namespace (root only in this build). Exit code:
+ignored. Files exist only in a private mount namespace (root only in this build); the policy's
+TLS shield runs here, up before the program starts. Exit code:
 the program's; 1 with one line saying why when it was never started.`,
     )
     .action(
@@ -53,13 +56,18 @@ the program's; 1 with one line saying why when it was never started.`,
         }
         const measured = programArgs[0] ? await findProgram(programArgs[0], io) : undefined;
         let config: Configuration;
+        let serviceKey: KeyObject;
         try {
           const provider = await selectProvider({
             tee: opts.tee as "auto",
             lasUrl: opts.las ?? io.env.CLOISTER_LAS_ADDR,
             program: measured,
           });
-          config = await obtainConfiguration(new CasClient({ url, casKey: pin.toLowerCase() }), configId, provider);
+          ({ configuration: config, key: serviceKey } = await obtainConfiguration(
+            new CasClient({ url, casKey: pin.toLowerCase() }),
+            configId,
+            provider,
+          ));
         } catch (error) {
           if (error instanceof CasRequestError) throw new CliError(error.message);
           if (error instanceof ProviderError || error instanceof CasPinError || error instanceof CasUnreachableError)
@@ -75,7 +83,17 @@ the program's; 1 with one line saying why when it was never started.`,
           if (runs !== measured)
             throw new CliError(`the policy runs ${config.command[0]}, but ${measured} was measured`);
         }
-        const code = await runInNamespace(config);
+        // The TLS shield is up before the program starts and down after it exits.
+        let shields: RunningShields;
+        try {
+          shields = await startShields(config, {
+            serviceKeyPem: serviceKey.export({ type: "pkcs8", format: "pem" }).toString(),
+            serviceChainPem: config.certificate_chain,
+          });
+        } catch (error) {
+          throw new CliError(`cannot start the TLS shield: ${(error as Error).message}`);
+        }
+        const code = await runInNamespace(config).finally(() => shields.close());
         // The program's own exit code is cloister's (an empty message prints nothing).
         if (code !== 0) throw new CliError("", code);
       },

@@ -3,7 +3,7 @@
  * ephemeral P-256 key K made here, evidence binding both from the provider, and the
  * configuration back as a JWE that only K opens. K never leaves this process.
  */
-import { generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { compactDecrypt } from "jose";
 import type { EvidenceProvider } from "../attestation/providers/provider.ts";
 import { type Configuration, expectedReportData } from "../cas/attestation.ts";
@@ -13,7 +13,7 @@ export async function obtainConfiguration(
   cas: CasClient,
   configId: string,
   provider: EvidenceProvider,
-): Promise<Configuration> {
+): Promise<{ configuration: Configuration; key: KeyObject }> {
   const { nonce } = await cas.request<{ nonce: string }>("POST", "/v1/attestation/challenge", { config_id: configId });
   const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
   const spki = publicKey.export({ type: "spki", format: "der" });
@@ -29,5 +29,5 @@ export async function obtainConfiguration(
     spki: spki.toString("base64"),
   });
   const { plaintext } = await compactDecrypt(configuration, privateKey);
-  return JSON.parse(Buffer.from(plaintext).toString("utf8")) as Configuration;
+  return { configuration: JSON.parse(Buffer.from(plaintext).toString("utf8")) as Configuration, key: privateKey };
 }

@@ -1,0 +1,114 @@
+/**
+ * The TLS shield: TLS for programs that speak plain TCP, terminated and originated in the
+ * runtime (inside the TEE), so that plaintext never crosses the host's network. Inbound: a
+ * TLS 1.3 listener with the service's (or a named) certificate, optionally requiring client
+ * certificates from a CA, forwarding plaintext to the program's local port. Outbound: a local
+ * plaintext listener whose connections leave as mutual TLS, the remote verified against a CA.
+ */
+import { createServer as createTcpServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import { createServer as createTlsServer, type TLSSocket, connect as tlsConnect } from "node:tls";
+import type { Configuration } from "../cas/attestation.ts";
+
+export interface ShieldKeys {
+  /** The service certificate's key (K) and chain, used where the policy names no certificate. */
+  readonly serviceKeyPem: string;
+  readonly serviceChainPem: string;
+}
+
+export interface RunningShields {
+  /** host:port of every listener, as bound. */
+  readonly addresses: readonly string[];
+  close(): Promise<void>;
+}
+
+const split = (hostPort: string) => {
+  const m = /^\[?([^\]]+)\]?:(\d+)$/.exec(hostPort);
+  if (!m) throw new Error(`bad address ${hostPort}`);
+  return { host: m[1]!, port: Number(m[2]) };
+};
+
+function pipeBoth(a: Socket, b: Socket): void {
+  a.pipe(b);
+  b.pipe(a);
+  const end = () => {
+    a.destroy();
+    b.destroy();
+  };
+  a.on("error", end);
+  b.on("error", end);
+  a.on("close", end);
+  b.on("close", end);
+}
+
+export async function startShields(
+  config: Pick<Configuration, "tls" | "tls_material">,
+  keys: ShieldKeys,
+): Promise<RunningShields> {
+  const servers: Server[] = [];
+  const addresses: string[] = [];
+  const material = (name: string) => {
+    const m = config.tls_material[name];
+    if (!m) throw new Error(`the configuration has no TLS material for ${name}`);
+    return m;
+  };
+  const listen = (server: Server, address: string) =>
+    new Promise<void>((resolve, reject) => {
+      const { host, port } = split(address);
+      server.once("error", reject);
+      server.listen(port, host, () => {
+        const a = server.address();
+        addresses.push(typeof a === "object" && a ? `${host.includes(":") ? `[${host}]` : host}:${a.port}` : address);
+        resolve();
+      });
+    });
+  try {
+    for (const t of config.tls.inbound) {
+      const own = t.certificate ? material(t.certificate) : undefined;
+      const clientCa = t.client_ca ? material(t.client_ca).chain : undefined;
+      const server = createTlsServer(
+        {
+          key: own?.key ?? keys.serviceKeyPem,
+          cert: own?.chain ?? keys.serviceChainPem,
+          minVersion: "TLSv1.3",
+          ...(clientCa ? { requestCert: true, rejectUnauthorized: true, ca: clientCa } : {}),
+        },
+        (client: TLSSocket) => {
+          const { host, port } = split(t.forward);
+          pipeBoth(client, tcpConnect(port, host));
+        },
+      );
+      server.on("tlsClientError", () => {}); // a failed handshake concerns that client only
+      servers.push(server);
+      await listen(server, t.listen);
+    }
+    for (const t of config.tls.outbound) {
+      const ca = material(t.ca).chain;
+      const own = t.certificate ? material(t.certificate) : undefined;
+      const { host, port } = split(t.connect);
+      const server = createTcpServer((local: Socket) => {
+        const remote = tlsConnect({
+          host,
+          port,
+          servername: t.server_name ?? (/^[\d.]+$|:/.test(host) ? undefined : host),
+          ca,
+          key: own?.key ?? keys.serviceKeyPem,
+          cert: own?.chain ?? keys.serviceChainPem,
+          minVersion: "TLSv1.3",
+          // Node checks the remote's certificate for server_name (or the host, DNS name or IP).
+        });
+        pipeBoth(local, remote);
+      });
+      servers.push(server);
+      await listen(server, t.listen);
+    }
+  } catch (error) {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+    throw error;
+  }
+  return {
+    addresses,
+    close: async () => {
+      await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+    },
+  };
+}
