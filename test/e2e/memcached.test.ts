@@ -3,34 +3,17 @@
  * CAS and LAS, reachable only through the runtime's inbound TLS shield.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import type { ChildProcess } from "node:child_process";
+import { realpathSync } from "node:fs";
 import { after, before, test } from "node:test";
 import { connect as tlsConnect } from "node:tls";
-import { measureFile } from "../../src/attestation/sim/evidence.ts";
-import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
-import { makeIdentity, startTestCas, type TestCas } from "../helpers/cas.ts";
-import { BIN } from "../helpers/cli.ts";
+import { freePort, startWorld, type World } from "../helpers/e2e.ts";
 
 const MEMCACHED = realpathSync("/usr/bin/memcached");
-const dir = mkdtempSync(join(tmpdir(), "cloister-e2e-memcached-"));
-let cas: TestCas;
-let las: RunningLas;
+let world: World;
 let run: ChildProcess;
 let shieldPort = 0;
 let caPem = "";
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 
 /** One exchange over TLS to the shield, verified against the policy's CA. */
 function overTls(request: string, until: RegExp): Promise<string> {
@@ -53,21 +36,17 @@ function overTls(request: string, until: RegExp): Promise<string> {
 }
 
 before(async () => {
-  const owner = await makeIdentity("owner");
-  cas = await startTestCas({ admins: [owner.hash] });
-  const { key } = await loadOrCreateNodeKey(join(dir, "las.pem"));
-  las = await startLas({ listen: "127.0.0.1:0", key });
-  await cas.client(owner).request("POST", "/v1/las", { key: las.key });
+  world = await startWorld();
   const port = await freePort();
   shieldPort = await freePort();
-  await cas.client(owner).request("POST", "/v1/policies", {
+  await world.owner.request("POST", "/v1/policies", {
     policy: `version: "1"
 name: cache
 security:
   attestation: {mode: simulation}
 services:
   - name: memcached
-    measurements: [{tee: sim, digest: ${measureFile(readFileSync(MEMCACHED))}}]
+    measurements: [{tee: sim, digest: ${world.digest(MEMCACHED)}}]
     command: [${MEMCACHED}, -l, 127.0.0.1, -p, "${port}", -U, "0", -u, memcache]
     tls:
       inbound: [{listen: "127.0.0.1:${shieldPort}", forward: "127.0.0.1:${port}", certificate: mc_cert}]
@@ -76,34 +55,21 @@ secrets:
   - {name: mc_cert, kind: x509, issuer: mc_ca, san: ["ip:127.0.0.1"], usage: [server]}
 `,
   });
-  caPem = (cas.running.service.secretValues("cache")!.values.mc_ca as { certificate: string }).certificate;
-  run = spawn(process.execPath, [BIN, "--", "run", "--config-id", "cache/memcached", "--tee", "sim", "--", MEMCACHED], {
-    env: {
-      ...process.env,
-      CLOISTER_CAS_ADDR: cas.running.url,
-      CLOISTER_CAS_KEY: cas.running.identity.hash,
-      CLOISTER_LAS_ADDR: las.url,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  run.stderr!.on("data", (d) => (output += d));
+  caPem = (world.secret("cache", "mc_ca") as { certificate: string }).certificate;
+  const started = world.start("cache/memcached", MEMCACHED);
+  run = started.child;
   // Wait until memcached answers through the shield.
   for (let i = 0; ; i++) {
     try {
       if (/^VERSION /.test(await overTls("version\r\n", /\r\n$/))) break;
     } catch {
-      if (i > 100 || run.exitCode !== null) throw new Error(`memcached did not come up behind the shield: ${output}`);
+      if (i > 100 || run.exitCode !== null)
+        throw new Error(`memcached did not come up behind the shield: ${started.output()}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }
 });
-after(async () => {
-  if (run.exitCode === null) run.kill("SIGTERM");
-  await las.close();
-  await cas.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => world.dispose());
 
 test("memcached behind the inbound shield: set and get over TLS 1.3, verified against the policy's CA", async () => {
   assert.match(await overTls("set greeting 0 0 5\r\nhello\r\n", /STORED\r\n/), /STORED/);

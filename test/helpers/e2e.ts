@@ -1,0 +1,94 @@
+/** A world for end-to-end tests: a real CAS, a real enrolled LAS, and `cloister run` of real programs. */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { measureFile } from "../../src/attestation/sim/evidence.ts";
+import type { StoredSecret } from "../../src/cas/secrets.ts";
+import type { CasClient } from "../../src/client/cas-client.ts";
+import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
+import { makeIdentity, startTestCas, type TestCas } from "./cas.ts";
+import { BIN, type CliResult, runCli } from "./cli.ts";
+
+export interface World {
+  readonly cas: TestCas;
+  readonly owner: CasClient;
+  readonly env: Record<string, string>;
+  /** The sim digest of a program file (after symlinks). */
+  digest(program: string): string;
+  /** A secret's value as the CAS holds it (tests only: no endpoint gives values to owners). */
+  secret(policy: string, name: string): StoredSecret;
+  /** `cloister run` until it exits. */
+  run(configId: string, program: string): Promise<CliResult>;
+  /** `cloister run` in the background. */
+  start(configId: string, program: string): { child: ChildProcess; output: () => string };
+  dispose(): Promise<void>;
+}
+
+export const freePort = () =>
+  new Promise<number>((resolve) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+
+export async function startWorld(): Promise<World> {
+  const dir = mkdtempSync(join(tmpdir(), "cloister-e2e-"));
+  const identity = await makeIdentity("owner");
+  const cas = await startTestCas({ admins: [identity.hash] });
+  const { key } = await loadOrCreateNodeKey(join(dir, "las.pem"));
+  const las: RunningLas = await startLas({ listen: "127.0.0.1:0", key });
+  const owner = cas.client(identity);
+  await owner.request("POST", "/v1/las", { key: las.key });
+  const env = {
+    CLOISTER_CAS_ADDR: cas.running.url,
+    CLOISTER_CAS_KEY: cas.running.identity.hash,
+    CLOISTER_LAS_ADDR: las.url,
+  };
+  const children: ChildProcess[] = [];
+  return {
+    cas,
+    owner,
+    env,
+    digest: (program) => measureFile(readFileSync(realpathSync(program))),
+    secret: (policy, name) => cas.running.service.secretValues(policy)!.values[name]!,
+    run: (configId, program) => runCli(["run", "--config-id", configId, "--tee", "sim", "--", program], { env }),
+    start(configId, program) {
+      const child = spawn(
+        process.execPath,
+        [BIN, "--", "run", "--config-id", configId, "--tee", "sim", "--", program],
+        {
+          env: { ...process.env, ...env },
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      children.push(child);
+      let out = "";
+      child.stdout!.on("data", (d) => (out += d));
+      child.stderr!.on("data", (d) => (out += d));
+      return { child, output: () => out };
+    },
+    async dispose() {
+      for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
+      await las.close();
+      await cas.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Retry `probe` until it succeeds or `ms` pass. */
+export async function eventually<T>(probe: () => Promise<T>, what: string, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      return await probe();
+    } catch (error) {
+      if (Date.now() > end) throw new Error(`${what}: ${(error as Error).message}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
