@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { spkiHash } from "../src/crypto/keys.ts";
-import { selfSignedP256 } from "../src/crypto/x509.ts";
+import { selfSignedP256 } from "../src/crypto/self-signed.ts";
 
 const { values: args } = parseArgs({
   options: {

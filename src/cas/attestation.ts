@@ -7,8 +7,9 @@
  * for K from the policy's CA, and returns the configuration as a JWE that only K can open.
  * Every grant and refusal is audited with its reason.
  */
-import { createHash, createPublicKey, type KeyObject, randomBytes, timingSafeEqual } from "node:crypto";
+import { createPublicKey, type KeyObject, randomBytes, timingSafeEqual } from "node:crypto";
 import { CompactEncrypt, importSPKI } from "jose";
+import { expectedReportData } from "../attestation/binding.ts";
 import { measurementProblems, settingsProblems } from "../attestation/validate.ts";
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
 import { certificatePem, issueDer } from "../crypto/certificate.ts";
@@ -54,10 +55,7 @@ export interface Configuration {
   };
 }
 
-/** What K's evidence must carry as report_data. */
-export function expectedReportData(nonce: Buffer, spki: Buffer): Buffer {
-  return createHash("sha512").update("cloister-attest-v1").update(nonce).update(spki).digest();
-}
+export { expectedReportData };
 
 export class AttestationService {
   readonly #cas: CasService;

@@ -9,7 +9,7 @@ import type { TLSSocket } from "node:tls";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { z } from "zod";
 import { spkiHash } from "../crypto/keys.ts";
-import { selfSignedP256 } from "../crypto/x509.ts";
+import { selfSignedP256 } from "../crypto/self-signed.ts";
 import { openApiDocument, ROUTES, type RouteSpec } from "./api.ts";
 import { AttestationService } from "./attestation.ts";
 import { Metrics } from "./metrics.ts";

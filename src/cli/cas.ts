@@ -53,8 +53,9 @@ the store. Clients pin the CAS by the key hash printed at start.`,
         );
         if (running.masterKeyCreated)
           io.stderr(`created master key ${opts.masterKeyFile ?? join(opts.dataDir, "master.key")} (mode 0600)\n`);
-        io.stdout(`CAS listening on ${running.url}\nCAS key ${running.identity.hash}\n`);
+        // The env file first: whoever waits for the printed key may read it at once.
         if (opts.envFile) await writeEnvFile(opts.envFile, running);
+        io.stdout(`CAS listening on ${running.url}\nCAS key ${running.identity.hash}\n`);
         await untilSignal(() => running.close());
       },
     );
@@ -87,6 +88,7 @@ the store. Clients pin the CAS by the key hash printed at start.`,
         },
       );
       running.service.trust.enrolLas(las.key);
+      if (opts.envFile) await writeEnvFile(opts.envFile, running, las.url);
       io.stdout(
         [
           "Cloister dev mode: NOT for production. The store and its master key are in",
@@ -105,7 +107,6 @@ the store. Clients pin the CAS by the key hash printed at start.`,
           "",
         ].join("\n"),
       );
-      if (opts.envFile) await writeEnvFile(opts.envFile, running, las.url);
       await untilSignal(() => running.close());
       await las.close();
       if (temporary) rmSync(dataDir, { recursive: true, force: true });

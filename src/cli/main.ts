@@ -1,19 +1,32 @@
 /** The `cloister` command: one binary for every component, like `vault`. */
 import { Command, CommanderError } from "commander";
-import { attestCommands } from "./attest.ts";
-import { auditCommands } from "./audit.ts";
-import { casCommands } from "./cas.ts";
-import { collateralCommands } from "./collateral.ts";
 import { CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE } from "./errors.ts";
-import { identityCommands } from "./identity.ts";
 import { type Io, processIo } from "./io.ts";
-import { lasCommands } from "./las.ts";
-import { policyCommands } from "./policy.ts";
-import { runCommand } from "./run.ts";
+
+type Register = (program: Command, io: Io) => Promise<void>;
+
+/**
+ * Command groups, loaded only when used: `cloister run` should not pay for the CAS's web server
+ * or the policy compiler at every start. Help and unknown commands load them all.
+ */
+const GROUPS: Record<string, Register> = {
+  identity: async (p, io) => (await import("./identity.ts")).identityCommands(p, io),
+  policy: async (p, io) => (await import("./policy.ts")).policyCommands(p, io),
+  cas: async (p, io) => {
+    const cas = (await import("./cas.ts")).casCommands(p, io);
+    (await import("./collateral.ts")).collateralCommands(p, cas, io);
+  },
+  las: async (p, io) => (await import("./las.ts")).lasCommands(p, io),
+  audit: async (p, io) => (await import("./audit.ts")).auditCommands(p, io),
+  attest: async (p, io) => (await import("./attest.ts")).attestCommands(p, io),
+  run: async (p, io) => (await import("./run.ts")).runCommand(p, io),
+};
+/** Which group registers each top-level command. */
+const GROUP_OF: Record<string, string> = { dev: "cas", collateral: "cas", measure: "attest" };
 
 export const VERSION = "0.1.0";
 
-export function buildProgram(io: Io): Command {
+export async function buildProgram(io: Io, argv: readonly string[] = []): Promise<Command> {
   const program = new Command("cloister")
     .description("Run unmodified programs in TEEs; release secrets only after remote attestation.")
     .version(VERSION, "-V, --version")
@@ -30,14 +43,9 @@ Not built yet: fs (see README).
 
 Exit codes: 0 ok, 1 refused or failed, 2 usage. Docs: docs/policy.md.`,
     );
-  identityCommands(program, io);
-  policyCommands(program, io);
-  const cas = casCommands(program, io);
-  collateralCommands(program, cas, io);
-  lasCommands(program, io);
-  auditCommands(program, io);
-  attestCommands(program, io);
-  runCommand(program, io);
+  const first = argv.find((a) => !a.startsWith("-"));
+  const group = first === undefined ? undefined : (GROUP_OF[first] ?? (first in GROUPS ? first : undefined));
+  for (const name of group ? [group] : Object.keys(GROUPS)) await GROUPS[name]!(program, io);
   // Every subcommand inherits the same output and exit behaviour.
   for (const c of allCommands(program)) c.configureOutput({ writeOut: io.stdout, writeErr: io.stderr }).exitOverride();
   return program;
@@ -49,7 +57,7 @@ function allCommands(c: Command): Command[] {
 
 /** Run the CLI; returns the exit code instead of exiting, so that tests can call it in-process. */
 export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
-  const program = buildProgram(io);
+  const program = await buildProgram(io, argv);
   try {
     await program.parseAsync([...argv], { from: "user" });
     return EXIT_OK;

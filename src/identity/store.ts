@@ -7,7 +7,7 @@ import { constants, promises as fs } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { spkiHash } from "../crypto/keys.ts";
-import { selfSignedP256 } from "../crypto/x509.ts";
+import { selfSignedP256 } from "../crypto/self-signed.ts";
 
 export const DEFAULT_IDENTITY = "default";
 const NAME = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$/;

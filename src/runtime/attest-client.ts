@@ -5,8 +5,9 @@
  */
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { compactDecrypt } from "jose";
+import { expectedReportData } from "../attestation/binding.ts";
 import type { EvidenceProvider } from "../attestation/providers/provider.ts";
-import { type Configuration, expectedReportData } from "../cas/attestation.ts";
+import type { Configuration } from "../cas/attestation.ts";
 import type { CasClient } from "../client/cas-client.ts";
 
 export async function obtainConfiguration(

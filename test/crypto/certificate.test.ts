@@ -20,7 +20,7 @@ import {
   tlv,
   unsignedInteger,
 } from "../../src/crypto/der.ts";
-import { x509 } from "../../src/crypto/x509.ts";
+import { x509 } from "../helpers/x509.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "cloister-certs-"));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { type CasStartOptions, type RunningCas, startCas } from "../../src/cas/start.ts";
 import { CasClient } from "../../src/client/cas-client.ts";
 import { spkiHash } from "../../src/crypto/keys.ts";
-import { selfSignedP256 } from "../../src/crypto/x509.ts";
+import { selfSignedP256 } from "../../src/crypto/self-signed.ts";
 import { BIN } from "./cli.ts";
 
 export interface TestIdentity {

@@ -20,7 +20,7 @@ import { join } from "node:path";
 import { parseQuote, type Quote } from "../../src/attestation/dcap/abi.ts";
 import { type Collateral, splitPem } from "../../src/attestation/dcap/collateral.ts";
 import { certificateExtensions } from "../../src/crypto/der.ts";
-import { x509 } from "../../src/crypto/x509.ts";
+import { x509 } from "./x509.ts";
 
 const DIR = join(import.meta.dirname, "..", "..", "..", "shared", "testvectors", "intel-dcap");
 const alg = { name: "ECDSA", hash: "SHA-256" } as const;

@@ -2,7 +2,6 @@
 import assert from "node:assert/strict";
 import { createPrivateKey, generateKeyPairSync, X509Certificate } from "node:crypto";
 import { before, describe, test } from "node:test";
-import { x509 } from "../../src/crypto/x509.ts";
 import {
   FORMATS,
   KIND_FORMATS,
@@ -13,6 +12,7 @@ import {
   type SecretMaterial,
   secretBytes,
 } from "../../src/policy/templates.ts";
+import { x509 } from "../helpers/x509.ts";
 
 describe("parseTemplate", () => {
   test("splits text and references", () => {
