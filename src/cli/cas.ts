@@ -36,9 +36,10 @@ the store. Clients pin the CAS by the key hash printed at start.`,
         masterKeyFile?: string;
         envFile?: string;
         createTopLevel?: string[];
+        admin?: string[];
         log: boolean;
       }) => {
-        for (const id of opts.createTopLevel ?? []) {
+        for (const id of [...(opts.createTopLevel ?? []), ...(opts.admin ?? [])]) {
           if (!/^[0-9a-f]{64}$/.test(id))
             throw new CliError(`${id}: expected an identity hash (64 lowercase hex digits)`);
         }
@@ -48,6 +49,7 @@ the store. Clients pin the CAS by the key hash printed at start.`,
             listen: opts.listen,
             masterKeyFile: opts.masterKeyFile,
             createTopLevel: opts.createTopLevel,
+            admins: opts.admin ?? [],
             log: opts.log,
           }),
         );

@@ -18,13 +18,41 @@ let cas: ChildProcess;
 let env: Record<string, string>;
 let output = "";
 
+let alice = "";
 before(async () => {
-  const started = await startCasProcess(["--data-dir", dataDir, "--listen", "127.0.0.1:0", "--env-file", envFile]);
+  // Alice exists first: she is the CAS's administrator.
+  const created = await runCli(["identity", "create", "-o", "json"], {
+    env: { CLOISTER_HOME: join(dir, "home-alice") },
+  });
+  assert.equal(created.code, 0, created.stderr);
+  alice = JSON.parse(created.stdout).identity;
+  const started = await startCasProcess([
+    "--data-dir",
+    dataDir,
+    "--listen",
+    "127.0.0.1:0",
+    "--env-file",
+    envFile,
+    "--admin",
+    alice,
+  ]);
   cas = started.child;
   output = started.output();
   env = { CLOISTER_HOME: join(dir, "home-alice"), CLOISTER_CAS_ADDR: started.url, CLOISTER_CAS_KEY: started.key };
-  const created = await runCli(["identity", "create"], { env });
-  assert.equal(created.code, 0, created.stderr);
+});
+
+describe("administration", () => {
+  test("--admin: the administrator enrols a LAS key, another identity is refused", async () => {
+    const key = "cd".repeat(32);
+    const ok = await runCli(["cas", "las", "enrol", key], { env });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match((await runCli(["cas", "las", "list"], { env })).stdout, new RegExp(key));
+    const bobEnv = { ...env, CLOISTER_HOME: join(dir, "home-bob-admin") };
+    await runCli(["identity", "create"], { env: bobEnv });
+    const refused = await runCli(["cas", "las", "enrol", "ef".repeat(32)], { env: bobEnv });
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /403 forbidden.*administrators/);
+  });
 });
 after(() => {
   cas.kill("SIGTERM");
