@@ -12,6 +12,7 @@ import qvl from "@phala/dcap-qvl";
 import { Collateral } from "../../src/attestation/dcap/collateral.ts";
 import { verifyDcapQuote } from "../../src/attestation/dcap/verify.ts";
 import { VerificationError } from "../../src/attestation/verdict.ts";
+import { seededRandom } from "../helpers/rng.ts";
 
 const DIR = join(import.meta.dirname, "..", "..", "..", "shared", "testvectors", "intel-dcap");
 const vectors = (["sgx", "tdx"] as const).map((tee) => ({
@@ -38,16 +39,6 @@ function theirs(quote: Buffer, collateral: Collateral, at: number): Outcome {
   } catch (error) {
     return { ok: false, why: String((error as Error).message ?? error) };
   }
-}
-
-function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
 }
 
 interface Mutation {
@@ -155,7 +146,7 @@ test("the vectors: both accept with the same status", () => {
 });
 
 test("1,000 seeded mutations: accept/refuse and status agree, or the disagreement is explained", () => {
-  const random = rng(20261123);
+  const random = seededRandom(20261123);
   const unexplained: string[] = [];
   const counts = { agree: 0, explained: 0, bothRefuse: 0, bothAccept: 0 };
   const reasons = new Map<string, number>();

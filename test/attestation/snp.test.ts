@@ -69,9 +69,10 @@ describe("the Milan vector", () => {
 });
 
 describe("refusals", () => {
-  test("every single-bit change of every signed byte (exhaustive)", () => {
+  /** Flip every bit of [from, to) and collect the flips that were accepted. */
+  const acceptedFlips = (from: number, to: number): string[] => {
     const accepted: string[] = [];
-    for (let byte = 0; byte < SIGNED_END; byte++) {
+    for (let byte = from; byte < to; byte++) {
       for (let bit = 0; bit < 8; bit++) {
         const copy = Buffer.from(report);
         copy[byte]! ^= 1 << bit;
@@ -83,24 +84,15 @@ describe("refusals", () => {
         }
       }
     }
-    assert.deepEqual(accepted, []);
+    return accepted;
+  };
+
+  test("every single-bit change of every signed byte (exhaustive)", () => {
+    assert.deepEqual(acceptedFlips(0, SIGNED_END), []);
   });
 
   test("every single-bit change of the signature and its reserved bytes", () => {
-    const accepted: string[] = [];
-    for (let byte = SIGNED_END; byte < REPORT_SIZE; byte++) {
-      for (let bit = 0; bit < 8; bit++) {
-        const copy = Buffer.from(report);
-        copy[byte]! ^= 1 << bit;
-        try {
-          verifySnpReport(copy, { endorsementKey: vcek, at: IN_WINDOW });
-          accepted.push(`${byte}.${bit}`);
-        } catch (error) {
-          if (!(error instanceof VerificationError)) throw error;
-        }
-      }
-    }
-    assert.deepEqual(accepted, []);
+    assert.deepEqual(acceptedFlips(SIGNED_END, REPORT_SIZE), []);
   });
 
   test("outside the VCEK's validity", () => {

@@ -9,6 +9,7 @@ import { describe, test } from "node:test";
 import fc from "fast-check";
 import { Document, visit } from "yaml";
 import { checkPolicyText, type PolicyCheck } from "../../src/policy/check.ts";
+import { seededRandom } from "../helpers/rng.ts";
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 type Obj = { [k: string]: Json };
@@ -223,21 +224,11 @@ const hashOf = (text: string): string => {
   return r.hash;
 };
 
-const seeded = (seed: number) => {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
-};
-
 describe("policy hash", () => {
   test("reformatting never changes the hash", () => {
     fc.assert(
       fc.property(policyArb, fc.integer(), (policy, seed) => {
-        const rand = seeded(seed);
+        const rand = seededRandom(seed);
         const pick = () => rand() < 0.5;
         const base = hashOf(render(policy, () => false, rand));
         const variant = render(shuffle(respell(spellOutDefaults(policy, pick), pick), rand), pick, rand);
