@@ -28,6 +28,9 @@ const split = (hostPort: string) => {
 };
 
 function pipeBoth(a: Socket, b: Socket): void {
+  // Request/response protocols (memcached, redis) wait on every small write: Nagle would hold them.
+  a.setNoDelay(true);
+  b.setNoDelay(true);
   a.pipe(b);
   b.pipe(a);
   const end = () => {

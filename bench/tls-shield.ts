@@ -1,0 +1,180 @@
+/**
+ * bench/tls-shield: a memcached client's throughput to Debian's memcached directly, through the
+ * runtime's inbound TLS shield, and through stunnel4 — each TLS terminator in a process of its
+ * own, with the same certificate. Target: the shield at least matches stunnel.
+ *
+ *   node bench/tls-shield.ts [--seconds 3] [--connections 16]
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Socket, connect as tcpConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect as tlsConnect } from "node:tls";
+import { parseArgs } from "node:util";
+import { issue, selfSigner, signerFor } from "../src/crypto/certificate.ts";
+
+const { values: args } = parseArgs({
+  options: { seconds: { type: "string", default: "3" }, connections: { type: "string", default: "16" } },
+});
+const SECONDS = Number(args.seconds);
+const CONNECTIONS = Number(args.connections);
+const dir = mkdtempSync(join(tmpdir(), "cloister-bench-tls-"));
+const children: ChildProcess[] = [];
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+const startProcess = (cmd: string, argv: string[], ready: RegExp) =>
+  new Promise<void>((resolve, reject) => {
+    const c = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
+    children.push(c);
+    let out = "";
+    const check = (d: Buffer) => {
+      out += d;
+      if (ready.test(out)) resolve();
+    };
+    c.stdout!.on("data", check);
+    c.stderr!.on("data", check);
+    c.on("exit", (code) => reject(new Error(`${cmd} exited ${code}: ${out}`)));
+  });
+const listening = async (port: number) => {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = tcpConnect(port, "127.0.0.1", () => {
+        s.destroy();
+        r(true);
+      }).on("error", () => r(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listens on ${port}`);
+};
+
+/** get operations per second of a 1 KiB value over CONNECTIONS connections. */
+async function measure(open: () => Socket): Promise<number> {
+  let ops = 0;
+  const end = performance.now() + SECONDS * 1000;
+  const start = performance.now();
+  await Promise.all(
+    Array.from(
+      { length: CONNECTIONS },
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const s = open();
+          let buffered = "";
+          const ask = () => {
+            if (performance.now() < end) s.write("get bench\r\n");
+            else {
+              s.end();
+              resolve();
+            }
+          };
+          s.on("data", (d) => {
+            buffered += d;
+            if (buffered.endsWith("END\r\n")) {
+              ops++;
+              buffered = "";
+              ask();
+            }
+          });
+          s.on("error", reject);
+          s.once("encrypted" in s ? "secureConnect" : "connect", ask);
+        }),
+    ),
+  );
+  return ops / ((performance.now() - start) / 1000);
+}
+
+try {
+  const caKeys = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const ca = issue(
+    {
+      commonName: "bench CA",
+      subjectPublicKey: caKeys.publicKey,
+      ca: true,
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 86_400_000),
+    },
+    selfSigner("bench CA", caKeys.privateKey),
+  );
+  const leafKeys = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const leaf = issue(
+    {
+      commonName: "memcached",
+      subjectPublicKey: leafKeys.publicKey,
+      ca: false,
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 86_400_000),
+      san: ["ip:127.0.0.1"],
+      usage: ["server"],
+    },
+    signerFor(ca, caKeys.privateKey),
+  );
+  const keyPem = leafKeys.privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+  const chain = leaf.toString() + ca.toString();
+
+  const mc = await freePort();
+  const shieldPort = await freePort();
+  const stunnelPort = await freePort();
+  // memcached says nothing when it is ready; the port answering is the signal.
+  startProcess("/usr/bin/memcached", ["-l", "127.0.0.1", "-p", String(mc), "-U", "0", "-u", "memcache"], /(?!)/).catch(
+    () => {},
+  );
+  await listening(mc);
+  await new Promise<void>((resolve) => {
+    const s = tcpConnect(mc, "127.0.0.1", () => s.write(`set bench 0 0 1024\r\n${"x".repeat(1024)}\r\n`));
+    s.on("data", () => {
+      s.end();
+      resolve();
+    });
+  });
+
+  const shieldConfig = {
+    config: {
+      tls: {
+        inbound: [
+          { listen: `127.0.0.1:${shieldPort}`, forward: `127.0.0.1:${mc}`, certificate: null, client_ca: null },
+        ],
+        outbound: [],
+      },
+      tls_material: {},
+    },
+    keys: { serviceKeyPem: keyPem, serviceChainPem: chain },
+  };
+  await startProcess(
+    process.execPath,
+    [join(import.meta.dirname, "support", "shield-process.ts"), JSON.stringify(shieldConfig)],
+    /ready/,
+  );
+
+  writeFileSync(join(dir, "key.pem"), keyPem, { mode: 0o600 });
+  writeFileSync(join(dir, "chain.pem"), chain);
+  writeFileSync(
+    join(dir, "stunnel.conf"),
+    `foreground = yes\npid =\n[memcached]\naccept = 127.0.0.1:${stunnelPort}\nconnect = 127.0.0.1:${mc}\ncert = ${join(dir, "chain.pem")}\nkey = ${join(dir, "key.pem")}\nsslVersionMin = TLSv1.3\n`,
+  );
+  startProcess("/usr/bin/stunnel4", [join(dir, "stunnel.conf")], /Configuration successful/).catch(() => {});
+  await listening(stunnelPort);
+
+  const tls = (port: number) => () => tlsConnect({ host: "127.0.0.1", port, ca: ca.toString(), minVersion: "TLSv1.3" });
+  const direct = await measure(() => tcpConnect(mc, "127.0.0.1"));
+  const shield = await measure(tls(shieldPort));
+  const stunnel = await measure(tls(stunnelPort));
+  console.log(`tls-shield: ${CONNECTIONS} connections, get of 1 KiB, ${SECONDS} s each`);
+  console.log(`direct (plaintext)   ${direct.toFixed(0)} ops/s`);
+  console.log(`cloister TLS shield  ${shield.toFixed(0)} ops/s`);
+  console.log(
+    `stunnel4             ${stunnel.toFixed(0)} ops/s   shield/stunnel = ${(shield / stunnel).toFixed(2)} (target ≥ 1)`,
+  );
+} finally {
+  for (const c of children) c.kill("SIGTERM");
+  rmSync(dir, { recursive: true, force: true });
+}
