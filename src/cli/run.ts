@@ -1,6 +1,7 @@
 /** `cloister run`: attest, receive the configuration, start the program as the policy says. */
 import { spawn } from "node:child_process";
 import type { KeyObject } from "node:crypto";
+import { getCompileCacheDir } from "node:module";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { selectProvider } from "../attestation/providers/detect.ts";
@@ -100,6 +101,11 @@ the program's; 1 with one line saying why when it was never started.`,
     );
 }
 
+function compileCacheEnv(): NodeJS.ProcessEnv {
+  const dir = getCompileCacheDir?.();
+  return dir ? { ...process.env, NODE_COMPILE_CACHE: dir } : process.env;
+}
+
 function runInNamespace(config: Configuration): Promise<number> {
   return new Promise((done) => {
     const child = spawn(
@@ -107,6 +113,9 @@ function runInNamespace(config: Configuration): Promise<number> {
       ["--mount", "--propagation", "private", "--", process.execPath, LAUNCHER, "--cloister-launch"],
       {
         stdio: ["inherit", "inherit", "inherit", "pipe"],
+        // The launcher shares the command's compile cache (bin/cloister.js says where and why);
+        // the program's own environment is the policy's alone and does not inherit this.
+        env: compileCacheEnv(),
       },
     );
     const pipe = child.stdio[3] as NodeJS.WritableStream;

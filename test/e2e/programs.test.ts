@@ -131,7 +131,9 @@ describe("Python: a data owner's key reaches an analytics program", () => {
     const script = join(dir, "report.py");
     writeFileSync(
       script,
-      "import os\nprint('api', os.environ['API_TOKEN'])\nprint('dataset', os.environ['DATASET_KEY'])\n",
+      // Python sets LC_CTYPE itself under the C locale (PEP 538); every other variable is the policy's.
+      "import os\nprint('api', os.environ['API_TOKEN'])\nprint('dataset', os.environ['DATASET_KEY'])\n" +
+        "print('env', *sorted(k for k in os.environ if k != 'LC_CTYPE'))\n",
     );
     const python = "/usr/bin/python3";
     // The data owner is another identity with a policy of its own.
@@ -164,7 +166,11 @@ secrets:
     const key = Buffer.from((world.secret("dataowner", "dataset_key") as { value: string }).value, "base64").toString(
       "hex",
     );
-    assert.equal(ok.stdout, `api ${token}\ndataset ${key}\n`);
+    assert.equal(
+      ok.stdout,
+      `api ${token}\ndataset ${key}\nenv API_TOKEN DATASET_KEY\n`,
+      "nothing of cloister's environment",
+    );
 
     await dora.request("PUT", "/v1/policies/dataowner", { policy: `${owner("")}predecessor: ${created.hash}\n` });
     const refused = await world.run("analytics/report", python);
