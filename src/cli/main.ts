@@ -38,7 +38,7 @@ export async function buildProgram(io: Io, argv: readonly string[] = []): Promis
       `
 Start here:   cloister dev   (a CAS and a LAS for development), then cloister identity create.
 Partly built:  attest verify (SGX, TDX, SEV-SNP; offline collateral), measure (--tee sim).
-Partly built:  run (as root: files in a private mount namespace, TLS shield).
+Partly built:  run (files in a private mount namespace, as root or in a user namespace; TLS shield).
 Not built yet: fs (see README).
 
 Exit codes: 0 ok, 1 refused or failed, 2 usage. Docs: docs/policy.md.`,

@@ -1,5 +1,5 @@
 /** `cloister run`: attest, receive the configuration, start the program as the policy says. */
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import type { KeyObject } from "node:crypto";
 import { getCompileCacheDir } from "node:module";
 import { join } from "node:path";
@@ -35,7 +35,8 @@ export function runCommand(program: Command, io: Io): void {
       "after",
       `
 The program's argv, environment and working directory are the policy's; the host's are
-ignored. Files exist only in a private mount namespace (root only in this build); the policy's
+ignored. Files exist only in a private mount namespace (for a non-root user, inside a user
+namespace of its own, where the program runs as that namespace's root); the policy's
 TLS shield runs here, up before the program starts. Exit code:
 the program's; 1 with one line saying why when it was never started.`,
     )
@@ -50,11 +51,7 @@ the program's; 1 with one line saying why when it was never started.`,
         const pin = opts.casKey ?? io.env.CLOISTER_CAS_KEY;
         if (!pin || !/^[0-9a-fA-F]{64}$/.test(pin))
           throw new CliError("the CAS must be pinned: --cas-key HASH or CLOISTER_CAS_KEY");
-        if (process.getuid?.() !== 0) {
-          throw new CliError(
-            "cloister run needs root for a private mount namespace; running as another user is not built yet",
-          );
-        }
+        const namespace = namespaceArgs();
         const measured = programArgs[0] ? await findProgram(programArgs[0], io) : undefined;
         let config: Configuration;
         let serviceKey: KeyObject;
@@ -94,7 +91,7 @@ the program's; 1 with one line saying why when it was never started.`,
         } catch (error) {
           throw new CliError(`cannot start the TLS shield: ${(error as Error).message}`);
         }
-        const code = await runInNamespace(config).finally(() => shields.close());
+        const code = await runInNamespace(config, namespace).finally(() => shields.close());
         // The program's own exit code is cloister's (an empty message prints nothing).
         if (code !== 0) throw new CliError("", code);
       },
@@ -106,18 +103,34 @@ function compileCacheEnv(): NodeJS.ProcessEnv {
   return dir ? { ...process.env, NODE_COMPILE_CACHE: dir } : process.env;
 }
 
-function runInNamespace(config: Configuration): Promise<number> {
-  return new Promise((done) => {
-    const child = spawn(
-      "unshare",
-      ["--mount", "--propagation", "private", "--", process.execPath, LAUNCHER, "--cloister-launch"],
-      {
-        stdio: ["inherit", "inherit", "inherit", "pipe"],
-        // The launcher shares the command's compile cache (bin/cloister.js says where and why);
-        // the program's own environment is the policy's alone and does not inherit this.
-        env: compileCacheEnv(),
-      },
+/**
+ * How to enter a private mount namespace: as root, directly; as any other user, inside a user
+ * namespace of its own where the user is root (`--map-root-user`), so that it may mount the
+ * tmpfs and overlays. Checked before attesting, so that no secret is fetched for a start that
+ * cannot happen.
+ */
+function namespaceArgs(): string[] {
+  const mountNs = ["--mount", "--propagation", "private"];
+  if (process.getuid?.() === 0) return mountNs;
+  const userNs = ["--user", "--map-root-user", ...mountNs];
+  const probe = spawnSync("unshare", [...userNs, "--", "true"], { encoding: "utf8" });
+  if (probe.error || probe.status !== 0) {
+    const why = (probe.error?.message ?? probe.stderr).trim().split("\n").at(-1);
+    throw new CliError(
+      `cloister run as a non-root user needs unprivileged user namespaces, which this host refuses (${why}); run it as root or allow them (sysctl kernel.unprivileged_userns_clone, AppArmor's restrict_unprivileged_userns)`,
     );
+  }
+  return userNs;
+}
+
+function runInNamespace(config: Configuration, namespace: string[]): Promise<number> {
+  return new Promise((done) => {
+    const child = spawn("unshare", [...namespace, "--", process.execPath, LAUNCHER, "--cloister-launch"], {
+      stdio: ["inherit", "inherit", "inherit", "pipe"],
+      // The launcher shares the command's compile cache (bin/cloister.js says where and why);
+      // the program's own environment is the policy's alone and does not inherit this.
+      env: compileCacheEnv(),
+    });
     const pipe = child.stdio[3] as NodeJS.WritableStream;
     pipe.end(JSON.stringify(config));
     const forward = (signal: NodeJS.Signals) => () => child.kill(signal);

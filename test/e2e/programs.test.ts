@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { makeIdentity } from "../helpers/cas.ts";
+import { BIN } from "../helpers/cli.ts";
 import { eventually, freePort, startWorld, type World } from "../helpers/e2e.ts";
 
 const run = promisify(execFile);
@@ -177,5 +178,35 @@ secrets:
     assert.equal(refused.code, 1);
     assert.equal(refused.stdout, "", "the program never started");
     assert.match(refused.stderr, /dataowner does not export dataset_key to analytics/);
+  });
+});
+
+describe("as a non-root user", () => {
+  test("the files exist in a user namespace of its own, for the program only", async () => {
+    // The tests run as root (CI does); runuser makes this one start as nobody.
+    const cat = "/usr/bin/cat";
+    const path = "/etc/cloister-nobody/token.txt";
+    await world.owner.request("POST", "/v1/policies", {
+      policy: `version: "1"
+name: unprivileged
+security:
+  attestation: {mode: simulation}
+services:
+  - name: reader
+    measurements: [{tee: sim, digest: ${world.digest(cat)}}]
+    command: [${cat}, ${path}]
+    files: [{path: ${path}, content: "token $$cloister::token$$"}]
+secrets:
+  - {name: token, kind: ascii, size: 16}
+`,
+    });
+    const argv = [process.execPath, BIN, "--", "run", "--config-id", "unprivileged/reader", "--tee", "sim", "--", cat];
+    const { stdout, stderr } = await run("runuser", ["-u", "nobody", "--", ...argv], {
+      env: { ...process.env, ...world.env },
+    });
+    const token = (world.secret("unprivileged", "token") as { value: string }).value;
+    assert.equal(stdout, `token ${token}`, stderr);
+    assert.equal(existsSync(path), false, "nothing was written to the host's file system");
+    assert.equal(existsSync("/etc/cloister-nobody"), false);
   });
 });
