@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -208,5 +208,52 @@ secrets:
     assert.equal(stdout, `token ${token}`, stderr);
     assert.equal(existsSync(path), false, "nothing was written to the host's file system");
     assert.equal(existsSync("/etc/cloister-nobody"), false);
+  });
+
+  test("where the host forbids user namespaces: one line saying so, before attesting, and no start", async () => {
+    // A FAKE unshare, first on PATH, answers as a kernel with kernel.unprivileged_userns_clone=0 does.
+    const fakes = mkdtempSync(join(tmpdir(), "cloister-fake-unshare-"));
+    try {
+      chmodSync(fakes, 0o755);
+      writeFileSync(
+        join(fakes, "unshare"),
+        "#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n",
+        {
+          mode: 0o755,
+        },
+      );
+      const argv = [
+        process.execPath,
+        BIN,
+        "--",
+        "run",
+        "--config-id",
+        "unprivileged/reader",
+        "--tee",
+        "sim",
+        "--",
+        "/usr/bin/cat",
+      ];
+      const refused = await run(
+        "runuser",
+        ["-u", "nobody", "--", "env", `PATH=${fakes}:${process.env.PATH}`, ...argv],
+        {
+          // No CAS listens here: had cloister attested first, the error would say the CAS is unreachable.
+          env: { ...process.env, ...world.env, CLOISTER_CAS_ADDR: "https://127.0.0.1:1" },
+        },
+      ).then(
+        () => assert.fail("cloister run must refuse"),
+        (error: { code: number; stdout: string; stderr: string }) => error,
+      );
+      assert.equal(refused.code, 1);
+      assert.equal(refused.stdout, "", "the program never started");
+      assert.match(
+        refused.stderr,
+        /^cloister: cloister run as a non-root user needs unprivileged user namespaces, which this host refuses \(unshare: unshare failed: Operation not permitted\)/,
+      );
+      assert.equal(refused.stderr.trim().split("\n").length, 1);
+    } finally {
+      rmSync(fakes, { recursive: true, force: true });
+    }
   });
 });
