@@ -6,14 +6,14 @@
  *   node bench/tls-shield.ts [--seconds 3] [--connections 16]
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type Socket, connect as tcpConnect } from "node:net";
+import { type Socket, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { parseArgs } from "node:util";
-import { issue, selfSigner, signerFor } from "../src/crypto/certificate.ts";
+import { freePort } from "../test/helpers/net.ts";
+import { keyPem, testCa, testLeaf } from "../test/helpers/pki.ts";
 
 const { values: args } = parseArgs({
   options: { seconds: { type: "string", default: "3" }, connections: { type: "string", default: "16" } },
@@ -23,14 +23,6 @@ const CONNECTIONS = Number(args.connections);
 const dir = mkdtempSync(join(tmpdir(), "cloister-bench-tls-"));
 const children: ChildProcess[] = [];
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 const startProcess = (cmd: string, argv: string[], ready: RegExp) =>
   new Promise<void>((resolve, reject) => {
     const c = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
@@ -94,32 +86,10 @@ async function measure(open: () => Socket): Promise<number> {
 }
 
 try {
-  const caKeys = generateKeyPairSync("ec", { namedCurve: "P-256" });
-  const ca = issue(
-    {
-      commonName: "bench CA",
-      subjectPublicKey: caKeys.publicKey,
-      ca: true,
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 86_400_000),
-    },
-    selfSigner("bench CA", caKeys.privateKey),
-  );
-  const leafKeys = generateKeyPairSync("ec", { namedCurve: "P-256" });
-  const leaf = issue(
-    {
-      commonName: "memcached",
-      subjectPublicKey: leafKeys.publicKey,
-      ca: false,
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 86_400_000),
-      san: ["ip:127.0.0.1"],
-      usage: ["server"],
-    },
-    signerFor(ca, caKeys.privateKey),
-  );
-  const keyPem = leafKeys.privateKey.export({ type: "pkcs8", format: "pem" }).toString();
-  const chain = leaf.toString() + ca.toString();
+  const ca = testCa("bench CA");
+  const leaf = testLeaf("memcached", ca, ["server"]);
+  const leafKeyPem = keyPem(leaf.key);
+  const chain = leaf.cert.toString() + ca.cert.toString();
 
   const mc = await freePort();
   const shieldPort = await freePort();
@@ -147,7 +117,7 @@ try {
       },
       tls_material: {},
     },
-    keys: { serviceKeyPem: keyPem, serviceChainPem: chain },
+    keys: { serviceKeyPem: leafKeyPem, serviceChainPem: chain },
   };
   await startProcess(
     process.execPath,
@@ -155,7 +125,7 @@ try {
     /ready/,
   );
 
-  writeFileSync(join(dir, "key.pem"), keyPem, { mode: 0o600 });
+  writeFileSync(join(dir, "key.pem"), leafKeyPem, { mode: 0o600 });
   writeFileSync(join(dir, "chain.pem"), chain);
   writeFileSync(
     join(dir, "stunnel.conf"),
@@ -164,7 +134,8 @@ try {
   startProcess("/usr/bin/stunnel4", [join(dir, "stunnel.conf")], /Configuration successful/).catch(() => {});
   await listening(stunnelPort);
 
-  const tls = (port: number) => () => tlsConnect({ host: "127.0.0.1", port, ca: ca.toString(), minVersion: "TLSv1.3" });
+  const tls = (port: number) => () =>
+    tlsConnect({ host: "127.0.0.1", port, ca: ca.cert.toString(), minVersion: "TLSv1.3" });
   const direct = await measure(() => tcpConnect(mc, "127.0.0.1"));
   // Alternate the two terminators (three rounds each) so that neither always runs on a warmer or a
   // more throttled machine; report each one's median.

@@ -7,7 +7,8 @@ import type { ChildProcess } from "node:child_process";
 import { realpathSync } from "node:fs";
 import { after, before, test } from "node:test";
 import { connect as tlsConnect } from "node:tls";
-import { freePort, startWorld, type World } from "../helpers/e2e.ts";
+import { startWorld, type World } from "../helpers/e2e.ts";
+import { freePort } from "../helpers/net.ts";
 
 const MEMCACHED = realpathSync("/usr/bin/memcached");
 let world: World;

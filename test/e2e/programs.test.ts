@@ -13,7 +13,8 @@ import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { makeIdentity } from "../helpers/cas.ts";
 import { BIN } from "../helpers/cli.ts";
-import { eventually, freePort, startWorld, type World } from "../helpers/e2e.ts";
+import { eventually, startWorld, type World } from "../helpers/e2e.ts";
+import { freePort } from "../helpers/net.ts";
 
 const run = promisify(execFile);
 let world: World;

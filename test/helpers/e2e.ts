@@ -1,7 +1,6 @@
 /** A world for end-to-end tests: a real CAS, a real enrolled LAS, and `cloister run` of real programs. */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { measureFile } from "../../src/attestation/sim/evidence.ts";
@@ -25,15 +24,6 @@ export interface World {
   start(configId: string, program: string): { child: ChildProcess; output: () => string };
   dispose(): Promise<void>;
 }
-
-export const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 
 export async function startWorld(): Promise<World> {
   const dir = mkdtempSync(join(tmpdir(), "cloister-e2e-"));

@@ -1,44 +1,11 @@
 /** The TLS shield with real TLS on loopback: inbound termination, client certificates, outbound mTLS. */
 import assert from "node:assert/strict";
-import { generateKeyPairSync, type KeyObject, type X509Certificate } from "node:crypto";
 import { createServer as createTcpServer, type Server, connect as tcpConnect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { createServer as createTlsServer, type TLSSocket, connect as tlsConnect } from "node:tls";
-import { issue, selfSigner, signerFor } from "../../src/crypto/certificate.ts";
 import { type RunningShields, startShields } from "../../src/runtime/tls-shield.ts";
+import { testCa as ca, keyPem, testLeaf as leaf, type Pair } from "../helpers/pki.ts";
 
-const now = new Date(Date.now() - 60_000);
-const later = new Date(Date.now() + 86_400_000);
-type Pair = { cert: X509Certificate; key: KeyObject };
-const keyPem = (k: KeyObject) => k.export({ type: "pkcs8", format: "pem" }).toString();
-function ca(name: string): Pair {
-  const k = generateKeyPairSync("ec", { namedCurve: "P-256" });
-  return {
-    cert: issue(
-      { commonName: name, subjectPublicKey: k.publicKey, ca: true, notBefore: now, notAfter: later },
-      selfSigner(name, k.privateKey),
-    ),
-    key: k.privateKey,
-  };
-}
-function leaf(name: string, by: Pair, usage: ("server" | "client")[]): Pair {
-  const k = generateKeyPairSync("ec", { namedCurve: "P-256" });
-  return {
-    cert: issue(
-      {
-        commonName: name,
-        subjectPublicKey: k.publicKey,
-        ca: false,
-        notBefore: now,
-        notAfter: later,
-        san: ["dns:localhost", "ip:127.0.0.1"],
-        usage,
-      },
-      signerFor(by.cert, by.key),
-    ),
-    key: k.privateKey,
-  };
-}
 const material = (p: Pair, issuer: Pair) => ({
   certificate: p.cert.toString(),
   key: keyPem(p.key),
