@@ -8,11 +8,11 @@
  * Every grant and refusal is audited with its reason.
  */
 import { createPublicKey, type KeyObject, randomBytes, timingSafeEqual } from "node:crypto";
-import { CompactEncrypt, importSPKI } from "jose";
 import { expectedReportData } from "../attestation/binding.ts";
 import { measurementProblems, settingsProblems } from "../attestation/validate.ts";
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
 import { certificatePem, issueDer } from "../crypto/certificate.ts";
+import { encryptCompact } from "../crypto/jwe.ts";
 import type { PolicyService } from "../policy/schema.ts";
 import { parseTemplate, renderTemplate, renderTemplateText } from "../policy/templates.ts";
 import { type Evidence, verifyEvidence } from "./evidence.ts";
@@ -163,10 +163,7 @@ export class AttestationService {
       if (error instanceof CasError) refuse(error.status, error.code, error.message);
       throw error;
     }
-    const jwk = await importSPKI(key.export({ type: "spki", format: "pem" }).toString(), "ECDH-ES+A256KW");
-    const jwe = await new CompactEncrypt(Buffer.from(JSON.stringify(configuration)))
-      .setProtectedHeader({ alg: "ECDH-ES+A256KW", enc: "A256GCM", cty: "cloister-configuration+json" })
-      .encrypt(jwk);
+    const jwe = encryptCompact(Buffer.from(JSON.stringify(configuration)), key, { cty: "cloister-configuration+json" });
     this.#cas.grant(
       "runtime",
       "attestation",

@@ -1,21 +1,18 @@
 /** `cloister run`: attest, receive the configuration, start the program as the policy says. */
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import type { KeyObject } from "node:crypto";
-import { getCompileCacheDir } from "node:module";
-import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { selectProvider } from "../attestation/providers/detect.ts";
 import { ProviderError } from "../attestation/providers/provider.ts";
 import type { Configuration } from "../cas/attestation.ts";
 import { CasClient, CasPinError, CasRequestError, CasUnreachableError } from "../client/cas-client.ts";
 import { obtainConfiguration } from "../runtime/attest-client.ts";
+import { type Launch, LaunchError, planLaunch, startLaunch } from "../runtime/launcher.ts";
 import { type RunningShields, startShields } from "../runtime/tls-shield.ts";
 import { DEFAULT_CAS } from "./connection.ts";
 import { CliError, UsageError } from "./errors.ts";
 import type { Io } from "./io.ts";
 import { findProgram } from "./process.ts";
-
-const LAUNCHER = join(import.meta.dirname, "..", "runtime", "launcher.ts");
 
 export function runCommand(program: Command, io: Io): void {
   program
@@ -81,6 +78,13 @@ the program's; 1 with one line saying why when it was never started.`,
           if (runs !== measured)
             throw new CliError(`the policy runs ${config.command[0]}, but ${measured} was measured`);
         }
+        let launch: Launch;
+        try {
+          launch = planLaunch(config, namespace);
+        } catch (error) {
+          if (error instanceof LaunchError) throw new CliError(error.message);
+          throw error;
+        }
         // The TLS shield is up before the program starts and down after it exits.
         let shields: RunningShields;
         try {
@@ -91,16 +95,11 @@ the program's; 1 with one line saying why when it was never started.`,
         } catch (error) {
           throw new CliError(`cannot start the TLS shield: ${(error as Error).message}`);
         }
-        const code = await runInNamespace(config, namespace).finally(() => shields.close());
+        const code = await startLaunch(launch).exit.finally(() => shields.close());
         // The program's own exit code is cloister's (an empty message prints nothing).
         if (code !== 0) throw new CliError("", code);
       },
     );
-}
-
-function compileCacheEnv(): NodeJS.ProcessEnv {
-  const dir = getCompileCacheDir?.();
-  return dir ? { ...process.env, NODE_COMPILE_CACHE: dir } : process.env;
 }
 
 /**
@@ -121,28 +120,4 @@ function namespaceArgs(): string[] {
     );
   }
   return userNs;
-}
-
-function runInNamespace(config: Configuration, namespace: string[]): Promise<number> {
-  return new Promise((done) => {
-    const child = spawn("unshare", [...namespace, "--", process.execPath, LAUNCHER, "--cloister-launch"], {
-      stdio: ["inherit", "inherit", "inherit", "pipe"],
-      // The launcher shares the command's compile cache (bin/cloister.js says where and why);
-      // the program's own environment is the policy's alone and does not inherit this.
-      env: compileCacheEnv(),
-    });
-    const pipe = child.stdio[3] as NodeJS.WritableStream;
-    pipe.end(JSON.stringify(config));
-    const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
-    const handlers = (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((s) => [s, forward(s)] as const);
-    for (const [s, h] of handlers) process.on(s, h);
-    child.on("exit", (code, signal) => {
-      for (const [s, h] of handlers) process.off(s, h);
-      done(code ?? (signal === "SIGKILL" ? 137 : 1));
-    });
-    child.on("error", (error) => {
-      process.stderr.write(`cloister: cannot start unshare: ${error.message}\n`);
-      done(1);
-    });
-  });
 }

@@ -4,11 +4,11 @@
  * configuration back as a JWE that only K opens. K never leaves this process.
  */
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
-import { compactDecrypt } from "jose";
 import { expectedReportData } from "../attestation/binding.ts";
 import type { EvidenceProvider } from "../attestation/providers/provider.ts";
 import type { Configuration } from "../cas/attestation.ts";
 import type { CasClient } from "../client/cas-client.ts";
+import { decryptCompact } from "../crypto/jwe.ts";
 
 export async function obtainConfiguration(
   cas: CasClient,
@@ -29,6 +29,6 @@ export async function obtainConfiguration(
     },
     spki: spki.toString("base64"),
   });
-  const { plaintext } = await compactDecrypt(configuration, privateKey);
+  const { plaintext } = decryptCompact(configuration, privateKey);
   return { configuration: JSON.parse(Buffer.from(plaintext).toString("utf8")) as Configuration, key: privateKey };
 }

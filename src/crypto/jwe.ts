@@ -1,0 +1,210 @@
+/**
+ * Compact JWE (RFC 7516) in the one suite Cloister uses: key agreement with ECDH-ES+A256KW
+ * (RFC 7518 §4.6) to a P-256 key, content sealed with A256GCM. The configuration a runtime
+ * receives travels this way, to the ephemeral key its evidence bound.
+ *
+ * Built from node:crypto (OpenSSL) primitives — ECDH, SHA-256 for the Concat KDF, AES key wrap
+ * (RFC 3394), AES-256-GCM — composed exactly as RFC 7518 says, rather than through `jose`:
+ * loading jose cost a `cloister run` about 20 ms at every start and its WebCrypto path was a
+ * fifth of the CAS's work per attestation. `jose` stays in the tests as an independent reader
+ * and writer (test/crypto/jwe.test.ts checks both directions).
+ */
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  type JsonWebKey,
+  type KeyObject,
+  randomBytes,
+} from "node:crypto";
+
+export const JWE_ALG = "ECDH-ES+A256KW";
+export const JWE_ENC = "A256GCM";
+
+/** The protected header of a JWE this module writes or accepts. */
+export interface JweHeader {
+  readonly alg: typeof JWE_ALG;
+  readonly enc: typeof JWE_ENC;
+  readonly epk: { readonly kty: "EC"; readonly crv: "P-256"; readonly x: string; readonly y: string };
+  readonly apu?: string;
+  readonly apv?: string;
+  readonly cty?: string;
+  readonly typ?: string;
+  readonly kid?: string;
+}
+
+/** A JWE that is malformed, of another suite, altered, or for another key. */
+export class JweError extends Error {}
+
+/** RFC 3394's default initial value: the integrity check of AES key wrap. */
+const KEY_WRAP_IV = Buffer.from("a6a6a6a6a6a6a6a6", "hex");
+const CEK_BYTES = 32;
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+/** Header members understood here; any other (say `zip` or `crit`) is refused, never ignored. */
+const KNOWN = new Set(["alg", "enc", "epk", "apu", "apv", "cty", "typ", "kid"]);
+
+/** Encrypt `plaintext` to the P-256 public key `recipient`; `header` adds cty, typ or kid. */
+export function encryptCompact(
+  plaintext: Uint8Array,
+  recipient: KeyObject,
+  header: Pick<JweHeader, "cty" | "typ" | "kid"> = {},
+): string {
+  requireP256(recipient, "public");
+  const ephemeral = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const { x, y } = ephemeral.publicKey.export({ format: "jwk" }) as JsonWebKey;
+  const protectedHeader: JweHeader = {
+    alg: JWE_ALG,
+    enc: JWE_ENC,
+    ...header,
+    epk: { kty: "EC", crv: "P-256", x: x!, y: y! },
+  };
+  const encodedHeader = Buffer.from(JSON.stringify(protectedHeader)).toString("base64url");
+  const kek = concatKdf(diffieHellman({ privateKey: ephemeral.privateKey, publicKey: recipient }), JWE_ALG, 256);
+  const cek = randomBytes(CEK_BYTES);
+  const wrap = createCipheriv("id-aes256-wrap", kek, KEY_WRAP_IV);
+  const encryptedKey = Buffer.concat([wrap.update(cek), wrap.final()]);
+  const iv = randomBytes(IV_BYTES);
+  const gcm = createCipheriv("aes-256-gcm", cek, iv);
+  gcm.setAAD(Buffer.from(encodedHeader, "ascii"));
+  const ciphertext = Buffer.concat([gcm.update(plaintext), gcm.final()]);
+  return [encodedHeader, encryptedKey, iv, ciphertext, gcm.getAuthTag()]
+    .map((part) => (typeof part === "string" ? part : part.toString("base64url")))
+    .join(".");
+}
+
+/** Decrypt a compact JWE with the P-256 private key `key`; throws JweError saying what is wrong. */
+export function decryptCompact(jwe: string, key: KeyObject): { plaintext: Buffer; header: JweHeader } {
+  requireP256(key, "private");
+  const parts = jwe.split(".");
+  if (parts.length !== 5)
+    throw new JweError(`a compact JWE has 5 parts separated by ".", this one has ${parts.length}`);
+  const [encodedHeader, encodedKey, encodedIv, encodedCiphertext, encodedTag] = parts as [
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
+  const header = parseHeader(encodedHeader);
+  const encryptedKey = base64url(encodedKey, "encrypted key", CEK_BYTES + 8);
+  const iv = base64url(encodedIv, "initialization vector", IV_BYTES);
+  const ciphertext = base64url(encodedCiphertext, "ciphertext");
+  const tag = base64url(encodedTag, "authentication tag", TAG_BYTES);
+
+  let epk: KeyObject;
+  try {
+    // OpenSSL refuses a point that is not on the curve: no invalid-curve attack on `key`.
+    epk = createPublicKey({ key: { kty: "EC", crv: "P-256", x: header.epk.x, y: header.epk.y }, format: "jwk" });
+  } catch {
+    throw new JweError("header epk: not a point on P-256");
+  }
+  const kek = concatKdf(
+    diffieHellman({ privateKey: key, publicKey: epk }),
+    JWE_ALG,
+    256,
+    header.apu === undefined ? Buffer.alloc(0) : base64url(header.apu, "header apu"),
+    header.apv === undefined ? Buffer.alloc(0) : base64url(header.apv, "header apv"),
+  );
+  let cek: Buffer;
+  try {
+    const unwrap = createDecipheriv("id-aes256-wrap", kek, KEY_WRAP_IV);
+    cek = Buffer.concat([unwrap.update(encryptedKey), unwrap.final()]);
+  } catch {
+    throw new JweError("the content key does not unwrap: encrypted for another key, or altered");
+  }
+  const gcm = createDecipheriv("aes-256-gcm", cek, iv);
+  gcm.setAAD(Buffer.from(encodedHeader, "ascii"));
+  gcm.setAuthTag(tag);
+  try {
+    return { plaintext: Buffer.concat([gcm.update(ciphertext), gcm.final()]), header };
+  } catch {
+    throw new JweError("authentication failed: the JWE was altered");
+  }
+}
+
+/**
+ * The Concat KDF of NIST SP 800-56A as RFC 7518 §4.6.2 instantiates it with SHA-256:
+ * AlgorithmID, PartyUInfo and PartyVInfo length-prefixed, SuppPubInfo the key length in bits.
+ */
+export function concatKdf(
+  sharedSecret: Uint8Array,
+  algorithmId: string,
+  keyBits: number,
+  partyUInfo: Uint8Array = Buffer.alloc(0),
+  partyVInfo: Uint8Array = Buffer.alloc(0),
+): Buffer {
+  const otherInfo = Buffer.concat([
+    lengthPrefixed(Buffer.from(algorithmId, "ascii")),
+    lengthPrefixed(partyUInfo),
+    lengthPrefixed(partyVInfo),
+    uint32(keyBits),
+  ]);
+  const rounds = Math.ceil(keyBits / 256);
+  const output: Buffer[] = [];
+  for (let round = 1; round <= rounds; round++) {
+    output.push(createHash("sha256").update(uint32(round)).update(sharedSecret).update(otherInfo).digest());
+  }
+  return Buffer.concat(output).subarray(0, keyBits / 8);
+}
+
+function parseHeader(encoded: string): JweHeader {
+  let header: unknown;
+  try {
+    header = JSON.parse(base64url(encoded, "protected header").toString("utf8"));
+  } catch (error) {
+    if (error instanceof JweError) throw error;
+    throw new JweError("protected header: not JSON");
+  }
+  if (typeof header !== "object" || header === null || Array.isArray(header))
+    throw new JweError("protected header: not a JSON object");
+  const h = header as Record<string, unknown>;
+  for (const name of Object.keys(h)) {
+    if (!KNOWN.has(name)) throw new JweError(`protected header: "${name}" is not supported`);
+  }
+  if (h.alg !== JWE_ALG) throw new JweError(`protected header alg: expected ${JWE_ALG}, got ${JSON.stringify(h.alg)}`);
+  if (h.enc !== JWE_ENC) throw new JweError(`protected header enc: expected ${JWE_ENC}, got ${JSON.stringify(h.enc)}`);
+  const epk = h.epk as Record<string, unknown> | undefined;
+  if (
+    typeof epk !== "object" ||
+    epk === null ||
+    epk.kty !== "EC" ||
+    epk.crv !== "P-256" ||
+    typeof epk.x !== "string" ||
+    typeof epk.y !== "string"
+  )
+    throw new JweError("protected header epk: expected a P-256 public key (kty EC, crv P-256, x, y)");
+  for (const name of ["apu", "apv", "cty", "typ", "kid"] as const) {
+    if (h[name] !== undefined && typeof h[name] !== "string")
+      throw new JweError(`protected header ${name}: expected a string`);
+  }
+  return h as unknown as JweHeader;
+}
+
+/** Strict base64url: Buffer.from would skip stray characters silently. */
+function base64url(text: string, what: string, bytes?: number): Buffer {
+  if (!/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) throw new JweError(`${what}: not base64url`);
+  const value = Buffer.from(text, "base64url");
+  if (value.toString("base64url") !== text) throw new JweError(`${what}: not canonical base64url`);
+  if (bytes !== undefined && value.length !== bytes)
+    throw new JweError(`${what}: expected ${bytes} bytes, got ${value.length}`);
+  return value;
+}
+
+function requireP256(key: KeyObject, type: "public" | "private"): void {
+  if (key.type !== type || key.asymmetricKeyType !== "ec" || key.asymmetricKeyDetails?.namedCurve !== "prime256v1")
+    throw new JweError(`expected a P-256 ${type} key`);
+}
+
+function lengthPrefixed(value: Uint8Array): Buffer {
+  return Buffer.concat([uint32(value.length), value]);
+}
+
+function uint32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
+}

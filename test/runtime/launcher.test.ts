@@ -1,0 +1,168 @@
+/**
+ * The launcher on its own, for real: `unshare --mount` and the shell script of
+ * src/runtime/launcher.ts, with real programs (env, Python). The program's environment is exactly
+ * the policy's; files — binary, nested, several per directory, odd names — exist with their
+ * modes for the program only; failures before the exec say what failed in one line. Needs root
+ * (as CI runs), like the mount namespaces themselves; test/e2e covers the user-namespace path.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { once } from "node:events";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import fc from "fast-check";
+import type { Configuration } from "../../src/cas/attestation.ts";
+import { type Launch, LaunchError, planLaunch, quote, startLaunch } from "../../src/runtime/launcher.ts";
+
+const NAMESPACE = ["--mount", "--propagation", "private"];
+const dir = mkdtempSync(join(tmpdir(), "cloister-launcher-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function config(over: Partial<Configuration>): Configuration {
+  return {
+    config_id: "p/s",
+    policy_hash: "0".repeat(64),
+    command: ["/bin/true"],
+    environment: {},
+    pwd: "/",
+    files: [],
+    volumes: [],
+    tls: { inbound: [], outbound: [] },
+    certificate_chain: "",
+    ca_bundle: "",
+    tls_material: {},
+    verdict: { tee: "sim", status: "UpToDate", simulated: true, debug: false, measurements: {} },
+    ...over,
+  } as Configuration;
+}
+
+/** Start a planned launch and collect what the program wrote. */
+async function run(launch: Launch): Promise<{ code: number; stdout: Buffer; stderr: string }> {
+  const { child, exit } = startLaunch(launch, "pipe");
+  const out: Buffer[] = [];
+  let stderr = "";
+  child.stdout!.on("data", (d: Buffer) => out.push(d));
+  child.stderr!.on("data", (d: Buffer) => (stderr += d));
+  const [code] = await Promise.all([exit, once(child, "close")]);
+  return { code, stdout: Buffer.concat(out), stderr };
+}
+
+describe("the program's environment", () => {
+  test("is exactly the policy's: nothing of the shell's, PWD and OLDPWD as the policy sets them", async () => {
+    const environment = {
+      A: "1",
+      EMPTY: "",
+      QUOTES: `it's "$HOME" \`id\` $(id) \\n`,
+      PWD: "/policy/says",
+      OLDPWD: "two\nlines\n\n",
+      PATH: "/nowhere",
+    };
+    const r = await run(planLaunch(config({ command: ["/usr/bin/env", "-0"], environment, pwd: dir }), NAMESPACE));
+    assert.equal(r.code, 0, r.stderr);
+    const seen = Object.fromEntries(
+      r.stdout
+        .toString()
+        .split("\0")
+        .filter(Boolean)
+        .map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+    );
+    assert.deepEqual(seen, environment);
+  });
+
+  test("without PWD in the policy, the program has none", async () => {
+    const r = await run(planLaunch(config({ command: ["/usr/bin/env", "-0"], environment: { B: "2" } }), NAMESPACE));
+    assert.equal(r.stdout.toString(), "B=2\0");
+  });
+});
+
+describe("files", () => {
+  test("binary, nested in new directories, several per directory, odd names: for the program only, with their modes", async () => {
+    const binary = Buffer.from([...Array(256).keys(), 10, 10]);
+    const files = [
+      { path: "/etc/cloister-launcher-test.bin", mode: "0400", content: binary.toString("base64") },
+      {
+        path: "/opt/cloister-launcher-test/a/b/deep",
+        mode: "0755",
+        content: Buffer.from("#!/bin/sh\n").toString("base64"),
+      },
+      { path: "/opt/cloister-launcher-test/a/b/it's here", mode: "0644", content: Buffer.from("q").toString("base64") },
+      { path: "/opt/cloister-launcher-test/a/c/empty", mode: "0600", content: "" },
+      { path: `${dir}/sub/x`, mode: "0440", content: Buffer.from("in a temporary directory").toString("base64") },
+    ];
+    const script = join(dir, "report.py");
+    writeFileSync(
+      script,
+      "import json, os, sys\nout = {'cwd': os.getcwd()}\nfor p in sys.argv[1:]:\n" +
+        "    out[p] = [open(p, 'rb').read().hex(), oct(os.stat(p).st_mode & 0o7777)]\nprint(json.dumps(out))\n",
+    );
+    const r = await run(
+      planLaunch(
+        config({ command: ["/usr/bin/python3", script, ...files.map((f) => f.path)], files, pwd: `${dir}/sub` }),
+        NAMESPACE,
+      ),
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const seen = JSON.parse(r.stdout.toString());
+    assert.equal(seen.cwd, `${dir}/sub`, "the working directory is the policy's, inside the overlay");
+    for (const f of files) {
+      assert.deepEqual(
+        seen[f.path],
+        [Buffer.from(f.content, "base64").toString("hex"), `0o${Number.parseInt(f.mode, 8).toString(8)}`],
+        f.path,
+      );
+      assert.equal(existsSync(f.path), false, `${f.path} is not on the host`);
+    }
+    assert.equal(existsSync("/opt/cloister-launcher-test"), false);
+    assert.equal(existsSync(`${dir}/sub`), false);
+  });
+});
+
+describe("failures before the exec: one line, exit 1", () => {
+  test("a program that is not there", async () => {
+    const r = await run(planLaunch(config({ command: ["/nonexistent/prog"] }), NAMESPACE));
+    assert.deepEqual([r.code, r.stderr], [1, "cloister: cannot start /nonexistent/prog: not found\n"]);
+  });
+
+  test("a working directory that is not there", async () => {
+    const r = await run(planLaunch(config({ pwd: "/nonexistent/dir" }), NAMESPACE));
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr.trim().split("\n").at(-1), "cloister: cannot enter the working directory /nonexistent/dir");
+  });
+
+  test("what cannot be planned is refused before anything runs", () => {
+    const file = (path: string, mode = "0400") => config({ files: [{ path, mode, content: "" }] });
+    assert.throws(() => planLaunch(file("relative/x"), NAMESPACE), LaunchError);
+    assert.throws(() => planLaunch(file("/etc/x", "0999"), NAMESPACE), /mode 0999 is not octal/);
+    assert.throws(() => planLaunch(file("/data,1/x"), NAMESPACE, () => true), /holds , : or \\/);
+    assert.throws(() => planLaunch(config({ command: [] }), NAMESPACE), /command is empty/);
+    // A mount over / would not be seen by path lookups: the file would reach the host's disk.
+    assert.throws(
+      () => planLaunch(file("/cloister-not-on-this-host/x"), NAMESPACE),
+      /\/cloister-not-on-this-host does not exist on this host, and \/ itself cannot be overlaid/,
+    );
+  });
+});
+
+describe("startLaunch", () => {
+  test("the program's exit status is ours; killed by a signal, 128 + its number", async () => {
+    const launch = (script: string) => planLaunch(config({ command: ["/bin/sh", "-c", script] }), NAMESPACE);
+    assert.equal(await startLaunch(launch("exit 7")).exit, 7);
+    assert.equal(await startLaunch(launch("kill -TERM $$")).exit, 143);
+    assert.equal(await startLaunch(launch("kill -KILL $$")).exit, 137);
+  });
+});
+
+describe("quote", () => {
+  test("the shell reads every quoted word back exactly", () => {
+    fc.assert(
+      fc.property(fc.string({ unit: "binary", maxLength: 40 }), (word) => {
+        const clean = word.replaceAll("\0", "");
+        const r = spawnSync("/bin/sh", ["-c", `printf %s ${quote(clean)}`]);
+        assert.equal(r.stdout.toString(), clean);
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
