@@ -16,6 +16,7 @@ import { encryptCompact } from "../crypto/jwe.ts";
 import type { PolicyService } from "../policy/schema.ts";
 import { parseTemplate, renderTemplate, renderTemplateText } from "../policy/templates.ts";
 import { type Evidence, verifyEvidence } from "./evidence.ts";
+import type { PolicyValues } from "./imports.ts";
 import { BUILT_IN_SERVICE_CA, caSigner, materialOf, type StoredSecret } from "./secrets.ts";
 import { CasError, type CasService, type PolicyRecord } from "./service.ts";
 
@@ -158,12 +159,14 @@ export class AttestationService {
 
     let configuration: Configuration;
     try {
-      configuration = this.#configure(record, loaded.values, service, configId, key, verdict);
+      configuration = this.#configure(record, loaded.values, service, configId, { key, spki }, verdict);
     } catch (error) {
       if (error instanceof CasError) refuse(error.status, error.code, error.message);
       throw error;
     }
-    const jwe = encryptCompact(Buffer.from(JSON.stringify(configuration)), key, { cty: "cloister-configuration+json" });
+    const jwe = encryptCompact(Buffer.from(JSON.stringify(configuration)), spki, {
+      cty: "cloister-configuration+json",
+    });
     this.#cas.grant(
       "runtime",
       "attestation",
@@ -179,15 +182,16 @@ export class AttestationService {
     own: Readonly<Record<string, StoredSecret>>,
     service: PolicyService,
     configId: string,
-    key: KeyObject,
+    runtime: { key: KeyObject; spki: Buffer },
     verdict: Verdict,
   ): Configuration {
     const policyName = record.name;
     const cache = new Map<string, StoredSecret>();
+    const policies = new Map<string, PolicyValues | undefined>([[policyName, { record, values: own }]]);
     const value = (name: string): StoredSecret => {
       let v = cache.get(name);
       if (!v) {
-        v = this.#cas.resolveSecret(policyName, name);
+        v = this.#cas.resolveSecret(policyName, name, policies);
         cache.set(name, v);
       }
       return v;
@@ -211,7 +215,8 @@ export class AttestationService {
     const der = issueDer(
       {
         commonName: configId.slice(-64),
-        subjectPublicKey: key,
+        subjectPublicKey: runtime.key,
+        subjectSpki: runtime.spki,
         ca: false,
         notBefore: new Date(now - 5 * 60_000),
         notAfter: new Date(now + SERVICE_CERT_VALIDITY_MS),

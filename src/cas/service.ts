@@ -12,7 +12,7 @@ import type { NormalizedPolicy } from "../policy/normalize.ts";
 import { type AccessRuleT, isImport, REDACTED } from "../policy/schema.ts";
 import { AUDIT_GENESIS, type AuditEntry, type AuditExport, AuditLog, entryDigest } from "./audit.ts";
 import { admits, type Requester } from "./authorization.ts";
-import { ImportError, resolveSecret } from "./imports.ts";
+import { ImportError, type PolicyValues, resolveSecret } from "./imports.ts";
 import { presentForEdit } from "./redact.ts";
 import { type StoredSecret, secretValuesFor } from "./secrets.ts";
 import { Envelope, TamperError } from "./store/envelope.ts";
@@ -83,6 +83,15 @@ export class CasService {
   readonly trust: TrustStore;
   /** Decrypted current records, valid while the stored row is byte-for-byte the one we opened. */
   readonly #cache = new Map<string, { sealed: Buffer; record: PolicyRecord }>();
+  /**
+   * Opened secrets of each policy's current version, valid while the stored row is byte-for-byte
+   * the one opened: each attestation would otherwise decrypt and parse them again (and re-read
+   * a CA's key). Plaintext in the CAS's memory, as the master key that opens them already is.
+   */
+  readonly #openedSecrets = new Map<
+    string,
+    { version: number; sealed: Buffer; values: Record<string, StoredSecret> }
+  >();
   /** What `get` shows of a version (redacted, predecessor current): YAML work done once per version. */
   readonly #presented = new Map<string, { hash: string; text: string }>();
 
@@ -290,6 +299,7 @@ export class CasService {
     if (!ok) throw new CasError(409, "conflict", `${name} changed while it was being deleted; try again`);
     this.#index.delete(name);
     this.#cache.delete(name);
+    this.#openedSecrets.delete(name);
     this.#presented.delete(name);
     this.#envelope.forget(name);
   }
@@ -532,9 +542,18 @@ export class CasService {
   #secrets(name: string, version: number, wrapped: Buffer): Record<string, StoredSecret> {
     const row = this.#store.secrets(name, version);
     if (!row) this.#tampered(name, `the secrets of version ${version} are missing`);
+    const cached = this.#openedSecrets.get(name);
+    if (cached?.version === version && cached.sealed.equals(row.sealed)) return cached.values;
     try {
-      return this.#open<SecretsRecord>(this.#envelope.dataKey(name, wrapped), "secrets", name, version, row.sealed)
-        .values;
+      const values = this.#open<SecretsRecord>(
+        this.#envelope.dataKey(name, wrapped),
+        "secrets",
+        name,
+        version,
+        row.sealed,
+      ).values;
+      this.#openedSecrets.set(name, { version, sealed: row.sealed, values });
+      return values;
     } catch (error) {
       if (error instanceof TamperError) this.#tampered(name, error.message);
       throw error;
@@ -545,9 +564,16 @@ export class CasService {
    * The value of a secret as `policy` sees it, imports resolved against the exporters' current
    * policies: for the attestation flow, never for owners. Refusals are audited.
    */
-  resolveSecret(policy: string, secret: string): StoredSecret {
+  resolveSecret(policy: string, secret: string, memo?: Map<string, PolicyValues | undefined>): StoredSecret {
+    // `memo`: one attestation reads each policy once, however many of its secrets it renders.
+    const load = memo
+      ? (name: string) => {
+          if (!memo.has(name)) memo.set(name, this.secretValues(name));
+          return memo.get(name);
+        }
+      : (name: string) => this.secretValues(name);
     try {
-      return resolveSecret((name) => this.secretValues(name), policy, secret);
+      return resolveSecret(load, policy, secret);
     } catch (error) {
       if (error instanceof ImportError) {
         this.#refuse("cas", "secret.import", policy, null, error.message);

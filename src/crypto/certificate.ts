@@ -34,6 +34,8 @@ export interface CertificateRequest {
   /** The subject's common name. */
   readonly commonName: string;
   readonly subjectPublicKey: KeyObject;
+  /** The subject key's SubjectPublicKeyInfo DER, when the caller has it: saves exporting it. */
+  readonly subjectSpki?: Buffer;
   readonly ca: boolean;
   readonly notBefore: Date;
   readonly notAfter: Date;
@@ -71,7 +73,19 @@ const OID = {
 const KU = { digitalSignature: 0, keyEncipherment: 2, keyCertSign: 5, cRLSign: 6 } as const;
 
 /** The signature algorithm a key signs with, and the hash node:crypto needs for it. */
+/** Per signing key: the answer never changes, and reading a key's details is a native call. */
+const algorithms = new WeakMap<KeyObject, { identifier: Der; hash: string | null }>();
+
 function signatureAlgorithm(key: KeyObject): { identifier: Der; hash: string | null } {
+  let algorithm = algorithms.get(key);
+  if (!algorithm) {
+    algorithm = signatureAlgorithmOf(key);
+    algorithms.set(key, algorithm);
+  }
+  return algorithm;
+}
+
+function signatureAlgorithmOf(key: KeyObject): { identifier: Der; hash: string | null } {
   const type = key.asymmetricKeyType;
   const curve = key.asymmetricKeyDetails?.namedCurve;
   if (type === "ec" && curve === "prime256v1") return { identifier: sequence(oid(OID.ecdsaSha256)), hash: "sha256" };
@@ -144,7 +158,7 @@ export function issueDer(request: CertificateRequest, signer: Signer): Buffer {
   const subjectName = nameDer(request.commonName);
   const subjectKey =
     request.subjectPublicKey.type === "private" ? createPublicKey(request.subjectPublicKey) : request.subjectPublicKey;
-  const spki = subjectKey.export({ type: "spki", format: "der" });
+  const spki = request.subjectSpki ?? subjectKey.export({ type: "spki", format: "der" });
   const subjectKeyId = keyIdentifierOf(spki);
   const key = signer.key;
   const algorithm = signatureAlgorithm(key);

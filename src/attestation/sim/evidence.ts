@@ -63,6 +63,29 @@ export interface SimVerifyOptions {
   readonly maxAgeSeconds?: number;
 }
 
+/**
+ * Parsed LAS keys by their SPKI: a CAS sees the same few keys in every report. Bounded, and
+ * holding public keys only; whether a key is trusted is decided at each use, never cached.
+ */
+const lasKeys = new Map<string, { key: KeyObject; hash: string }>();
+const LAS_KEYS_KEPT = 64;
+
+function lasKey(spkiBase64: string): { key: KeyObject; hash: string } {
+  let known = lasKeys.get(spkiBase64);
+  if (!known) {
+    let key: KeyObject;
+    try {
+      key = createPublicKey({ key: Buffer.from(spkiBase64, "base64"), format: "der", type: "spki" });
+    } catch {
+      throw new VerificationError("chain", "the LAS key cannot be parsed");
+    }
+    known = { key, hash: spkiHash(key) };
+    if (lasKeys.size >= LAS_KEYS_KEPT) lasKeys.delete(lasKeys.keys().next().value!);
+    lasKeys.set(spkiBase64, known);
+  }
+  return known;
+}
+
 export function verifySimEvidence(bytes: Uint8Array, options: SimVerifyOptions): SimEvidence {
   let evidence: SimEvidence;
   try {
@@ -70,13 +93,8 @@ export function verifySimEvidence(bytes: Uint8Array, options: SimVerifyOptions):
   } catch {
     throw new VerificationError("format", "not simulated evidence from a LAS");
   }
-  let key: KeyObject;
-  try {
-    key = createPublicKey({ key: Buffer.from(evidence.las_spki, "base64"), format: "der", type: "spki" });
-  } catch {
-    throw new VerificationError("chain", "the LAS key cannot be parsed");
-  }
-  if (spkiHash(key) !== evidence.report.las_key)
+  const las = lasKey(evidence.las_spki);
+  if (las.hash !== evidence.report.las_key)
     throw new VerificationError("chain", "the LAS key is not the one the report names");
   if (!options.trustedKeys.has(evidence.report.las_key)) {
     throw new VerificationError(
@@ -84,7 +102,7 @@ export function verifySimEvidence(bytes: Uint8Array, options: SimVerifyOptions):
       `LAS key ${evidence.report.las_key.slice(0, 16)}… is not enrolled in this CAS`,
     );
   }
-  if (!verify("sha256", signed(evidence.report), key, Buffer.from(evidence.signature, "base64"))) {
+  if (!verify("sha256", signed(evidence.report), las.key, Buffer.from(evidence.signature, "base64"))) {
     throw new VerificationError("signature", "the simulated report's signature does not verify");
   }
   const at = options.at ?? new Date();
