@@ -135,6 +135,35 @@ describe("tampering with the database", () => {
     assert.ok(tamperAudited(again, "a"));
   });
 
+  test("secrets kept open in memory follow updates, and do not hide a row altered under a running CAS", async () => {
+    const cas = await fresh();
+    const alice = await makeIdentity("alice");
+    const c = cas.client(alice);
+    const v1 = await c.request<{ hash: string }>("POST", "/v1/policies", {
+      policy: text("live", "secrets: [{name: pw, kind: ascii, value: first-value}]\n"),
+    });
+    const value = () => (cas.running.service.secretValues("live")!.values.pw as { value: string }).value;
+    assert.equal(value(), "first-value");
+    await c.request("PUT", policyPath("live"), {
+      policy: text("live", `predecessor: ${v1.hash}\nsecrets: [{name: pw, kind: ascii, value: second-value}]\n`),
+    });
+    assert.equal(value(), "second-value", "the new version's secrets, not the ones opened before");
+    // A byte flipped in the current secrets row while the CAS runs (and holds them open).
+    const d = db(cas);
+    const row = d.prepare("SELECT sealed FROM secrets WHERE name = 'live' AND version = 2").get() as {
+      sealed: Uint8Array;
+    };
+    const sealed = Buffer.from(row.sealed);
+    sealed[sealed.length >> 1]! ^= 0x01;
+    d.prepare("UPDATE secrets SET sealed = ? WHERE name = 'live' AND version = 2").run(sealed);
+    d.close();
+    assert.throws(
+      () => value(),
+      (e: CasRequestError) => e.code === "store_tampered",
+    );
+    assert.ok(tamperAudited(cas, "live"));
+  });
+
   test("a flipped byte in a wrapped data key is detected", async () => {
     const { cas, alice } = await withTwoPolicies();
     await cas.stop();
