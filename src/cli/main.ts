@@ -20,6 +20,7 @@ const GROUPS: Record<string, Register> = {
   audit: async (p, io) => (await import("./audit.ts")).auditCommands(p, io),
   attest: async (p, io) => (await import("./attest.ts")).attestCommands(p, io),
   run: async (p, io) => (await import("./run.ts")).runCommand(p, io),
+  fs: async (p, io) => (await import("./fs.ts")).fsCommands(p, io),
 };
 /** Which group registers each top-level command. */
 const GROUP_OF: Record<string, string> = { dev: "cas", collateral: "cas", measure: "attest" };
@@ -39,7 +40,7 @@ export async function buildProgram(io: Io, argv: readonly string[] = []): Promis
 Start here:   cloister dev   (a CAS and a LAS for development), then cloister identity create.
 Partly built:  attest verify (SGX, TDX, SEV-SNP; offline collateral), measure (--tee sim).
 Partly built:  run (files in a private mount namespace, as root or in a user namespace; TLS shield).
-Not built yet: fs (see README).
+Partly built:  fs (protect, show, verify, decrypt, tag); volumes in run are not built yet.
 
 Exit codes: 0 ok, 1 refused or failed, 2 usage. Docs: docs/policy.md.`,
     );

@@ -1,0 +1,341 @@
+/**
+ * Reading protected trees: the manifest opened and checked, every object checked against it,
+ * and — for `decrypt` and the runtime — the plaintext written out. Nothing is trusted before it
+ * is verified: sizes are computed from the manifest, never read from the disk, and a tree that
+ * fails anywhere releases nothing (extract writes into a directory it removes on failure).
+ */
+import { createDecipheriv, timingSafeEqual } from "node:crypto";
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  copyFileSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  utimesSync,
+  writeSync,
+} from "node:fs";
+import { dirname, join } from "node:path";
+import { canonicalJson } from "../policy/canonical.ts";
+import {
+  authenticatedDigest,
+  Body,
+  chunkAad,
+  chunkCount,
+  encryptedObjectSize,
+  type FileEntry,
+  type Header,
+  MANIFEST,
+  ManifestFile,
+  META_DIR,
+  manifestBytes,
+  manifestKey,
+  NONCE_BYTES,
+  OBJECTS,
+  regionOf,
+  TAG_BYTES,
+  TreeError,
+  tagOf,
+} from "./format.ts";
+import { readExactly } from "./seal.ts";
+
+export interface OpenedManifest {
+  readonly header: Header;
+  readonly body: Body;
+  readonly tag: string;
+}
+
+/** The manifest's public part, readable without the key: what `cloister fs show` prints. */
+export function readHeader(treeDir: string): { header: Header; tag: string } {
+  const bytes = readManifestBytes(treeDir);
+  return { header: parseManifestFile(bytes).header, tag: tagOf(bytes) };
+}
+
+/**
+ * Open and check the manifest. With `expectedTag`, any other state — an older copy, a fork, a
+ * tree protected again — is refused before its body is even opened.
+ */
+export function openManifest(treeDir: string, treeKey: Buffer, expectedTag?: string): OpenedManifest {
+  const bytes = readManifestBytes(treeDir);
+  const tag = tagOf(bytes);
+  if (expectedTag !== undefined && !sameTag(tag, expectedTag))
+    throw new TreeError(
+      `the tree is at tag ${tag}, not the expected ${expectedTag}: an older copy, another branch, or another tree`,
+    );
+  const { header, body: sealedBase64 } = parseManifestFile(bytes);
+  const sealed = Buffer.from(sealedBase64, "base64");
+  if (sealed.length < NONCE_BYTES + TAG_BYTES) throw new TreeError("manifest: the sealed body is too short");
+  const decipher = createDecipheriv(
+    "aes-256-gcm",
+    manifestKey(treeKey, header.tree_id),
+    sealed.subarray(0, NONCE_BYTES),
+  );
+  decipher.setAAD(Buffer.from(canonicalJson(header)));
+  decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+  let plaintext: Buffer;
+  try {
+    plaintext = Buffer.concat([
+      decipher.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES)),
+      decipher.final(),
+    ]);
+  } catch {
+    throw new TreeError("manifest: does not open with this key (another tree's key, or the manifest was altered)");
+  }
+  const parsed = Body.safeParse(JSON.parse(plaintext.toString("utf8")));
+  if (!parsed.success) throw new TreeError(`manifest: ${parsed.error.issues[0]?.message ?? "malformed body"}`);
+  checkBody(parsed.data);
+  return { header, body: parsed.data, tag };
+}
+
+/** Check every object of the tree against its manifest; returns the manifest. */
+export function verifyTree(treeDir: string, treeKey: Buffer, expectedTag?: string): OpenedManifest {
+  const manifest = openManifest(treeDir, treeKey, expectedTag);
+  for (const entry of manifest.body.files) readObject(treeDir, manifest.header, entry, () => {});
+  return manifest;
+}
+
+/**
+ * Verify and write the plaintext of the tree into `outDir`, which must not exist: it is built
+ * beside it and renamed into place only when everything verified, and removed otherwise.
+ * Not-protected files are copied as they are.
+ */
+export function extractTree(
+  treeDir: string,
+  treeKey: Buffer,
+  outDir: string,
+  options: { expectedTag?: string; progress?: (bytes: number, total: number) => void } = {},
+): OpenedManifest {
+  const manifest = openManifest(treeDir, treeKey, options.expectedTag);
+  const partial = `${outDir}.partial-${process.pid}`;
+  rmSync(partial, { recursive: true, force: true });
+  mkdirSync(partial, { mode: 0o700 });
+  try {
+    writePlaintext(treeDir, manifest, partial, options.progress);
+    renameSync(partial, outDir);
+  } catch (error) {
+    rmSync(partial, { recursive: true, force: true });
+    throw error;
+  }
+  return manifest;
+}
+
+/** Write the verified plaintext of an opened tree into the existing, empty directory `dir`. */
+export function writePlaintext(
+  treeDir: string,
+  manifest: OpenedManifest,
+  dir: string,
+  progress?: (bytes: number, total: number) => void,
+): void {
+  const { header, body } = manifest;
+  for (const d of body.directories) mkdirSync(join(dir, d.path), { recursive: true, mode: 0o700 });
+  const total = body.files.reduce((n, f) => n + f.size, 0);
+  let done = 0;
+  for (const entry of body.files) {
+    const target = join(dir, entry.path);
+    mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
+    const fd = openSync(target, "wx", 0o600);
+    try {
+      readObject(treeDir, header, entry, (plain) => writeFully(fd, plain));
+    } finally {
+      closeSync(fd);
+    }
+    chmodSync(target, entry.mode);
+    const time = new Date(entry.mtime_ms);
+    utimesSync(target, time, time);
+    done += entry.size;
+    progress?.(done, total);
+  }
+  for (const path of notProtectedFiles(treeDir, body)) {
+    const target = join(dir, path);
+    mkdirSync(dirname(target), { recursive: true });
+    copyFileSync(join(treeDir, path), target);
+  }
+  // Directory modes last: a read-only directory must not stop its own files being written.
+  for (const d of [...body.directories].reverse()) chmodSync(join(dir, d.path), d.mode);
+}
+
+/** The files of the tree's not-protected regions, as they are on disk now. */
+export function notProtectedFiles(treeDir: string, body: Body): string[] {
+  if (!body.regions.some((r) => r.type === "not-protected")) return [];
+  const found: string[] = [];
+  const visit = (relative: string) => {
+    let names: string[];
+    try {
+      names = readdirSync(join(treeDir, relative));
+    } catch {
+      return;
+    }
+    for (const name of names.sort()) {
+      const path = `${relative}/${name}`;
+      if (path === `/${META_DIR}`) continue;
+      const full = join(treeDir, path);
+      const stat = fstatOf(full);
+      if (stat === "directory") visit(path);
+      else if (stat === "file" && regionOf(path, body.regions) === "not-protected") found.push(path);
+    }
+  };
+  visit("");
+  return found;
+}
+
+function fstatOf(path: string): "directory" | "file" | "other" {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return "other";
+  }
+  try {
+    const s = fstatSync(fd);
+    return s.isDirectory() ? "directory" : s.isFile() ? "file" : "other";
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Read one object, verifying as it goes, and hand its plaintext to `sink` chunk by chunk. A
+ * chunk is handed over only after it verified; an authenticated file's digest is compared at
+ * the end (callers that wrote its chunks discard them when this throws).
+ */
+export function readObject(treeDir: string, header: Header, entry: FileEntry, sink: (plain: Buffer) => void): void {
+  const path = join(treeDir, OBJECTS, entry.id);
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch {
+    throw new TreeError(`${entry.path}: its object ${entry.id} is missing`);
+  }
+  try {
+    const expected = entry.region === "encrypted" ? encryptedObjectSize(entry.size, header.chunk_size) : entry.size;
+    const actual = fstatSync(fd).size;
+    if (actual !== expected)
+      throw new TreeError(`${entry.path}: its object holds ${actual} bytes, not ${expected} (truncated or extended)`);
+    if (entry.region === "encrypted") {
+      const key = Buffer.from(entry.key, "hex");
+      const buffer = Buffer.allocUnsafe(header.chunk_size + NONCE_BYTES + TAG_BYTES);
+      const count = chunkCount(entry.size, header.chunk_size);
+      for (let index = 0; index < count; index++) {
+        const length = Math.min(header.chunk_size, entry.size - index * header.chunk_size);
+        readExactly(fd, buffer, length + NONCE_BYTES + TAG_BYTES, entry.path);
+        const decipher = createDecipheriv("aes-256-gcm", key, buffer.subarray(0, NONCE_BYTES));
+        decipher.setAAD(chunkAad(header.tree_id, entry, index));
+        decipher.setAuthTag(buffer.subarray(NONCE_BYTES + length, NONCE_BYTES + length + TAG_BYTES));
+        let plain: Buffer;
+        try {
+          plain = decipher.update(buffer.subarray(NONCE_BYTES, NONCE_BYTES + length));
+          decipher.final();
+        } catch {
+          throw new TreeError(`${entry.path}: chunk ${index} was altered, moved or belongs to another file`);
+        }
+        sink(plain);
+      }
+    } else {
+      const digest = authenticatedDigest(header.tree_id, entry);
+      const buffer = Buffer.allocUnsafe(header.chunk_size);
+      for (let at = 0; at < entry.size; at += header.chunk_size) {
+        const length = Math.min(header.chunk_size, entry.size - at);
+        readExactly(fd, buffer, length, entry.path);
+        digest.update(buffer.subarray(0, length));
+        sink(Buffer.from(buffer.subarray(0, length)));
+      }
+      if (!timingSafeEqual(digest.digest(), Buffer.from(entry.digest, "hex")))
+        throw new TreeError(`${entry.path}: its content was altered`);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Objects no file of `body` names: left by an interrupted commit or an older state. */
+export function unreferencedObjects(treeDir: string, body: Body): string[] {
+  const used = new Set(body.files.map((f) => f.id));
+  let names: string[];
+  try {
+    names = readdirSync(join(treeDir, OBJECTS));
+  } catch {
+    return [];
+  }
+  return names.filter((n) => !used.has(n));
+}
+
+/** Remove what no file of `body` names (after a commit reached the CAS, or at start). */
+export function collectGarbage(treeDir: string, body: Body): number {
+  const unused = unreferencedObjects(treeDir, body);
+  for (const name of unused) rmSync(join(treeDir, OBJECTS, name), { force: true });
+  for (const name of readdirSafe(join(treeDir, META_DIR))) {
+    if (name.endsWith(".tmp")) rmSync(join(treeDir, META_DIR, name), { force: true });
+  }
+  return unused.length;
+}
+
+function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+function readManifestBytes(treeDir: string): Buffer {
+  try {
+    return readFileSync(join(treeDir, MANIFEST));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT")
+      throw new TreeError(`${treeDir}: not a protected tree (no ${MANIFEST})`);
+    throw error;
+  }
+}
+
+function parseManifestFile(bytes: Buffer): { header: Header; body: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(bytes.toString("utf8"));
+  } catch {
+    throw new TreeError("manifest: not JSON");
+  }
+  const parsed = ManifestFile.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new TreeError(`manifest: ${issue ? `${issue.path.join(".")}: ${issue.message}` : "malformed"}`);
+  }
+  // One state, one encoding: the bytes must be exactly what the writer makes of them, so that
+  // no change of spelling (whitespace, key order, base64 padding bits) passes with another tag.
+  if (!manifestBytes(parsed.data.header, Buffer.from(parsed.data.body, "base64")).equals(bytes))
+    throw new TreeError("manifest: not in its canonical form (altered)");
+  return parsed.data;
+}
+
+/** Consistency a sealed body must have anyway; checked so that a bug cannot pass as a tree. */
+function checkBody(body: Body): void {
+  const paths = new Set<string>();
+  const ids = new Set<string>();
+  for (const d of body.directories) {
+    if (paths.has(d.path)) throw new TreeError(`manifest: ${d.path} is listed twice`);
+    paths.add(d.path);
+  }
+  for (const f of body.files) {
+    if (paths.has(f.path)) throw new TreeError(`manifest: ${f.path} is listed twice`);
+    if (ids.has(f.id)) throw new TreeError(`manifest: object ${f.id} is used twice`);
+    if (regionOf(f.path, body.regions) !== f.region)
+      throw new TreeError(`manifest: ${f.path} is ${f.region}, but its region is ${regionOf(f.path, body.regions)}`);
+    paths.add(f.path);
+    ids.add(f.id);
+  }
+}
+
+function sameTag(a: string, b: string): boolean {
+  const x = Buffer.from(a.toLowerCase(), "utf8");
+  const y = Buffer.from(b.toLowerCase(), "utf8");
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+function writeFully(fd: number, data: Buffer): void {
+  let at = 0;
+  while (at < data.length) at += writeSync(fd, data, at, data.length - at);
+}

@@ -1,0 +1,293 @@
+/**
+ * Writing protected trees: a plaintext directory sealed into a tree's objects and manifest.
+ * Objects are written under fresh ids and never overwritten; the manifest is replaced last, by
+ * rename, after everything it names is on disk — so a crash at any instant leaves the previous
+ * state or the new one, never a mix (docs/fs-format.md, "Commit").
+ */
+import { createCipheriv, randomBytes } from "node:crypto";
+import {
+  closeSync,
+  constants,
+  copyFileSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readSync,
+  renameSync,
+  type Stats,
+  writeFileSync,
+  writevSync,
+} from "node:fs";
+import { dirname, join } from "node:path";
+import { canonicalJson } from "../policy/canonical.ts";
+import {
+  authenticatedDigest,
+  type Body,
+  chunkAad,
+  chunkCount,
+  type FileEntry,
+  type Header,
+  KEY_BYTES,
+  MANIFEST,
+  META_DIR,
+  manifestBytes,
+  manifestKey,
+  NONCE_BYTES,
+  OBJECTS,
+  type Region,
+  regionOf,
+  TreeError,
+  tagOf,
+} from "./format.ts";
+
+export interface Progress {
+  readonly files: number;
+  readonly totalFiles: number;
+  readonly bytes: number;
+  readonly totalBytes: number;
+}
+
+/** What a file looked like when its entry was made: unchanged files keep their object. */
+export interface Known {
+  readonly entry: FileEntry;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly ino: number;
+}
+
+export interface SealOptions {
+  readonly header: Header;
+  readonly treeKey: Buffer;
+  readonly regions: readonly Region[];
+  /** The state this one follows: its tag and sequence number (none for a fresh tree). */
+  readonly previous?: { readonly tag: string; readonly sequence: number };
+  /** Entries of files sealed before, by path, with what their plaintext looked like then. */
+  readonly known?: ReadonlyMap<string, Known>;
+  readonly progress?: (p: Progress) => void;
+}
+
+export interface Sealed {
+  readonly tag: string;
+  readonly body: Body;
+  /** Files whose content was sealed anew, and their bytes. */
+  readonly sealedFiles: number;
+  readonly sealedBytes: number;
+}
+
+interface Walked {
+  readonly path: string;
+  readonly stat: Stats;
+}
+
+/**
+ * Seal the plaintext directory `source` as a new state of the tree at `treeDir` (made if
+ * missing) and make it current. Returns the new tag.
+ */
+export function sealDirectory(source: string, treeDir: string, options: SealOptions): Sealed {
+  const { header, treeKey, regions } = options;
+  const { files, directories } = walk(source);
+  const protectedFiles = files.filter((f) => regionOf(f.path, regions) !== "not-protected");
+  const totalBytes = protectedFiles.reduce((n, f) => n + f.stat.size, 0);
+  mkdirSync(join(treeDir, OBJECTS), { recursive: true, mode: 0o700 });
+  const entries: FileEntry[] = [];
+  let bytes = 0;
+  let sealedFiles = 0;
+  let sealedBytes = 0;
+  let done = 0;
+  const report = () =>
+    options.progress?.({ files: done, totalFiles: protectedFiles.length, bytes, totalBytes: totalBytes });
+  for (const file of files) {
+    const region = regionOf(file.path, regions);
+    const from = join(source, file.path);
+    if (region === "not-protected") {
+      const to = join(treeDir, file.path);
+      mkdirSync(dirname(to), { recursive: true });
+      copyFileSync(from, to);
+      continue;
+    }
+    const known = options.known?.get(file.path);
+    const unchanged =
+      known &&
+      known.entry.region === region &&
+      known.size === file.stat.size &&
+      known.mtimeMs === file.stat.mtimeMs &&
+      known.ino === file.stat.ino;
+    if (unchanged) {
+      entries.push({ ...known.entry, mode: file.stat.mode & 0o7777 });
+    } else {
+      const base = {
+        path: file.path,
+        id: randomBytes(16).toString("hex"),
+        size: file.stat.size,
+        mode: file.stat.mode & 0o7777,
+        mtime_ms: Math.trunc(file.stat.mtimeMs),
+      };
+      const object = join(treeDir, OBJECTS, base.id);
+      if (region === "encrypted") {
+        const key = randomBytes(KEY_BYTES);
+        encryptFile(from, object, header, base, key);
+        entries.push({ ...base, region, key: key.toString("hex") });
+      } else {
+        entries.push({ ...base, region, digest: copyAuthenticated(from, object, header, base) });
+      }
+      sealedFiles++;
+      sealedBytes += file.stat.size;
+    }
+    done++;
+    bytes += file.stat.size;
+    report();
+  }
+  fsyncDirectory(join(treeDir, OBJECTS));
+  const body: Body = {
+    sequence: options.previous ? options.previous.sequence + 1 : 0,
+    previous: options.previous?.tag ?? null,
+    regions: [...regions],
+    directories: directories.map((d) => ({ path: d.path, mode: d.stat.mode & 0o7777 })),
+    files: entries,
+  };
+  const tag = writeManifest(treeDir, header, treeKey, body);
+  return { tag, body, sealedFiles, sealedBytes };
+}
+
+/** Seal and write the manifest: a temporary file, fsync, rename over the old one, fsync the directory. */
+export function writeManifest(treeDir: string, header: Header, treeKey: Buffer, body: Body): string {
+  const nonce = randomBytes(NONCE_BYTES);
+  const cipher = createCipheriv("aes-256-gcm", manifestKey(treeKey, header.tree_id), nonce);
+  cipher.setAAD(Buffer.from(canonicalJson(header)));
+  const sealed = Buffer.concat([nonce, cipher.update(JSON.stringify(body)), cipher.final(), cipher.getAuthTag()]);
+  const bytes = manifestBytes(header, sealed);
+  const path = join(treeDir, MANIFEST);
+  const temporary = `${path}.${randomBytes(4).toString("hex")}.tmp`;
+  mkdirSync(join(treeDir, META_DIR), { recursive: true, mode: 0o700 });
+  const fd = openSync(temporary, "wx", 0o600);
+  try {
+    writeFileSync(fd, bytes);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temporary, path);
+  fsyncDirectory(join(treeDir, META_DIR));
+  return tagOf(bytes);
+}
+
+function encryptFile(
+  from: string,
+  to: string,
+  header: Header,
+  entry: { id: string; path: string; size: number },
+  key: Buffer,
+): void {
+  const input = openSync(from, constants.O_RDONLY | constants.O_NOFOLLOW);
+  const output = openSync(to, "wx", 0o600);
+  try {
+    const chunk = Buffer.allocUnsafe(header.chunk_size);
+    const count = chunkCount(entry.size, header.chunk_size);
+    for (let index = 0; index < count; index++) {
+      const length = Math.min(header.chunk_size, entry.size - index * header.chunk_size);
+      readExactly(input, chunk, length, entry.path);
+      const nonce = randomBytes(NONCE_BYTES);
+      const cipher = createCipheriv("aes-256-gcm", key, nonce);
+      cipher.setAAD(chunkAad(header.tree_id, entry, index));
+      const ciphertext = cipher.update(chunk.subarray(0, length));
+      cipher.final();
+      writeAll(output, [nonce, ciphertext, cipher.getAuthTag()]);
+    }
+    if (readSync(input, chunk, 0, 1, null) !== 0) throw new TreeError(`${entry.path}: grew while it was being sealed`);
+    fsyncSync(output);
+  } finally {
+    closeSync(input);
+    closeSync(output);
+  }
+}
+
+function copyAuthenticated(
+  from: string,
+  to: string,
+  header: Header,
+  entry: { id: string; path: string; size: number },
+): string {
+  const digest = authenticatedDigest(header.tree_id, entry);
+  const input = openSync(from, constants.O_RDONLY | constants.O_NOFOLLOW);
+  const output = openSync(to, "wx", 0o600);
+  try {
+    const chunk = Buffer.allocUnsafe(header.chunk_size);
+    for (let at = 0; at < entry.size; at += header.chunk_size) {
+      const length = Math.min(header.chunk_size, entry.size - at);
+      readExactly(input, chunk, length, entry.path);
+      digest.update(chunk.subarray(0, length));
+      writeAll(output, [chunk.subarray(0, length)]);
+    }
+    if (readSync(input, chunk, 0, 1, null) !== 0) throw new TreeError(`${entry.path}: grew while it was being sealed`);
+    fsyncSync(output);
+  } finally {
+    closeSync(input);
+    closeSync(output);
+  }
+  return digest.digest("hex");
+}
+
+/** Every directory and regular file under `root`, as tree paths; anything else is refused. */
+export function walk(root: string): { files: Walked[]; directories: Walked[] } {
+  const files: Walked[] = [];
+  const directories: Walked[] = [];
+  const visit = (relative: string) => {
+    const names = readdirSync(join(root, relative)).sort();
+    for (const name of names) {
+      const path = `${relative}/${name}`;
+      if (path === `/${META_DIR}`) throw new TreeError(`${path}: the name ${META_DIR} is reserved for protected trees`);
+      const stat = lstatSync(join(root, path));
+      if (stat.isDirectory()) {
+        directories.push({ path, stat });
+        visit(path);
+      } else if (stat.isFile()) files.push({ path, stat });
+      else
+        throw new TreeError(
+          `${path}: ${stat.isSymbolicLink() ? "a symbolic link" : "not a regular file or directory"}; protected trees hold files and directories only`,
+        );
+    }
+  };
+  visit("");
+  return { files, directories };
+}
+
+export function readExactly(fd: number, buffer: Buffer, length: number, what: string): void {
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, buffer, got, length - got, null);
+    if (n === 0) throw new TreeError(`${what}: shorter than expected`);
+    got += n;
+  }
+}
+
+function writeAll(fd: number, parts: Buffer[]): void {
+  let pending = parts.filter((p) => p.length > 0);
+  while (pending.length > 0) {
+    let written = writevSync(fd, pending);
+    const rest: Buffer[] = [];
+    for (const part of pending) {
+      if (written >= part.length) written -= part.length;
+      else {
+        rest.push(part.subarray(written));
+        written = 0;
+      }
+    }
+    pending = rest;
+  }
+}
+
+export function fsyncDirectory(path: string): void {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A fresh tree's header: a random tree id. */
+export function freshHeader(chunkSize: number): Header {
+  return { format: "cloister-fs", version: 1, tree_id: randomBytes(16).toString("hex"), chunk_size: chunkSize };
+}
