@@ -90,6 +90,14 @@ export const AttestationResponse = z.strictObject({
   configuration: z.string().describe("JWE (ECDH-ES+A256KW, A256GCM) to K: argv, environment, files, certificates…"),
 });
 
+const Tag = z.string().regex(/^[0-9a-f]{64}$/, "a tag: 64 lower-case hex digits");
+export const VolumeParams = z.strictObject({ policy: z.string().min(1).max(1024), volume: z.string().min(1).max(128) });
+export const VolumeCommitRequest = z.strictObject({
+  previous: Tag.nullable().describe("the tag the runtime started from; null for a fresh volume"),
+  next: Tag.describe("the tag of the state the runtime wrote"),
+});
+export const VolumeCommitResponse = z.strictObject({ policy: z.string(), volume: z.string(), tag: z.string() });
+
 export const ErrorResponse = z.strictObject({
   error: z.strictObject({
     code: z.string(),
@@ -188,6 +196,16 @@ export const ROUTES = {
     status: 200,
     identified: false,
     rateLimited: true,
+  },
+  commitVolume: {
+    method: "POST",
+    url: "/v1/volumes/:policy/:volume/tag",
+    summary: "compare-and-swap a volume's tag (a runtime, with its service certificate)",
+    params: VolumeParams,
+    body: VolumeCommitRequest,
+    response: VolumeCommitResponse,
+    status: 200,
+    identified: true,
   },
   enrolLas: {
     method: "POST",

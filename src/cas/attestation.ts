@@ -7,17 +7,18 @@
  * for K from the policy's CA, and returns the configuration as a JWE that only K can open.
  * Every grant and refusal is audited with its reason.
  */
-import { createPublicKey, type KeyObject, randomBytes, timingSafeEqual } from "node:crypto";
+import { createPublicKey, type KeyObject, randomBytes, timingSafeEqual, X509Certificate } from "node:crypto";
 import { expectedReportData } from "../attestation/binding.ts";
 import { measurementProblems, settingsProblems } from "../attestation/validate.ts";
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
 import { certificatePem, issueDer } from "../crypto/certificate.ts";
 import { encryptCompact } from "../crypto/jwe.ts";
+import { spkiHash } from "../crypto/keys.ts";
 import type { PolicyService } from "../policy/schema.ts";
 import { parseTemplate, renderTemplate, renderTemplateText } from "../policy/templates.ts";
 import { type Evidence, verifyEvidence } from "./evidence.ts";
 import type { PolicyValues } from "./imports.ts";
-import { BUILT_IN_SERVICE_CA, caSigner, materialOf, type StoredSecret } from "./secrets.ts";
+import { BUILT_IN_SERVICE_CA, caSigner, materialOf, type StoredSecret, volumeKeyName } from "./secrets.ts";
 import { CasError, type CasService, type PolicyRecord } from "./service.ts";
 
 export const NONCE_TTL_MS = 60_000;
@@ -39,7 +40,8 @@ export interface Configuration {
   readonly environment: Readonly<Record<string, string>>;
   readonly pwd: string;
   readonly files: readonly { path: string; mode: string; content: string /* base64 */ }[];
-  readonly volumes: PolicyService["volumes"];
+  /** The service's volumes: where, with which key, in which state (DESIGN.md §5, §7). */
+  readonly volumes: readonly ConfiguredVolume[];
   readonly tls: PolicyService["tls"];
   /** The service certificate for K and its issuers, PEM. */
   readonly certificate_chain: string;
@@ -54,6 +56,18 @@ export interface Configuration {
     debug: boolean;
     measurements: Verdict["measurements"];
   };
+}
+
+export interface ConfiguredVolume {
+  readonly name: string;
+  readonly path: string;
+  /** The tree key, hex. */
+  readonly key: string;
+  /** The state the tree must be in; null for a fresh volume (or one without rollback protection). */
+  readonly tag: string | null;
+  readonly update_policy: "rollback-protected" | "ephemeral" | "no-rollback-protection";
+  /** Seconds between commits while the program runs; null: on exit only. */
+  readonly checkpoint_interval: number | null;
 }
 
 export { expectedReportData };
@@ -252,7 +266,21 @@ export class AttestationService {
       environment,
       pwd: service.pwd,
       files,
-      volumes: service.volumes,
+      volumes: service.volumes.map((mount) => {
+        const volume = record.policy.volumes.find((v) => v.name === mount.name);
+        if (!volume) throw new CasError(500, "no_volume", `policy ${policyName} has no volume ${mount.name}`);
+        const key = volume.key === null ? own[volumeKeyName(volume.name)] : value(volume.key);
+        if (key?.kind !== "binary" || Buffer.from(key.value, "base64").length !== 32)
+          throw new CasError(500, "no_volume_key", `the key of volume ${volume.name} of ${policyName} is missing`);
+        return {
+          name: volume.name,
+          path: mount.path,
+          key: Buffer.from(key.value, "base64").toString("hex"),
+          tag: volume.update_policy === "rollback-protected" ? this.#cas.volumeTag(record, volume.name) : volume.tag,
+          update_policy: volume.update_policy,
+          checkpoint_interval: volume.checkpoint_interval,
+        };
+      }),
       tls: service.tls,
       certificate_chain: chain,
       ca_bundle: ca.certificate,
@@ -265,6 +293,42 @@ export class AttestationService {
         measurements: verdict.measurements,
       },
     };
+  }
+
+  /**
+   * Only a runtime of a service that mounts the volume may commit it: the caller's TLS client
+   * certificate must be a current service certificate from the policy's service CA, naming a
+   * service of the policy (urn:cloister:POLICY/SERVICE) that mounts `volume`. The TLS handshake
+   * proved the caller holds its key.
+   */
+  authorizeVolumeCommit(peer: X509Certificate | undefined, policyName: string, volume: string): void {
+    const target = `${policyName}/${volume}`;
+    const refused = (status: number, code: string, reason: string): CasError => {
+      this.#cas.refuse(peer ? spkiHash(peer.publicKey) : "", "volume.commit", target, reason);
+      return new CasError(status, code, reason);
+    };
+    if (!peer)
+      throw refused(401, "no_identity", "a volume is committed with the service certificate issued at attestation");
+    const loaded = this.#cas.secretValues(policyName);
+    if (!loaded) throw refused(404, "not_found", `no policy ${policyName}`);
+    const { record, values } = loaded;
+    const caName = record.policy.security.service_ca ?? BUILT_IN_SERVICE_CA;
+    const ca = caName === BUILT_IN_SERVICE_CA ? values[caName] : this.#cas.resolveSecret(policyName, caName);
+    if (ca?.kind !== "x509-ca") throw refused(500, "no_service_ca", `the service CA of ${policyName} is missing`);
+    const issuer = new X509Certificate(ca.certificate);
+    const now = this.#now();
+    if (
+      !peer.checkIssued(issuer) ||
+      !peer.verify(issuer.publicKey) ||
+      now < Date.parse(peer.validFrom) ||
+      now > Date.parse(peer.validTo)
+    )
+      throw refused(403, "forbidden", `the client certificate is not a current service certificate of ${policyName}`);
+    const uri = /URI:urn:cloister:(\S+?)(?:,|$)/.exec(peer.subjectAltName ?? "")?.[1] ?? "";
+    const service = uri.startsWith(`${policyName}/`) ? uri.slice(policyName.length + 1) : undefined;
+    const mounts = record.policy.services.find((s) => s.name === service)?.volumes.some((v) => v.name === volume);
+    if (!mounts)
+      throw refused(403, "forbidden", `no service of ${policyName} named by the certificate mounts volume ${volume}`);
   }
 
   #sweep(): void {

@@ -166,6 +166,11 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
     policyHistory: ({ actor, params }) => ({ name: params.name, versions: service.history(actor, params.name) }),
     challenge: ({ body }) => attestation.challenge(body.config_id),
     attest: ({ body }) => attestation.attest(body),
+    commitVolume: ({ actor, params, body, peer }) => {
+      attestation.authorizeVolumeCommit(peer(), params.policy, params.volume);
+      service.commitVolume(actor, params.policy, params.volume, body.previous, body.next);
+      return { policy: params.policy, volume: params.volume, tag: body.next };
+    },
     enrolLas: ({ actor, body }) => {
       service.enrolLas(actor, body.key);
       return { keys: [...service.trust.lasKeys()].sort() };
@@ -199,6 +204,7 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
         }
         const ctx = {
           actor,
+          peer: () => (request.raw.socket as TLSSocket).getPeerX509Certificate?.(),
           params: parse(route.params, request.params, "path"),
           query: parse(route.query, request.query, "query"),
           body: parse(route.body, request.body, "body"),
@@ -214,6 +220,8 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
 
 type Ctx<R extends RouteSpec> = {
   actor: string;
+  /** The caller's TLS client certificate, if any. */
+  peer: () => X509Certificate | undefined;
   params: R["params"] extends z.ZodType ? z.output<R["params"]> : undefined;
   query: R["query"] extends z.ZodType ? z.output<R["query"]> : undefined;
   body: R["body"] extends z.ZodType ? z.output<R["body"]> : undefined;

@@ -79,6 +79,11 @@ export class CasService {
   readonly #options: CasOptions;
   /** Policy name → current hash, rebuilt from the verified audit log: catches a restored record. */
   readonly #index: Map<string, string>;
+  /**
+   * Volume tags by "policy\0volume", rebuilt from the verified audit log like the index: the
+   * log's volume.commit entries are where the tags live.
+   */
+  readonly #volumes: Map<string, VolumeState>;
   /** Enrolled LAS keys and imported collateral. */
   readonly trust: TrustStore;
   /** Decrypted current records, valid while the stored row is byte-for-byte the one we opened. */
@@ -101,12 +106,14 @@ export class CasService {
     audit: AuditLog,
     options: CasOptions,
     index: Map<string, string>,
+    volumes: Map<string, VolumeState>,
   ) {
     this.#store = store;
     this.#envelope = envelope;
     this.#audit = audit;
     this.#options = options;
     this.#index = index;
+    this.#volumes = volumes;
     this.trust = new TrustStore(store, envelope);
   }
 
@@ -118,14 +125,22 @@ export class CasService {
     const problem = audit.verifyRows(rows, undefined);
     if (problem) throw new TamperError(`the audit log fails verification: ${problem}`);
     const index = new Map<string, string>();
+    const volumes = new Map<string, VolumeState>();
     for (const row of rows) {
       const e = JSON.parse(row.entry) as AuditEntry;
       if (e.outcome !== "granted") continue;
       if ((e.action === "policy.create" || e.action === "policy.update") && e.policy_hash)
         index.set(e.target, e.policy_hash);
-      if (e.action === "policy.delete") index.delete(e.target);
+      if (e.action === "policy.delete") {
+        index.delete(e.target);
+        for (const key of volumes.keys()) if (key.startsWith(`${e.target}\0`)) volumes.delete(key);
+      }
+      if (e.action === "volume.commit") {
+        const commit = parseVolumeCommit(e);
+        if (commit) volumes.set(commit.key, commit.state);
+      }
     }
-    return new CasService(store, envelope, audit, options, index);
+    return new CasService(store, envelope, audit, options, index, volumes);
   }
 
   #now(): Date {
@@ -298,6 +313,7 @@ export class CasService {
     );
     if (!ok) throw new CasError(409, "conflict", `${name} changed while it was being deleted; try again`);
     this.#index.delete(name);
+    for (const key of this.#volumes.keys()) if (key.startsWith(`${name}\0`)) this.#volumes.delete(key);
     this.#cache.delete(name);
     this.#openedSecrets.delete(name);
     this.#presented.delete(name);
@@ -338,7 +354,7 @@ export class CasService {
       const entry = JSON.parse(row.entry) as AuditEntry;
       // Attestation entries name a config id (policy/service): readers of the policy see them.
       const policy =
-        entry.action === "attestation"
+        entry.action === "attestation" || entry.action === "volume.commit"
           ? entry.target.slice(0, Math.max(0, entry.target.lastIndexOf("/")))
           : entry.target;
       const visible = entry.actor === actor || (policy !== "" && mayRead(policy));
@@ -398,6 +414,57 @@ export class CasService {
     if (admins === "any" || admins?.includes(actor)) return;
     this.#refuse(actor, action, target, null, "not an administrator");
     throw new CasError(403, "forbidden", "only the CAS's administrators (cas start --admin) may do this");
+  }
+
+  /**
+   * The state a volume must be in: the last committed tag, unless the policy has since declared
+   * another initial tag (an owner shipping a new tree), which then wins; null for a fresh volume.
+   */
+  volumeTag(record: PolicyRecord, volume: string): string | null {
+    const declared = record.policy.volumes.find((v) => v.name === volume)?.tag ?? null;
+    const committed = this.#volumes.get(`${record.name}\0${volume}`);
+    return committed && committed.declared === declared ? committed.tag : declared;
+  }
+
+  /**
+   * Compare-and-swap a volume's tag: `previous` must be the current one. The caller (a runtime
+   * with a service certificate of the policy) was authenticated by the route. The audit entry
+   * is the record: the CAS rebuilds tags from the log at start.
+   */
+  commitVolume(actor: string, policy: string, volume: string, previous: string | null, next: string): void {
+    const target = `${policy}/${volume}`;
+    const loaded = this.#load(policy);
+    if (!loaded) throw new CasError(404, "not_found", `no policy ${policy}`);
+    const declaration = loaded.record.policy.volumes.find((v) => v.name === volume);
+    if (!declaration) throw new CasError(404, "not_found", `policy ${policy} has no volume ${volume}`);
+    if (declaration.update_policy !== "rollback-protected") {
+      this.#refuse(actor, "volume.commit", target, loaded.record.hash, `the volume is ${declaration.update_policy}`);
+      throw new CasError(
+        409,
+        "not_rollback_protected",
+        `volume ${volume} is ${declaration.update_policy}: the CAS keeps no tag for it`,
+      );
+    }
+    const current = this.volumeTag(loaded.record, volume);
+    if (current !== previous) {
+      const reason = `the volume is at ${current ?? "its fresh state"}, not ${previous ?? "its fresh state"}: another runtime committed first (a fork), or an older state`;
+      this.#refuse(actor, "volume.commit", target, loaded.record.hash, reason);
+      throw new CasError(409, "conflict", `volume ${volume} of ${policy}: ${reason}`);
+    }
+    const declared = declaration.tag;
+    this.#store.appendAudit((prev) =>
+      this.#auditRow(
+        prev,
+        actor,
+        "volume.commit",
+        target,
+        loaded.record.hash,
+        "granted",
+        volumeCommitReason(previous, next, declared),
+      ),
+    );
+    this.#volumes.set(`${policy}\0${volume}`, { tag: next, declared });
+    this.#checkpointIfDue();
   }
 
   /** Record a grant decided outside this service (the attestation flow). */
@@ -691,4 +758,25 @@ function keepRedactedValues(
     };
   });
   return { ...policy, secrets } as NormalizedPolicy;
+}
+
+interface VolumeState {
+  readonly tag: string;
+  /** The policy's declared initial tag when this tag was committed. */
+  readonly declared: string | null;
+}
+
+const volumeCommitReason = (previous: string | null, next: string, declared: string | null) =>
+  `tag ${previous ?? "none"} -> ${next} (declared ${declared ?? "none"})`;
+
+const VOLUME_COMMIT = /^tag (none|[0-9a-f]{64}) -> ([0-9a-f]{64}) \(declared (none|[0-9a-f]{64})\)$/;
+
+function parseVolumeCommit(e: AuditEntry): { key: string; state: VolumeState } | undefined {
+  const m = VOLUME_COMMIT.exec(e.reason);
+  const slash = e.target.lastIndexOf("/");
+  if (!m || slash <= 0) return undefined;
+  return {
+    key: `${e.target.slice(0, slash)}\0${e.target.slice(slash + 1)}`,
+    state: { tag: m[2]!, declared: m[3] === "none" ? null : m[3]! },
+  };
 }

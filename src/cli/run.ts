@@ -1,14 +1,18 @@
 /** `cloister run`: attest, receive the configuration, start the program as the policy says. */
 import { spawnSync } from "node:child_process";
 import type { KeyObject } from "node:crypto";
+import { getCompileCacheDir } from "node:module";
+import { join, resolve } from "node:path";
 import { type Command, Option } from "commander";
 import { selectProvider } from "../attestation/providers/detect.ts";
 import { ProviderError } from "../attestation/providers/provider.ts";
 import type { Configuration } from "../cas/attestation.ts";
 import { CasClient, CasPinError, CasRequestError, CasUnreachableError } from "../client/cas-client.ts";
+import { cloisterHome } from "../identity/store.ts";
 import { obtainConfiguration } from "../runtime/attest-client.ts";
 import { type Launch, LaunchError, planLaunch, startLaunch } from "../runtime/launcher.ts";
 import { type RunningShields, startShields } from "../runtime/tls-shield.ts";
+import type { VolumeLaunchInput } from "../runtime/volume-launcher.ts";
 import { DEFAULT_CAS } from "./connection.ts";
 import { CliError, UsageError } from "./errors.ts";
 import type { Io } from "./io.ts";
@@ -27,6 +31,10 @@ export function runCommand(program: Command, io: Io): void {
     .option("--cas <url>", `CAS address (env CLOISTER_CAS_ADDR; default ${DEFAULT_CAS})`)
     .option("--cas-key <hash>", "the CAS key hash to pin (env CLOISTER_CAS_KEY)")
     .option("--las <url>", "LAS address for --tee sim (env CLOISTER_LAS_ADDR)")
+    .option(
+      "--volumes <dir>",
+      "where volumes' protected trees live, as DIR/POLICY/VOLUME (env CLOISTER_VOLUMES_DIR; default $CLOISTER_HOME/volumes)",
+    )
     .argument("[program...]", "with --tee sim: the program the LAS measures (the policy's argv is what runs)")
     .addHelpText(
       "after",
@@ -40,7 +48,7 @@ the program's; 1 with one line saying why when it was never started.`,
     .action(
       async (
         programArgs: string[],
-        opts: { configId?: string; tee: string; cas?: string; casKey?: string; las?: string },
+        opts: { configId?: string; tee: string; cas?: string; casKey?: string; las?: string; volumes?: string },
       ) => {
         const configId = opts.configId ?? io.env.CLOISTER_CONFIG_ID;
         if (!configId) throw new UsageError("which service? --config-id POLICY/SERVICE or CLOISTER_CONFIG_ID");
@@ -80,7 +88,17 @@ the program's; 1 with one line saying why when it was never started.`,
         }
         let launch: Launch;
         try {
-          launch = planLaunch(config, namespace);
+          launch =
+            config.volumes.length > 0
+              ? volumeLaunch(config, namespace, {
+                  serviceKeyPem: serviceKey.export({ type: "pkcs8", format: "pem" }).toString(),
+                  cas: { url, casKey: pin.toLowerCase() },
+                  volumesDir: resolve(
+                    io.cwd,
+                    opts.volumes ?? io.env.CLOISTER_VOLUMES_DIR ?? join(cloisterHome(io.env), "volumes"),
+                  ),
+                })
+              : planLaunch(config, namespace);
         } catch (error) {
           if (error instanceof LaunchError) throw new CliError(error.message);
           throw error;
@@ -120,4 +138,26 @@ function namespaceArgs(): string[] {
     );
   }
   return userNs;
+}
+
+const VOLUME_LAUNCHER = join(import.meta.dirname, "..", "runtime", "volume-launcher.ts");
+
+/**
+ * Services with volumes start through a Node launcher inside the namespace, which stays to
+ * commit what the program wrote (src/runtime/volume-launcher.ts); its input goes on fd 3.
+ */
+function volumeLaunch(
+  config: Configuration,
+  namespace: readonly string[],
+  rest: Omit<VolumeLaunchInput, "config">,
+): Launch {
+  const cache = getCompileCacheDir?.();
+  return {
+    file: "unshare",
+    args: [...namespace, "--", process.execPath, VOLUME_LAUNCHER, "--cloister-volumes"],
+    // The launcher shares the command's compile cache (bin/cloister.js says where and why); the
+    // program's own environment is set by the launcher's script, the policy's alone.
+    env: { ...(cache ? { NODE_COMPILE_CACHE: cache } : {}), PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
+    fd3: Buffer.from(JSON.stringify({ config, ...rest } satisfies VolumeLaunchInput)),
+  };
 }

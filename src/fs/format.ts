@@ -20,6 +20,8 @@ export const FORMAT_VERSION = 1;
 export const META_DIR = ".cloister-fs";
 export const MANIFEST = `${META_DIR}/manifest`;
 export const OBJECTS = `${META_DIR}/objects`;
+/** A copy of each recent manifest by tag: the state to go back to when a commit was refused. */
+export const STATES = `${META_DIR}/states`;
 /** Plaintext bytes per chunk: large enough that per-chunk costs vanish next to AES-GCM itself. */
 export const DEFAULT_CHUNK_SIZE = 256 * 1024;
 export const NONCE_BYTES = 12;

@@ -38,11 +38,12 @@ import {
   NONCE_BYTES,
   OBJECTS,
   regionOf,
+  STATES,
   TAG_BYTES,
   TreeError,
   tagOf,
 } from "./format.ts";
-import { readExactly } from "./seal.ts";
+import { readExactly, replaceManifest } from "./seal.ts";
 
 export interface OpenedManifest {
   readonly header: Header;
@@ -264,14 +265,36 @@ export function unreferencedObjects(treeDir: string, body: Body): string[] {
   return names.filter((n) => !used.has(n));
 }
 
-/** Remove what no file of `body` names (after a commit reached the CAS, or at start). */
-export function collectGarbage(treeDir: string, body: Body): number {
+/**
+ * Remove what the state `tag` (with `body`) does not need: objects no file names, other states'
+ * manifests, temporary files. Run after a commit reached the CAS, or at start.
+ */
+export function collectGarbage(treeDir: string, body: Body, tag: string): number {
   const unused = unreferencedObjects(treeDir, body);
   for (const name of unused) rmSync(join(treeDir, OBJECTS, name), { force: true });
+  for (const name of readdirSafe(join(treeDir, STATES))) {
+    if (name !== tag) rmSync(join(treeDir, STATES, name), { force: true });
+  }
   for (const name of readdirSafe(join(treeDir, META_DIR))) {
     if (name.endsWith(".tmp")) rmSync(join(treeDir, META_DIR, name), { force: true });
   }
   return unused.length;
+}
+
+/**
+ * Make the kept state `tag` current again (its copy under states/), when the current manifest
+ * holds a state that was never accepted — a commit the CAS refused. False when no copy is kept.
+ */
+export function restoreState(treeDir: string, tag: string): boolean {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(join(treeDir, STATES, tag));
+  } catch {
+    return false;
+  }
+  if (tagOf(bytes) !== tag) return false;
+  replaceManifest(treeDir, bytes);
+  return true;
 }
 
 function readdirSafe(dir: string): string[] {

@@ -38,6 +38,7 @@ import {
   OBJECTS,
   type Region,
   regionOf,
+  STATES,
   TreeError,
   tagOf,
 } from "./format.ts";
@@ -151,26 +152,41 @@ export function sealDirectory(source: string, treeDir: string, options: SealOpti
   return { tag, body, sealedFiles, sealedBytes };
 }
 
-/** Seal and write the manifest: a temporary file, fsync, rename over the old one, fsync the directory. */
+/**
+ * Seal and write the manifest, making it current: a copy under states/TAG first, then a
+ * temporary file, fsync, rename over the old manifest, fsync the directory.
+ */
 export function writeManifest(treeDir: string, header: Header, treeKey: Buffer, body: Body): string {
   const nonce = randomBytes(NONCE_BYTES);
   const cipher = createCipheriv("aes-256-gcm", manifestKey(treeKey, header.tree_id), nonce);
   cipher.setAAD(Buffer.from(canonicalJson(header)));
   const sealed = Buffer.concat([nonce, cipher.update(JSON.stringify(body)), cipher.final(), cipher.getAuthTag()]);
   const bytes = manifestBytes(header, sealed);
+  const tag = tagOf(bytes);
+  mkdirSync(join(treeDir, STATES), { recursive: true, mode: 0o700 });
+  writeDurably(join(treeDir, STATES, tag), bytes);
+  fsyncDirectory(join(treeDir, STATES));
+  replaceManifest(treeDir, bytes);
+  return tag;
+}
+
+/** Make `bytes` the current manifest, atomically and durably. */
+export function replaceManifest(treeDir: string, bytes: Buffer): void {
   const path = join(treeDir, MANIFEST);
   const temporary = `${path}.${randomBytes(4).toString("hex")}.tmp`;
-  mkdirSync(join(treeDir, META_DIR), { recursive: true, mode: 0o700 });
-  const fd = openSync(temporary, "wx", 0o600);
+  writeDurably(temporary, bytes);
+  renameSync(temporary, path);
+  fsyncDirectory(join(treeDir, META_DIR));
+}
+
+function writeDurably(path: string, bytes: Buffer): void {
+  const fd = openSync(path, "wx", 0o600);
   try {
     writeFileSync(fd, bytes);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
-  renameSync(temporary, path);
-  fsyncDirectory(join(treeDir, META_DIR));
-  return tagOf(bytes);
 }
 
 function encryptFile(

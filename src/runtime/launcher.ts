@@ -33,7 +33,7 @@ export interface Launch {
 
 export class LaunchError extends Error {}
 
-const STAGING = "/dev/shm/.cloister";
+export const STAGING = "/dev/shm/.cloister";
 /**
  * Where cloister finds its own tools (unshare, mount, …): its own PATH, then the usual places —
  * never the policy's PATH, which is the program's business.
@@ -52,7 +52,8 @@ const toolPath = () => [
  */
 export function planLaunch(
   config: Configuration,
-  namespace: readonly string[],
+  /** unshare's options; null: already inside the namespace, with the staging tmpfs mounted (volumes). */
+  namespace: readonly string[] | null,
   exists: (path: string) => boolean = pathExists,
 ): Launch {
   const [unshare, mount, mkdir, head, chmod] = ["unshare", "mount", "mkdir", "head", "chmod"].map(findTool) as [
@@ -66,9 +67,12 @@ export function planLaunch(
     `fail() { printf 'cloister: %s\\n' "$1" >&2; exit 1; }`,
     // Files are created private, then given their modes.
     "umask 077",
-    `${mount} -t tmpfs -o mode=1777 cloister /dev/shm || fail 'cannot mount a tmpfs on /dev/shm'`,
-    `${mkdir} -m 700 ${STAGING} || fail 'cannot make the staging directory'`,
   ];
+  if (namespace !== null)
+    lines.push(
+      `${mount} -t tmpfs -o mode=1777 cloister /dev/shm || fail 'cannot mount a tmpfs on /dev/shm'`,
+      `${mkdir} -m 700 ${STAGING} || fail 'cannot make the staging directory'`,
+    );
   const data: Buffer[] = [];
   const overlaid = new Map<string, number>();
   const modes = new Map<string, string[]>();
@@ -122,9 +126,10 @@ export function planLaunch(
   const program = config.command[0];
   if (!program) throw new LaunchError("the policy's command is empty");
   lines.push("exec 3<&-", `command -v -- "$1" > /dev/null || fail "cannot start $1: not found"`, `exec "$@"`);
+  const shell = ["-c", lines.join("\n"), "cloister", ...config.command];
   return {
-    file: unshare,
-    args: [...namespace, "--", "/bin/sh", "-c", lines.join("\n"), "cloister", ...config.command],
+    file: namespace === null ? "/bin/sh" : unshare,
+    args: namespace === null ? shell : [...namespace, "--", "/bin/sh", ...shell],
     env: config.environment,
     fd3: Buffer.concat(data),
   };

@@ -214,6 +214,7 @@ describe("service endpoints", () => {
       "/v1/policies",
       "/v1/policies/{name}",
       "/v1/policies/{name}/history",
+      "/v1/volumes/{policy}/{volume}/tag",
     ]);
     assert.deepEqual(Object.keys(doc.paths["/v1/policies/{name}"]!).sort(), ["delete", "get", "put"]);
     const body = (

@@ -14,6 +14,8 @@ export interface World {
   readonly cas: TestCas;
   readonly owner: CasClient;
   readonly env: Record<string, string>;
+  /** Where `cloister run` keeps volumes' protected trees (DIR/POLICY/VOLUME). */
+  readonly volumesDir: string;
   /** The sim digest of a program file (after symlinks). */
   digest(program: string): string;
   /** A secret's value as the CAS holds it (tests only: no endpoint gives values to owners). */
@@ -37,12 +39,14 @@ export async function startWorld(): Promise<World> {
     CLOISTER_CAS_ADDR: cas.running.url,
     CLOISTER_CAS_KEY: cas.running.identity.hash,
     CLOISTER_LAS_ADDR: las.url,
+    CLOISTER_VOLUMES_DIR: join(dir, "volumes"),
   };
   const children: ChildProcess[] = [];
   return {
     cas,
     owner,
     env,
+    volumesDir: env.CLOISTER_VOLUMES_DIR,
     digest: (program) => measureFile(readFileSync(realpathSync(program))),
     secret: (policy, name) => cas.running.service.secretValues(policy)!.values[name]!,
     run: (configId, program) => runCli(["run", "--config-id", configId, "--tee", "sim", "--", program], { env }),

@@ -1,0 +1,125 @@
+/**
+ * The launcher for services with volumes: a Node process inside the private mount namespace
+ * (`unshare --mount … node volume-launcher.ts`), because someone must stay there after the
+ * program exits to seal what it wrote. It opens each volume into a tmpfs (checked against the
+ * CAS's tag, reconciled, decrypted), binds it at the volume's path, runs the same shell script
+ * as the plain launcher for the files and the exec, commits at each checkpoint interval and when
+ * the program exits (SIGTERM included: it is forwarded, and the exit is awaited), and exits with
+ * the program's status. Its input — the configuration, the service key, the CAS — arrives on
+ * file descriptor 3, never on disk.
+ */
+import { spawnSync } from "node:child_process";
+import { createReadStream, existsSync, mkdirSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
+import type { Configuration } from "../cas/attestation.ts";
+import { CasClient } from "../client/cas-client.ts";
+import { planLaunch, STAGING, startLaunch } from "./launcher.ts";
+import { commitVolume, type OpenVolume, openVolume, type TagKeeper, VolumeError } from "./volumes.ts";
+
+export interface VolumeLaunchInput {
+  readonly config: Configuration;
+  readonly serviceKeyPem: string;
+  readonly cas: { readonly url: string; readonly casKey: string };
+  /** Where the volumes' trees are on the host: DIR/POLICY/VOLUME. */
+  readonly volumesDir: string;
+}
+
+export async function launchWithVolumes(input: VolumeLaunchInput): Promise<number> {
+  const { config } = input;
+  const policy = config.config_id.slice(0, config.config_id.lastIndexOf("/"));
+  const leaf = config.certificate_chain.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/)![0];
+  const cas = new CasClient({ ...input.cas, keyPem: input.serviceKeyPem, certificatePem: leaf });
+  const tags: TagKeeper = {
+    commit: async (volume, previous, next) => {
+      await cas.request("POST", `/v1/volumes/${encodeURIComponent(policy)}/${encodeURIComponent(volume)}/tag`, {
+        previous,
+        next,
+      });
+    },
+  };
+
+  mount(["-t", "tmpfs", "-o", "mode=1777", "cloister", "/dev/shm"]);
+  mkdirSync(STAGING, { mode: 0o700 });
+  const volumes: OpenVolume[] = [];
+  for (const [n, volume] of config.volumes.entries()) {
+    const plaintext = join(STAGING, `volume${n}`);
+    const opened = await openVolume(volume, join(input.volumesDir, policy, volume.name), plaintext, tags);
+    volumes.push(opened);
+    bindAt(plaintext, volume.path, n);
+  }
+
+  let committing = Promise.resolve();
+  const commitAll = (when: string) => {
+    committing = committing.then(async () => {
+      for (const v of volumes) {
+        try {
+          await commitVolume(v, tags);
+        } catch (error) {
+          process.stderr.write(
+            `cloister: volume ${v.volume.name}: commit ${when} failed: ${(error as Error).message}\n`,
+          );
+          process.exitCode = 1;
+        }
+      }
+    });
+    return committing;
+  };
+  const timers = volumes
+    .filter((v) => v.volume.checkpoint_interval !== null && v.volume.update_policy !== "ephemeral")
+    .map((v) =>
+      setInterval(() => {
+        commitVolume(v, tags).catch((error: Error) =>
+          process.stderr.write(`cloister: volume ${v.volume.name}: checkpoint failed: ${error.message}\n`),
+        );
+      }, v.volume.checkpoint_interval! * 1000),
+    );
+
+  const { exit } = startLaunch(planLaunch(config, null));
+  const code = await exit;
+  for (const t of timers) clearInterval(t);
+  await commitAll("at exit");
+  return process.exitCode ? Math.max(code, Number(process.exitCode)) : code;
+}
+
+/**
+ * Make `source` (on the staging tmpfs) appear at `path`: a bind mount. A path the host lacks is
+ * made inside an overlay of its nearest existing ancestor (upper layer on the tmpfs), as for
+ * files, so nothing is created on the host.
+ */
+function bindAt(source: string, path: string, n: number): void {
+  if (!existsSync(path)) {
+    let anchor = dirname(path);
+    while (!existsSync(anchor)) anchor = dirname(anchor);
+    if (anchor === "/")
+      throw new VolumeError(
+        `volume path ${path}: its top-level directory does not exist on this host, and / itself cannot be overlaid`,
+      );
+    const upper = join(STAGING, `vu${n}`);
+    const work = join(STAGING, `vw${n}`);
+    mkdirSync(upper);
+    mkdirSync(work);
+    mount(["-t", "overlay", "cloister", "-o", `lowerdir=${anchor},upperdir=${upper},workdir=${work}`, anchor]);
+    mkdirSync(path, { recursive: true });
+  } else if (!statSync(path).isDirectory()) {
+    throw new VolumeError(`volume path ${path}: not a directory on this host`);
+  }
+  mount(["--bind", source, path]);
+}
+
+function mount(args: string[]): void {
+  const r = spawnSync("mount", args, { stdio: ["ignore", "ignore", "pipe"] });
+  if (r.status !== 0)
+    throw new VolumeError(`mount ${args.join(" ")}: ${r.stderr?.toString().trim() || `exit ${r.status}`}`);
+}
+
+/** Entry point inside the namespace: read the input from fd 3, launch, exit with the program's code. */
+if (process.argv[2] === "--cloister-volumes") {
+  const chunks: Buffer[] = [];
+  for await (const c of createReadStream("", { fd: 3 })) chunks.push(c as Buffer);
+  try {
+    process.exitCode = await launchWithVolumes(JSON.parse(Buffer.concat(chunks).toString("utf8")) as VolumeLaunchInput);
+  } catch (error) {
+    process.stderr.write(`cloister: ${(error as Error).message}\n`);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * Volume tags in the CAS: the configuration carries each volume's key and expected tag; only a
+ * runtime holding a service certificate of a service that mounts the volume may commit, by
+ * compare-and-swap; tags survive a restart (they are rebuilt from the audit log); a newly
+ * declared tag in the policy starts the volume over.
+ */
+import assert from "node:assert/strict";
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { expectedReportData } from "../../src/attestation/binding.ts";
+import { LasProvider } from "../../src/attestation/providers/las.ts";
+import { measureFile } from "../../src/attestation/sim/evidence.ts";
+import type { Configuration } from "../../src/cas/attestation.ts";
+import { CasClient, type CasRequestError, policyPath } from "../../src/client/cas-client.ts";
+import { decryptCompact } from "../../src/crypto/jwe.ts";
+import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
+import { makeIdentity, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "cloister-cas-volumes-"));
+const program = join(dir, "app.sh");
+let cas: TestCas;
+let las: RunningLas;
+let owner: TestIdentity;
+const T = (c: string) => c.repeat(64);
+
+const policy = (name: string, declaredTag = "") => `version: "1"
+name: ${name}
+security:
+  attestation: {mode: simulation}
+services:
+  - name: app
+    measurements: [{tee: sim, digest: ${measureFile(Buffer.from("#!/bin/sh\n"))}}]
+    command: [${program}]
+    volumes: [{name: data, path: /srv/data}, {name: scratch, path: /srv/scratch}, {name: shipped, path: /srv/shipped}]
+  - name: other
+    measurements: [{tee: sim, digest: ${measureFile(Buffer.from("#!/bin/sh\n"))}}]
+    command: [${program}]
+volumes:
+  - {name: data}
+  - {name: scratch, update_policy: ephemeral}
+  - {name: shipped, key: shipped_key${declaredTag ? `, tag: ${declaredTag}` : ""}}
+secrets:
+  - {name: shipped_key, kind: binary, value: ${"ab".repeat(32)}}
+`;
+
+before(async () => {
+  writeFileSync(program, "#!/bin/sh\n", { mode: 0o755 });
+  owner = await makeIdentity("owner");
+  cas = await startTestCas({ admins: [owner.hash] });
+  const { key } = await loadOrCreateNodeKey(join(dir, "las.pem"));
+  las = await startLas({ listen: "127.0.0.1:0", key });
+  await cas.client(owner).request("POST", "/v1/las", { key: las.key });
+  await cas.client(owner).request("POST", "/v1/policies", { policy: policy("vols") });
+  await cas.client(owner).request("POST", "/v1/policies", { policy: policy("elsewhere") });
+});
+after(async () => {
+  await las.close();
+  await cas.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Attest as a runtime of `configId`: its configuration, and a client using its service certificate. */
+async function attest(configId: string): Promise<{ config: Configuration; client: CasClient }> {
+  const runtime = new CasClient({ url: cas.running.url, casKey: cas.running.identity.hash });
+  const { nonce } = await runtime.request<{ nonce: string }>("POST", "/v1/attestation/challenge", {
+    config_id: configId,
+  });
+  const { privateKey, publicKey }: { privateKey: KeyObject; publicKey: KeyObject } = generateKeyPairSync("ec", {
+    namedCurve: "P-256",
+  });
+  const spki = publicKey.export({ type: "spki", format: "der" });
+  const evidence = await new LasProvider(las.url, program).evidence(
+    expectedReportData(Buffer.from(nonce, "base64"), spki),
+  );
+  const { configuration } = await runtime.request<{ configuration: string }>("POST", "/v1/attestation", {
+    config_id: configId,
+    nonce,
+    evidence: { tee: "sim", quote: evidence.quote.toString("base64") },
+    spki: spki.toString("base64"),
+  });
+  const config = JSON.parse(decryptCompact(configuration, privateKey).plaintext.toString()) as Configuration;
+  const leaf = config.certificate_chain.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/)![0];
+  const client = new CasClient({
+    url: cas.running.url,
+    casKey: cas.running.identity.hash,
+    keyPem: privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
+    certificatePem: leaf,
+  });
+  return { config, client };
+}
+
+const commit = (client: CasClient, policyName: string, volume: string, previous: string | null, next: string) =>
+  client.request("POST", `/v1/volumes/${encodeURIComponent(policyName)}/${volume}/tag`, { previous, next });
+
+const refused = (p: Promise<unknown>, status: number, message: RegExp) =>
+  assert.rejects(p, (e: CasRequestError) => {
+    assert.equal(e.status, status, e.message);
+    assert.match(e.message, message);
+    return true;
+  });
+
+describe("volumes in the configuration", () => {
+  test("each mounted volume with its key, expected tag and update policy; a generated key stays the same", async () => {
+    const { config } = await attest("vols/app");
+    const byName = Object.fromEntries(config.volumes.map((v) => [v.name, v]));
+    assert.deepEqual(Object.keys(byName).sort(), ["data", "scratch", "shipped"]);
+    assert.match(byName.data!.key, /^[0-9a-f]{64}$/);
+    assert.equal(byName.data!.tag, null, "a fresh volume");
+    assert.equal(byName.data!.path, "/srv/data");
+    assert.equal(byName.scratch!.update_policy, "ephemeral");
+    assert.equal(byName.shipped!.key, "ab".repeat(32), "the key the policy names");
+    const again = await attest("vols/app");
+    assert.equal(again.config.volumes.find((v) => v.name === "data")!.key, byName.data!.key);
+    assert.deepEqual((await attest("vols/other")).config.volumes, [], "a service sees only its own mounts");
+  });
+});
+
+describe("commits", () => {
+  test("compare-and-swap: a fork's second commit is refused; the tag survives a restart", async () => {
+    const first = await attest("vols/app");
+    const second = await attest("vols/app");
+    await commit(first.client, "vols", "data", null, T("1"));
+    await refused(
+      commit(second.client, "vols", "data", null, T("2")),
+      409,
+      /another runtime committed first \(a fork\)/,
+    );
+    await commit(second.client, "vols", "data", T("1"), T("2"));
+    assert.equal((await attest("vols/app")).config.volumes.find((v) => v.name === "data")!.tag, T("2"));
+    cas = await cas.restart();
+    const after = await attest("vols/app");
+    assert.equal(after.config.volumes.find((v) => v.name === "data")!.tag, T("2"), "rebuilt from the audit log");
+    await refused(commit(after.client, "vols", "data", T("1"), T("3")), 409, /is at 2{64}, not 1{64}/);
+  });
+
+  test("who may commit: the service certificate of a service that mounts the volume, nothing else", async () => {
+    const other = await attest("vols/other");
+    await refused(
+      commit(other.client, "vols", "data", null, T("4")),
+      403,
+      /no service of vols named by the certificate mounts volume data/,
+    );
+    const foreign = await attest("elsewhere/app");
+    await refused(
+      commit(foreign.client, "vols", "data", null, T("4")),
+      403,
+      /not a current service certificate of vols/,
+    );
+    await refused(
+      commit(cas.client(owner), "vols", "data", null, T("4")),
+      403,
+      /not a current service certificate of vols/,
+    );
+    const app = await attest("vols/app");
+    await refused(commit(app.client, "vols", "scratch", null, T("4")), 409, /scratch is ephemeral/);
+    await refused(commit(app.client, "vols", "nothing", null, T("4")), 403, /mounts volume nothing/);
+    await refused(commit(app.client, "vols", "data", null, "not-a-tag"), 400, /body\.next: a tag/);
+  });
+
+  test("a shipped tree's declared tag is the first state; declaring a new one starts over", async () => {
+    await cas.client(owner).request("PUT", policyPath("vols"), {
+      policy: `${policy("vols", T("a"))}predecessor: ${(await cas.client(owner).request<{ hash: string }>("GET", policyPath("vols"))).hash}\n`,
+    });
+    const app = await attest("vols/app");
+    assert.equal(app.config.volumes.find((v) => v.name === "shipped")!.tag, T("a"));
+    await commit(app.client, "vols", "shipped", T("a"), T("b"));
+    assert.equal((await attest("vols/app")).config.volumes.find((v) => v.name === "shipped")!.tag, T("b"));
+    const current = await cas.client(owner).request<{ hash: string }>("GET", policyPath("vols"));
+    await cas
+      .client(owner)
+      .request("PUT", policyPath("vols"), { policy: `${policy("vols", T("c"))}predecessor: ${current.hash}\n` });
+    assert.equal((await attest("vols/app")).config.volumes.find((v) => v.name === "shipped")!.tag, T("c"));
+  });
+});

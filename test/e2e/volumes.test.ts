@@ -1,0 +1,205 @@
+/**
+ * Volumes end to end (the file shield in `cloister run`): a Python program appending records to
+ * an encrypted volume across ten restarts, nginx serving a www tree protected offline with
+ * `cloister fs protect`, and the refusals — an older copy of the tree, a fork.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { promisify } from "node:util";
+import { verifyTree } from "../../src/fs/open.ts";
+import { runCli } from "../helpers/cli.ts";
+import { eventually, startWorld, type World } from "../helpers/e2e.ts";
+import { freePort } from "../helpers/net.ts";
+
+const exec = promisify(execFile);
+let world: World;
+const dir = mkdtempSync(join(tmpdir(), "cloister-volumes-"));
+const python = "/usr/bin/python3";
+before(async () => {
+  world = await startWorld();
+});
+after(async () => {
+  await world.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Every byte of every file under `root`. */
+function allBytes(root: string): Buffer {
+  const parts: Buffer[] = [];
+  const visit = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const p = join(d, name);
+      if (statSync(p).isDirectory()) visit(p);
+      else parts.push(readFileSync(p));
+    }
+  };
+  visit(root);
+  return Buffer.concat(parts);
+}
+
+const journalPolicy = (script: string) => `version: "1"
+name: journal
+security:
+  attestation: {mode: simulation}
+services:
+  - name: writer
+    measurements: [{tee: sim, digest: ${world.digest(python)}}]
+    command: [${python}, ${script}]
+    volumes: [{name: records, path: /srv/cloister-journal}]
+  - name: holder
+    measurements: [{tee: sim, digest: ${world.digest(python)}}]
+    command: [${python}, ${script.replace("append.py", "hold.py")}]
+    volumes: [{name: records, path: /srv/cloister-journal}]
+volumes:
+  - {name: records}
+`;
+
+describe("a Python program and an encrypted volume", () => {
+  test("appends a record at each of ten restarts: nothing lost, no plaintext on disk, the CAS's tag advances", async () => {
+    const script = join(dir, "append.py");
+    writeFileSync(
+      script,
+      "import os\npath = '/srv/cloister-journal/records.txt'\n" +
+        "n = len(open(path).read().splitlines()) if os.path.exists(path) else 0\n" +
+        "open(path, 'a').write(f'record-{n} confidential\\n')\nprint(n + 1)\n",
+    );
+    writeFileSync(
+      join(dir, "hold.py"),
+      "import signal, sys, time\nopen('/srv/cloister-journal/records.txt', 'a').write('held\\n')\n" +
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\nprint('ready', flush=True)\nwhile True: time.sleep(1)\n",
+    );
+    await world.owner.request("POST", "/v1/policies", { policy: journalPolicy(script) });
+    const tree = join(world.volumesDir, "journal", "records");
+    const tags: string[] = [];
+    for (let i = 1; i <= 10; i++) {
+      const r = await world.run("journal/writer", python);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `${i}\n`, `run ${i} saw every earlier record`);
+      const key = Buffer.from((world.secret("journal", "$volume_key:records") as { value: string }).value, "base64");
+      tags.push(verifyTree(tree, key).tag);
+    }
+    assert.equal(new Set(tags).size, 10, "each run committed a new state");
+    assert.ok(!allBytes(tree).includes("confidential"), "the disk holds no plaintext");
+    assert.ok(!allBytes(tree).includes("records.txt"), "nor the file's name");
+  });
+
+  test("an older copy of the tree is refused and the program never starts; a fork's second commit is refused", async () => {
+    const tree = join(world.volumesDir, "journal", "records");
+    const old = join(dir, "old-records");
+    cpSync(tree, old, { recursive: true });
+    const r = await world.run("journal/writer", python);
+    assert.equal(r.code, 0, r.stderr);
+    const current = join(dir, "current-records");
+    cpSync(tree, current, { recursive: true });
+    // Roll the whole tree back to the copy.
+    rmSync(tree, { recursive: true });
+    cpSync(old, tree, { recursive: true });
+    const refused = await world.run("journal/writer", python);
+    assert.equal(refused.code, 1);
+    assert.equal(refused.stdout, "", "the program never started");
+    assert.match(
+      refused.stderr,
+      /^cloister: volume records: the tree at .* is at tag [0-9a-f]{64}, but the CAS expects [0-9a-f]{64}: an older copy, or a fork\n$/,
+    );
+    // Back to the current state for the fork.
+    rmSync(tree, { recursive: true });
+    cpSync(current, tree, { recursive: true });
+
+    // A fork: two runtimes started from one state. The first commit wins; the second is
+    // refused by the CAS, and the next start goes back to the winner's state.
+    const a = world.start("journal/holder", python);
+    const b = world.start("journal/holder", python);
+    await eventually(async () => {
+      if (!a.output().includes("ready") || !b.output().includes("ready")) throw new Error("not yet");
+    }, "both runtimes running");
+    a.child.kill("SIGTERM");
+    assert.equal(await new Promise((r) => a.child.on("exit", r)), 0, a.output());
+    b.child.kill("SIGTERM");
+    assert.equal(await new Promise((r) => b.child.on("exit", r)), 1, b.output());
+    assert.match(b.output(), /volume records: commit at exit failed: .*another runtime committed first \(a fork\)/);
+    const after = await world.run("journal/writer", python);
+    assert.equal(after.code, 0, after.stderr);
+    assert.match(after.stderr, /the tree held state [0-9a-f]{12}…, which the CAS never accepted; back to/);
+    const lines = Number(after.stdout.trim());
+    assert.equal(lines, 13, "ten records, one more, the winner's, and this run's");
+  });
+});
+
+describe("nginx and a www tree protected offline", () => {
+  test("serves the page from the encrypted tree; the disk holds no plaintext", async () => {
+    const www = join(dir, "www");
+    mkdirSync(join(www, "docs"), { recursive: true });
+    writeFileSync(join(www, "index.html"), "<h1>served from an encrypted volume</h1>\n");
+    writeFileSync(join(www, "docs/a.txt"), "a document\n");
+    const protect = await runCli([
+      "fs",
+      "protect",
+      www,
+      "--out",
+      join(dir, "www.protected"),
+      "--key-file",
+      join(dir, "www.key"),
+    ]);
+    assert.equal(protect.code, 0, protect.stderr);
+    const tag = protect.stdout.trim();
+    const key = readFileSync(join(dir, "www.key"), "utf8").trim();
+    const tree = join(world.volumesDir, "site2", "www");
+    mkdirSync(join(world.volumesDir, "site2"), { recursive: true });
+    cpSync(join(dir, "www.protected"), tree, { recursive: true });
+    const port = await freePort();
+    await world.owner.request("POST", "/v1/policies", {
+      policy: `version: "1"
+name: site2
+security:
+  attestation: {mode: simulation}
+services:
+  - name: nginx
+    measurements: [{tee: sim, digest: ${world.digest("/usr/sbin/nginx")}}]
+    command: [/usr/sbin/nginx, -e, stderr, -c, /etc/nginx-cloister2/nginx.conf, -g, "daemon off;"]
+    files:
+      - path: /etc/nginx-cloister2/nginx.conf
+        mode: "0444"
+        content: |
+          pid /dev/shm/nginx.pid;
+          events {}
+          http {
+            access_log off;
+            server {
+              listen 127.0.0.1:${port};
+              root /srv/cloister-www;
+            }
+          }
+    volumes: [{name: www, path: /srv/cloister-www}]
+volumes:
+  - {name: www, key: www_key, tag: ${tag}, update_policy: ephemeral}
+secrets:
+  - {name: www_key, kind: binary, value: ${key}}
+`,
+    });
+    const nginx = world.start("site2/nginx", "/usr/sbin/nginx");
+    try {
+      const { stdout } = await eventually(
+        () => exec("curl", ["-sS", "--fail", `http://127.0.0.1:${port}/index.html`]),
+        `nginx: ${nginx.output()}`,
+      );
+      assert.equal(stdout, "<h1>served from an encrypted volume</h1>\n");
+      assert.equal(
+        (await exec("curl", ["-sS", "--fail", `http://127.0.0.1:${port}/docs/a.txt`])).stdout,
+        "a document\n",
+      );
+      assert.ok(!allBytes(tree).includes("served from"), "no plaintext in the tree on disk");
+      assert.deepEqual(
+        readdirSync("/srv").filter((f) => f.includes("cloister")),
+        [],
+        "nothing at the mount path on the host",
+      );
+    } finally {
+      nginx.child.kill("SIGTERM");
+      await new Promise((r) => nginx.child.on("exit", r));
+    }
+  });
+});
