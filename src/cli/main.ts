@@ -39,8 +39,8 @@ export async function buildProgram(io: Io, argv: readonly string[] = []): Promis
       `
 Start here:   cloister dev   (a CAS and a LAS for development), then cloister identity create.
 Partly built:  attest verify (SGX, TDX, SEV-SNP; offline collateral), measure (--tee sim).
-Partly built:  run (files in a private mount namespace, as root or in a user namespace; TLS shield).
-Partly built:  fs (protect, show, verify, decrypt, tag); volumes in run are not built yet.
+Built:         run (files and volumes in a private mount namespace, as root or in a user namespace; TLS shield).
+Built:         fs (protect, show, verify, decrypt, tag): protected trees, docs/fs-format.md.
 
 Exit codes: 0 ok, 1 refused or failed, 2 usage. Docs: docs/policy.md.`,
     );

@@ -22,6 +22,7 @@ import { constants as os } from "node:os";
 import { dirname, isAbsolute, join } from "node:path";
 import type { Writable } from "node:stream";
 import type { Configuration } from "../cas/attestation.ts";
+import { OverlayError, planOverlays } from "./overlays.ts";
 
 /** What to spawn: the command line, its environment, and what to write to its file descriptor 3. */
 export interface Launch {
@@ -52,7 +53,10 @@ const toolPath = () => [
  */
 export function planLaunch(
   config: Configuration,
-  /** unshare's options; null: already inside the namespace, with the staging tmpfs mounted (volumes). */
+  /**
+   * unshare's options; null: already inside the namespace, with the staging tmpfs mounted and
+   * the files' directories made writable (planOverlays over fileDirectories) by the caller.
+   */
   namespace: readonly string[] | null,
   exists: (path: string) => boolean = pathExists,
 ): Launch {
@@ -74,33 +78,28 @@ export function planLaunch(
       `${mkdir} -m 700 ${STAGING} || fail 'cannot make the staging directory'`,
     );
   const data: Buffer[] = [];
-  const overlaid = new Map<string, number>();
   const modes = new Map<string, string[]>();
   for (const file of config.files) {
     if (!isAbsolute(file.path)) throw new LaunchError(`file ${file.path}: the path must be absolute`);
-    const dir = dirname(file.path);
-    if (!overlaid.has(dir)) {
-      const n = overlaid.size;
-      overlaid.set(dir, n);
-      // An overlay over the nearest directory that exists; the rest of the path is made in it.
-      let anchor = dir;
-      while (!exists(anchor)) anchor = dirname(anchor);
-      // A mount over / does not change the root a process resolves paths from: the file would
-      // land on the host's disk. So the top-level directory must exist on the host.
-      if (anchor === "/")
-        throw new LaunchError(
-          `file ${file.path}: ${topLevel(dir)} does not exist on this host, and / itself cannot be overlaid; put the file under an existing top-level directory (such as /etc, /opt or /run)`,
-        );
-      if (/[,:\\]/.test(anchor))
-        throw new LaunchError(`file ${file.path}: cannot overlay ${anchor}, a directory whose name holds , : or \\`);
-      const upper = `${STAGING}/u${n}`;
-      const work = `${STAGING}/w${n}`;
-      lines.push(
-        `${mkdir} ${upper} ${work} || fail 'cannot make the staging directory'`,
-        `${mount} -t overlay cloister -o ${quote(`lowerdir=${anchor},upperdir=${upper},workdir=${work}`)} ${quote(anchor)} || fail ${quote(`cannot mount an overlay on ${anchor}`)}`,
-      );
-      if (anchor !== dir) lines.push(`${mkdir} -p -- ${quote(dir)} || fail ${quote(`cannot make ${dir}`)}`);
+  }
+  // Inside a namespace prepared by the volume launcher, it has made every directory writable.
+  if (namespace !== null) {
+    let plan: ReturnType<typeof planOverlays>;
+    try {
+      plan = planOverlays(fileDirectories(config), exists, STAGING, "");
+    } catch (error) {
+      if (error instanceof OverlayError) throw new LaunchError(error.message);
+      throw error;
     }
+    for (const m of plan.mounts) {
+      lines.push(
+        `${mkdir} ${m.upper} ${m.work} || fail 'cannot make the staging directory'`,
+        `${mount} -t overlay cloister -o ${quote(`lowerdir=${m.anchor},upperdir=${m.upper},workdir=${m.work}`)} ${quote(m.anchor)} || fail ${quote(`cannot mount an overlay on ${m.anchor}`)}`,
+      );
+    }
+    for (const d of plan.directories) lines.push(`${mkdir} -p -- ${quote(d)} || fail ${quote(`cannot make ${d}`)}`);
+  }
+  for (const file of config.files) {
     const content = Buffer.from(file.content, "base64");
     data.push(content);
     lines.push(`${head} -c ${content.length} <&3 > ${quote(file.path)} || fail ${quote(`cannot write ${file.path}`)}`);
@@ -168,6 +167,11 @@ export function startLaunch(
 
 const FORWARDED = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"] as const;
 
+/** The directories the policy's files go in, with what wants each (for messages). */
+export function fileDirectories(config: Configuration): { dir: string; what: string }[] {
+  return config.files.map((f) => ({ dir: dirname(f.path), what: `file ${f.path}` }));
+}
+
 /** A word the shell reads back exactly: single quotes, each ' written as '\''. */
 export function quote(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`;
@@ -187,11 +191,7 @@ function findTool(name: string): string {
   throw new LaunchError(`cloister run needs ${name}, which is not in ${dirs.join(":")}`);
 }
 
-function topLevel(path: string): string {
-  return `/${path.split("/")[1]}`;
-}
-
-function pathExists(path: string): boolean {
+export function pathExists(path: string): boolean {
   try {
     statSync(path);
     return true;

@@ -10,10 +10,11 @@
  */
 import { spawnSync } from "node:child_process";
 import { createReadStream, existsSync, mkdirSync, statSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import type { Configuration } from "../cas/attestation.ts";
 import { CasClient } from "../client/cas-client.ts";
-import { planLaunch, STAGING, startLaunch } from "./launcher.ts";
+import { fileDirectories, pathExists, planLaunch, STAGING, startLaunch } from "./launcher.ts";
+import { OverlayError, planOverlays } from "./overlays.ts";
 import { commitVolume, type OpenVolume, openVolume, type TagKeeper, VolumeError } from "./volumes.ts";
 
 export interface VolumeLaunchInput {
@@ -40,12 +41,38 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
 
   mount(["-t", "tmpfs", "-o", "mode=1777", "cloister", "/dev/shm"]);
   mkdirSync(STAGING, { mode: 0o700 });
+  // Every directory the volumes and files need, made writable in memory first (ancestors
+  // first), then the volumes bound at their paths — an overlay mounted later would hide them.
+  for (const v of config.volumes) {
+    if (existsSync(v.path) && !statSync(v.path).isDirectory())
+      throw new VolumeError(`volume ${v.name}: ${v.path} is not a directory on this host`);
+  }
+  let plan: ReturnType<typeof planOverlays>;
+  try {
+    plan = planOverlays(
+      [
+        ...config.volumes.map((v) => ({ dir: v.path, what: `volume ${v.name} at ${v.path}` })),
+        ...fileDirectories(config),
+      ],
+      pathExists,
+      STAGING,
+      "o",
+    );
+  } catch (error) {
+    if (error instanceof OverlayError) throw new VolumeError(error.message);
+    throw error;
+  }
+  for (const m of plan.mounts) {
+    mkdirSync(m.upper);
+    mkdirSync(m.work);
+    mount(["-t", "overlay", "cloister", "-o", `lowerdir=${m.anchor},upperdir=${m.upper},workdir=${m.work}`, m.anchor]);
+  }
+  for (const d of plan.directories) mkdirSync(d, { recursive: true });
   const volumes: OpenVolume[] = [];
   for (const [n, volume] of config.volumes.entries()) {
     const plaintext = join(STAGING, `volume${n}`);
-    const opened = await openVolume(volume, join(input.volumesDir, policy, volume.name), plaintext, tags);
-    volumes.push(opened);
-    bindAt(plaintext, volume.path, n);
+    volumes.push(await openVolume(volume, join(input.volumesDir, policy, volume.name), plaintext, tags));
+    mount(["--bind", plaintext, volume.path]);
   }
 
   let committing = Promise.resolve();
@@ -79,31 +106,6 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
   for (const t of timers) clearInterval(t);
   await commitAll("at exit");
   return process.exitCode ? Math.max(code, Number(process.exitCode)) : code;
-}
-
-/**
- * Make `source` (on the staging tmpfs) appear at `path`: a bind mount. A path the host lacks is
- * made inside an overlay of its nearest existing ancestor (upper layer on the tmpfs), as for
- * files, so nothing is created on the host.
- */
-function bindAt(source: string, path: string, n: number): void {
-  if (!existsSync(path)) {
-    let anchor = dirname(path);
-    while (!existsSync(anchor)) anchor = dirname(anchor);
-    if (anchor === "/")
-      throw new VolumeError(
-        `volume path ${path}: its top-level directory does not exist on this host, and / itself cannot be overlaid`,
-      );
-    const upper = join(STAGING, `vu${n}`);
-    const work = join(STAGING, `vw${n}`);
-    mkdirSync(upper);
-    mkdirSync(work);
-    mount(["-t", "overlay", "cloister", "-o", `lowerdir=${anchor},upperdir=${upper},workdir=${work}`, anchor]);
-    mkdirSync(path, { recursive: true });
-  } else if (!statSync(path).isDirectory()) {
-    throw new VolumeError(`volume path ${path}: not a directory on this host`);
-  }
-  mount(["--bind", source, path]);
 }
 
 function mount(args: string[]): void {

@@ -5,19 +5,15 @@
  * declared tag in the policy starts the volume over.
  */
 import assert from "node:assert/strict";
-import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { expectedReportData } from "../../src/attestation/binding.ts";
-import { LasProvider } from "../../src/attestation/providers/las.ts";
 import { measureFile } from "../../src/attestation/sim/evidence.ts";
-import type { Configuration } from "../../src/cas/attestation.ts";
-import { CasClient, type CasRequestError, policyPath } from "../../src/client/cas-client.ts";
-import { decryptCompact } from "../../src/crypto/jwe.ts";
+import { type CasClient, type CasRequestError, policyPath } from "../../src/client/cas-client.ts";
 import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
 import { makeIdentity, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
+import { attestAs } from "../helpers/runtime.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "cloister-cas-volumes-"));
 const program = join(dir, "app.sh");
@@ -62,35 +58,8 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Attest as a runtime of `configId`: its configuration, and a client using its service certificate. */
-async function attest(configId: string): Promise<{ config: Configuration; client: CasClient }> {
-  const runtime = new CasClient({ url: cas.running.url, casKey: cas.running.identity.hash });
-  const { nonce } = await runtime.request<{ nonce: string }>("POST", "/v1/attestation/challenge", {
-    config_id: configId,
-  });
-  const { privateKey, publicKey }: { privateKey: KeyObject; publicKey: KeyObject } = generateKeyPairSync("ec", {
-    namedCurve: "P-256",
-  });
-  const spki = publicKey.export({ type: "spki", format: "der" });
-  const evidence = await new LasProvider(las.url, program).evidence(
-    expectedReportData(Buffer.from(nonce, "base64"), spki),
-  );
-  const { configuration } = await runtime.request<{ configuration: string }>("POST", "/v1/attestation", {
-    config_id: configId,
-    nonce,
-    evidence: { tee: "sim", quote: evidence.quote.toString("base64") },
-    spki: spki.toString("base64"),
-  });
-  const config = JSON.parse(decryptCompact(configuration, privateKey).plaintext.toString()) as Configuration;
-  const leaf = config.certificate_chain.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/)![0];
-  const client = new CasClient({
-    url: cas.running.url,
-    casKey: cas.running.identity.hash,
-    keyPem: privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
-    certificatePem: leaf,
-  });
-  return { config, client };
-}
+const attest = (configId: string) =>
+  attestAs({ url: cas.running.url, casKey: cas.running.identity.hash }, las.url, program, configId);
 
 const commit = (client: CasClient, policyName: string, volume: string, previous: string | null, next: string) =>
   client.request("POST", `/v1/volumes/${encodeURIComponent(policyName)}/${volume}/tag`, { previous, next });

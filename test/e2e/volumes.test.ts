@@ -203,3 +203,78 @@ secrets:
     }
   });
 });
+
+describe("update policies and checkpoints", () => {
+  test("checkpoints commit while the program runs; ephemeral changes are discarded; no-rollback-protection takes an older copy", async () => {
+    const script = join(dir, "ticker.py");
+    writeFileSync(
+      script,
+      "import os, signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n" +
+        "for d in ['/srv/cloister-ticks', '/srv/cloister-scratch', '/srv/cloister-loose']:\n" +
+        "    open(d + '/seen', 'a').write('x')\n" +
+        "print('ready', len(open('/srv/cloister-scratch/seen').read()), len(open('/srv/cloister-loose/seen').read()), flush=True)\n" +
+        "i = 0\nwhile True:\n    i += 1\n    open('/srv/cloister-ticks/count', 'w').write(str(i))\n    time.sleep(0.1)\n",
+    );
+    await world.owner.request("POST", "/v1/policies", {
+      policy: `version: "1"
+name: ticks
+security:
+  attestation: {mode: simulation}
+services:
+  - name: ticker
+    measurements: [{tee: sim, digest: ${world.digest(python)}}]
+    command: [${python}, ${script}]
+    volumes:
+      - {name: ticks, path: /srv/cloister-ticks}
+      - {name: scratch, path: /srv/cloister-scratch}
+      - {name: loose, path: /srv/cloister-loose}
+volumes:
+  - {name: ticks, checkpoint_interval: 1s}
+  - {name: scratch, update_policy: ephemeral}
+  - {name: loose, update_policy: no-rollback-protection}
+`,
+    });
+    const tagOf = (volume: string) => {
+      const { record } = world.cas.running.service.secretValues("ticks")!;
+      return world.cas.running.service.volumeTag(record, volume);
+    };
+    const first = world.start("ticks/ticker", python);
+    await eventually(async () => {
+      if (!first.output().includes("ready")) throw new Error(`not yet: ${first.output()}`);
+    }, "the ticker runs");
+    assert.match(first.output(), /ready 1 1/);
+    const seen = new Set<string | null>();
+    await eventually(
+      async () => {
+        seen.add(tagOf("ticks"));
+        if (seen.size < 3) throw new Error(`${seen.size} states so far`);
+      },
+      "two checkpoints while the program runs",
+      8_000,
+    );
+    first.child.kill("SIGTERM");
+    assert.equal(await new Promise((r) => first.child.on("exit", r)), 0, first.output());
+    const loose = join(world.volumesDir, "ticks", "loose");
+    const older = join(dir, "loose-older");
+    cpSync(loose, older, { recursive: true });
+
+    const second = world.start("ticks/ticker", python);
+    await eventually(async () => {
+      if (!second.output().includes("ready")) throw new Error(`not yet: ${second.output()}`);
+    }, "the ticker runs again");
+    assert.match(second.output(), /ready 1 2/, "scratch starts empty again; loose kept the first run's write");
+    second.child.kill("SIGTERM");
+    await new Promise((r) => second.child.on("exit", r));
+
+    // no-rollback-protection: an older copy of the tree is accepted, as documented.
+    rmSync(loose, { recursive: true });
+    cpSync(older, loose, { recursive: true });
+    const third = world.start("ticks/ticker", python);
+    await eventually(async () => {
+      if (!third.output().includes("ready")) throw new Error(`not yet: ${third.output()}`);
+    }, "the ticker runs a third time");
+    assert.match(third.output(), /ready 1 2/, "the older copy (one write) was taken, plus this run's");
+    third.child.kill("SIGTERM");
+    await new Promise((r) => third.child.on("exit", r));
+  });
+});

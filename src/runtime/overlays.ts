@@ -1,0 +1,65 @@
+/**
+ * Which overlays make a set of directories writable in memory without touching the host: for
+ * each, an overlay (upper layer on the staging tmpfs) over its nearest existing ancestor, then
+ * `mkdir -p` of what the host lacks. Two rules keep this sound:
+ * - one overlay per subtree: a directory under an anchor already overlaid needs none (the
+ *   kernel stacks overlays at most two deep, and one suffices);
+ * - ancestors first: an overlay mounted over /etc after one over /etc/ssl would hide the latter
+ *   (a new overlay's lower layer does not show the mounts beneath it).
+ * And / itself cannot be overlaid: a mount over / does not change the root a process resolves
+ * paths from, so what was written there would land on the host's disk.
+ */
+import { dirname } from "node:path";
+
+export class OverlayError extends Error {}
+
+export interface OverlayMount {
+  readonly anchor: string;
+  readonly upper: string;
+  readonly work: string;
+}
+
+export interface OverlayPlan {
+  /** To mount in this order. */
+  readonly mounts: readonly OverlayMount[];
+  /** To make (mkdir -p) after the mounts: the directories the host lacks. */
+  readonly directories: readonly string[];
+}
+
+/**
+ * `needs`: each directory with what wants it, for messages ("file /etc/x/y"). `exists` answers
+ * for the host's filesystem. Staging directories are named `${staging}/${label}u<n>` and `…w<n>`.
+ */
+export function planOverlays(
+  needs: readonly { dir: string; what: string }[],
+  exists: (path: string) => boolean,
+  staging: string,
+  label: string,
+): OverlayPlan {
+  const anchors = new Set<string>();
+  const directories: string[] = [];
+  for (const { dir, what } of needs) {
+    let anchor = dir;
+    while (!exists(anchor)) anchor = dirname(anchor);
+    if (anchor === "/")
+      throw new OverlayError(
+        `${what}: /${dir.split("/")[1]} does not exist on this host, and / itself cannot be overlaid; use a path under an existing top-level directory (such as /etc, /opt, /srv or /run)`,
+      );
+    if (/[,:\\]/.test(anchor))
+      throw new OverlayError(`${what}: cannot overlay ${anchor}, a directory whose name holds , : or \\`);
+    anchors.add(anchor);
+    if (anchor !== dir && !directories.includes(dir)) directories.push(dir);
+  }
+  const chosen: string[] = [];
+  for (const anchor of [...anchors].sort((a, b) => a.length - b.length || (a < b ? -1 : 1))) {
+    if (!chosen.some((c) => anchor === c || anchor.startsWith(`${c}/`))) chosen.push(anchor);
+  }
+  return {
+    mounts: chosen.map((anchor, n) => ({
+      anchor,
+      upper: `${staging}/${label}u${n}`,
+      work: `${staging}/${label}w${n}`,
+    })),
+    directories,
+  };
+}

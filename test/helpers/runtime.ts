@@ -1,0 +1,46 @@
+/** A runtime's side of attestation for tests: the configuration and the service certificate's client. */
+import { generateKeyPairSync } from "node:crypto";
+import { expectedReportData } from "../../src/attestation/binding.ts";
+import { LasProvider } from "../../src/attestation/providers/las.ts";
+import type { Configuration } from "../../src/cas/attestation.ts";
+import { CasClient } from "../../src/client/cas-client.ts";
+import { decryptCompact } from "../../src/crypto/jwe.ts";
+
+export interface Attested {
+  readonly config: Configuration;
+  /** The runtime's key K and its service certificate, PEM. */
+  readonly keyPem: string;
+  readonly certificatePem: string;
+  /** A CAS client authenticated by the service certificate. */
+  readonly client: CasClient;
+}
+
+/** Attest as a runtime of `configId` whose program (measured by the LAS at `lasUrl`) is `program`. */
+export async function attestAs(
+  cas: { url: string; casKey: string },
+  lasUrl: string,
+  program: string,
+  configId: string,
+): Promise<Attested> {
+  const runtime = new CasClient(cas);
+  const { nonce } = await runtime.request<{ nonce: string }>("POST", "/v1/attestation/challenge", {
+    config_id: configId,
+  });
+  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const spki = publicKey.export({ type: "spki", format: "der" });
+  const evidence = await new LasProvider(lasUrl, program).evidence(
+    expectedReportData(Buffer.from(nonce, "base64"), spki),
+  );
+  const { configuration } = await runtime.request<{ configuration: string }>("POST", "/v1/attestation", {
+    config_id: configId,
+    nonce,
+    evidence: { tee: "sim", quote: evidence.quote.toString("base64") },
+    spki: spki.toString("base64"),
+  });
+  const config = JSON.parse(decryptCompact(configuration, privateKey).plaintext.toString()) as Configuration;
+  const certificatePem = config.certificate_chain.match(
+    /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/,
+  )![0];
+  const keyPem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+  return { config, keyPem, certificatePem, client: new CasClient({ ...cas, keyPem, certificatePem }) };
+}

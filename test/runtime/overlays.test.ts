@@ -1,0 +1,43 @@
+/** planOverlays: one overlay per subtree, ancestors first, never over /. */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { OverlayError, planOverlays } from "../../src/runtime/overlays.ts";
+
+const host = new Set(["/", "/etc", "/etc/ssl", "/etc/ssl/certs", "/opt", "/srv", "/srv/data"]);
+const exists = (p: string) => host.has(p);
+const plan = (...dirs: string[]) =>
+  planOverlays(
+    dirs.map((dir) => ({ dir, what: `file ${dir}/x` })),
+    exists,
+    "/stage",
+    "",
+  );
+
+describe("planOverlays", () => {
+  test("directories the host lacks are made inside one overlay of their nearest existing ancestor", () => {
+    assert.deepEqual(plan("/opt/app/a", "/opt/app/b", "/opt/app/c"), {
+      mounts: [{ anchor: "/opt", upper: "/stage/u0", work: "/stage/w0" }],
+      directories: ["/opt/app/a", "/opt/app/b", "/opt/app/c"],
+    });
+  });
+
+  test("ancestors first; a subtree already overlaid needs no other overlay", () => {
+    const p = plan("/etc/ssl/certs", "/etc/new", "/etc/ssl");
+    assert.deepEqual(
+      p.mounts.map((m) => m.anchor),
+      ["/etc"],
+    );
+    assert.deepEqual(p.directories, ["/etc/new"]);
+    assert.deepEqual(
+      plan("/srv/data", "/etc/ssl").mounts.map((m) => m.anchor),
+      ["/etc/ssl", "/srv/data"],
+    );
+  });
+
+  test("a top-level directory the host lacks is refused: a mount over / is not seen", () => {
+    assert.throws(
+      () => plan("/app/config"),
+      (e: Error) => e instanceof OverlayError && /\/app does not exist on this host/.test(e.message),
+    );
+  });
+});
