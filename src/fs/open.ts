@@ -44,6 +44,7 @@ import {
   tagOf,
 } from "./format.ts";
 import { readExactly, replaceManifest } from "./seal.ts";
+import { walkTree } from "./walk.ts";
 
 export interface OpenedManifest {
   readonly header: Header;
@@ -164,39 +165,14 @@ export function writePlaintext(
 export function notProtectedFiles(treeDir: string, body: Body): string[] {
   if (!body.regions.some((r) => r.type === "not-protected")) return [];
   const found: string[] = [];
-  const visit = (relative: string) => {
-    let names: string[];
-    try {
-      names = readdirSync(join(treeDir, relative));
-    } catch {
-      return;
-    }
-    for (const name of names.sort()) {
-      const path = `${relative}/${name}`;
-      if (path === `/${META_DIR}`) continue;
-      const full = join(treeDir, path);
-      const stat = fstatOf(full);
-      if (stat === "directory") visit(path);
-      else if (stat === "file" && regionOf(path, body.regions) === "not-protected") found.push(path);
-    }
-  };
-  visit("");
+  walkTree(
+    treeDir,
+    (path, stat) => {
+      if (stat.isFile() && regionOf(path, body.regions) === "not-protected") found.push(path);
+    },
+    (path) => path === `/${META_DIR}`,
+  );
   return found;
-}
-
-function fstatOf(path: string): "directory" | "file" | "other" {
-  let fd: number;
-  try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch {
-    return "other";
-  }
-  try {
-    const s = fstatSync(fd);
-    return s.isDirectory() ? "directory" : s.isFile() ? "file" : "other";
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /**

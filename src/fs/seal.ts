@@ -10,10 +10,8 @@ import {
   constants,
   copyFileSync,
   fsyncSync,
-  lstatSync,
   mkdirSync,
   openSync,
-  readdirSync,
   readSync,
   renameSync,
   type Stats,
@@ -42,6 +40,7 @@ import {
   TreeError,
   tagOf,
 } from "./format.ts";
+import { walkTree } from "./walk.ts";
 
 export interface Progress {
   readonly files: number;
@@ -249,23 +248,15 @@ function copyAuthenticated(
 export function walk(root: string): { files: Walked[]; directories: Walked[] } {
   const files: Walked[] = [];
   const directories: Walked[] = [];
-  const visit = (relative: string) => {
-    const names = readdirSync(join(root, relative)).sort();
-    for (const name of names) {
-      const path = `${relative}/${name}`;
-      if (path === `/${META_DIR}`) throw new TreeError(`${path}: the name ${META_DIR} is reserved for protected trees`);
-      const stat = lstatSync(join(root, path));
-      if (stat.isDirectory()) {
-        directories.push({ path, stat });
-        visit(path);
-      } else if (stat.isFile()) files.push({ path, stat });
-      else
-        throw new TreeError(
-          `${path}: ${stat.isSymbolicLink() ? "a symbolic link" : "not a regular file or directory"}; protected trees hold files and directories only`,
-        );
-    }
-  };
-  visit("");
+  walkTree(root, (path, stat) => {
+    if (path === `/${META_DIR}`) throw new TreeError(`${path}: the name ${META_DIR} is reserved for protected trees`);
+    if (stat.isDirectory()) directories.push({ path, stat });
+    else if (stat.isFile()) files.push({ path, stat });
+    else
+      throw new TreeError(
+        `${path}: ${stat.isSymbolicLink() ? "a symbolic link" : "not a regular file or directory"}; protected trees hold files and directories only`,
+      );
+  });
   return { files, directories };
 }
 

@@ -6,12 +6,13 @@
  * commit did not reach the CAS names the CAS's tag as `previous`, so the next start commits it
  * before anything else (reconcile). Anything else — an older copy, a fork — is refused.
  */
-import { chmodSync, lstatSync, mkdirSync, readdirSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { ConfiguredVolume } from "../cas/attestation.ts";
 import { type Body, DEFAULT_CHUNK_SIZE, type Header, MANIFEST, type Region, TreeError } from "../fs/format.ts";
 import { collectGarbage, openManifest, restoreState, writePlaintext } from "../fs/open.ts";
 import { freshHeader, type Known, sealDirectory } from "../fs/seal.ts";
+import { walkTree } from "../fs/walk.ts";
 
 /** Where the CAS keeps tags: compare-and-swap `previous` → `next`, or throw. */
 export interface TagKeeper {
@@ -166,21 +167,7 @@ function changed(open: OpenVolume): boolean {
  */
 function shapeOf(root: string): string {
   const parts: string[] = [];
-  const visit = (relative: string) => {
-    let names: string[];
-    try {
-      names = readdirSync(join(root, relative));
-    } catch {
-      return;
-    }
-    for (const name of names.sort()) {
-      const path = `${relative}/${name}`;
-      const s = lstatSync(join(root, path));
-      parts.push(`${path}\0${s.mode}\0${s.size}\0${s.mtimeMs}\0${s.ino}`);
-      if (s.isDirectory()) visit(path);
-    }
-  };
-  visit("");
+  walkTree(root, (path, s) => parts.push(`${path}\0${s.mode}\0${s.size}\0${s.mtimeMs}\0${s.ino}`));
   return parts.join("\n");
 }
 

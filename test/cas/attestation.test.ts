@@ -13,9 +13,9 @@ import { LasProvider } from "../../src/attestation/providers/las.ts";
 import { measureFile } from "../../src/attestation/sim/evidence.ts";
 import { type Configuration, expectedReportData } from "../../src/cas/attestation.ts";
 import { RateLimiter } from "../../src/cas/rate-limit.ts";
-import { CasClient, type CasRequestError } from "../../src/client/cas-client.ts";
+import { CasClient } from "../../src/client/cas-client.ts";
 import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
-import { makeIdentity, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
+import { makeIdentity, refusedWith, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "cloister-attest-flow-"));
 let cas: TestCas;
@@ -98,12 +98,7 @@ const send = (configId: string, a: Attempt, override: Partial<{ nonce: string; q
     spki: override.spki ?? a.spki.toString("base64"),
   });
 
-const refused = async (p: Promise<unknown>, status: number, message: RegExp) =>
-  assert.rejects(p, (e: CasRequestError) => {
-    assert.equal(e.status, status, e.message);
-    assert.match(e.message, message);
-    return true;
-  });
+const refused = refusedWith;
 
 describe("the flow", () => {
   test("evidence in, a configuration only K can open out, with a service certificate for K", async () => {

@@ -10,9 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { measureFile } from "../../src/attestation/sim/evidence.ts";
-import { type CasClient, type CasRequestError, policyPath } from "../../src/client/cas-client.ts";
+import { type CasClient, policyPath } from "../../src/client/cas-client.ts";
 import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
-import { makeIdentity, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
+import { makeIdentity, refusedWith, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
 import { attestAs } from "../helpers/runtime.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "cloister-cas-volumes-"));
@@ -64,12 +64,7 @@ const attest = (configId: string) =>
 const commit = (client: CasClient, policyName: string, volume: string, previous: string | null, next: string) =>
   client.request("POST", `/v1/volumes/${encodeURIComponent(policyName)}/${volume}/tag`, { previous, next });
 
-const refused = (p: Promise<unknown>, status: number, message: RegExp) =>
-  assert.rejects(p, (e: CasRequestError) => {
-    assert.equal(e.status, status, e.message);
-    assert.match(e.message, message);
-    return true;
-  });
+const refused = refusedWith;
 
 describe("volumes in the configuration", () => {
   test("each mounted volume with its key, expected tag and update policy; a generated key stays the same", async () => {

@@ -12,7 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { verifyTree } from "../../src/fs/open.ts";
 import { runCli } from "../helpers/cli.ts";
-import { eventually, startWorld, type World } from "../helpers/e2e.ts";
+import { eventually, startUntil, startWorld, stop, type World } from "../helpers/e2e.ts";
 import { freePort } from "../helpers/net.ts";
 
 const exec = promisify(execFile);
@@ -111,15 +111,10 @@ describe("a Python program and an encrypted volume", () => {
 
     // A fork: two runtimes started from one state. The first commit wins; the second is
     // refused by the CAS, and the next start goes back to the winner's state.
-    const a = world.start("journal/holder", python);
-    const b = world.start("journal/holder", python);
-    await eventually(async () => {
-      if (!a.output().includes("ready") || !b.output().includes("ready")) throw new Error("not yet");
-    }, "both runtimes running");
-    a.child.kill("SIGTERM");
-    assert.equal(await new Promise((r) => a.child.on("exit", r)), 0, a.output());
-    b.child.kill("SIGTERM");
-    assert.equal(await new Promise((r) => b.child.on("exit", r)), 1, b.output());
+    const a = await startUntil(world, "journal/holder", python);
+    const b = await startUntil(world, "journal/holder", python);
+    assert.equal(await stop(a), 0, a.output());
+    assert.equal(await stop(b), 1, b.output());
     assert.match(b.output(), /volume records: commit at exit failed: .*another runtime committed first \(a fork\)/);
     const after = await world.run("journal/writer", python);
     assert.equal(after.code, 0, after.stderr);
@@ -238,10 +233,7 @@ volumes:
       const { record } = world.cas.running.service.secretValues("ticks")!;
       return world.cas.running.service.volumeTag(record, volume);
     };
-    const first = world.start("ticks/ticker", python);
-    await eventually(async () => {
-      if (!first.output().includes("ready")) throw new Error(`not yet: ${first.output()}`);
-    }, "the ticker runs");
+    const first = await startUntil(world, "ticks/ticker", python);
     assert.match(first.output(), /ready 1 1/);
     const seen = new Set<string | null>();
     await eventually(
@@ -252,29 +244,20 @@ volumes:
       "two checkpoints while the program runs",
       8_000,
     );
-    first.child.kill("SIGTERM");
-    assert.equal(await new Promise((r) => first.child.on("exit", r)), 0, first.output());
+    assert.equal(await stop(first), 0, first.output());
     const loose = join(world.volumesDir, "ticks", "loose");
     const older = join(dir, "loose-older");
     cpSync(loose, older, { recursive: true });
 
-    const second = world.start("ticks/ticker", python);
-    await eventually(async () => {
-      if (!second.output().includes("ready")) throw new Error(`not yet: ${second.output()}`);
-    }, "the ticker runs again");
+    const second = await startUntil(world, "ticks/ticker", python);
     assert.match(second.output(), /ready 1 2/, "scratch starts empty again; loose kept the first run's write");
-    second.child.kill("SIGTERM");
-    await new Promise((r) => second.child.on("exit", r));
+    await stop(second);
 
     // no-rollback-protection: an older copy of the tree is accepted, as documented.
     rmSync(loose, { recursive: true });
     cpSync(older, loose, { recursive: true });
-    const third = world.start("ticks/ticker", python);
-    await eventually(async () => {
-      if (!third.output().includes("ready")) throw new Error(`not yet: ${third.output()}`);
-    }, "the ticker runs a third time");
+    const third = await startUntil(world, "ticks/ticker", python);
     assert.match(third.output(), /ready 1 2/, "the older copy (one write) was taken, plus this run's");
-    third.child.kill("SIGTERM");
-    await new Promise((r) => third.child.on("exit", r));
+    await stop(third);
   });
 });

@@ -1,11 +1,12 @@
 /** A real CAS for tests: a temporary data directory, a free loopback port, real mTLS clients. */
+import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { createPrivateKey } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type CasStartOptions, type RunningCas, startCas } from "../../src/cas/start.ts";
-import { CasClient } from "../../src/client/cas-client.ts";
+import { CasClient, type CasRequestError } from "../../src/client/cas-client.ts";
 import { spkiHash } from "../../src/crypto/keys.ts";
 import { selfSignedP256 } from "../../src/crypto/self-signed.ts";
 import { BIN } from "./cli.ts";
@@ -93,3 +94,11 @@ export function startCasProcess(args: readonly string[]): Promise<CasProcess> {
     }, 50);
   });
 }
+
+/** `p` is refused by the CAS with `status` and a message matching `message`. */
+export const refusedWith = (p: Promise<unknown>, status: number, message: RegExp) =>
+  assert.rejects(p, (e: CasRequestError) => {
+    assert.equal(e.status, status, e.message);
+    assert.match(e.message, message);
+    return true;
+  });

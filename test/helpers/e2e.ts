@@ -86,3 +86,24 @@ export async function eventually<T>(probe: () => Promise<T>, what: string, ms = 
     }
   }
 }
+
+/** `world.start`, then wait until the program has written `marker`. */
+export async function startUntil(
+  world: World,
+  configId: string,
+  program: string,
+  marker = "ready",
+): Promise<ReturnType<World["start"]>> {
+  const started = world.start(configId, program);
+  await eventually(async () => {
+    if (!started.output().includes(marker)) throw new Error(`no "${marker}" yet: ${started.output()}`);
+  }, `${configId} running`);
+  return started;
+}
+
+/** SIGTERM, and the exit code once it has exited. */
+export function stop(started: ReturnType<World["start"]>): Promise<number | null> {
+  const exited = new Promise<number | null>((r) => started.child.on("exit", (code) => r(code)));
+  started.child.kill("SIGTERM");
+  return exited;
+}
