@@ -5,13 +5,24 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { verifyTree } from "../../src/fs/open.ts";
-import { runCli } from "../helpers/cli.ts";
+import { BIN, runCli } from "../helpers/cli.ts";
 import { eventually, startUntil, startWorld, stop, type World } from "../helpers/e2e.ts";
 import { freePort } from "../helpers/net.ts";
 
@@ -259,5 +270,66 @@ volumes:
     const third = await startUntil(world, "ticks/ticker", python);
     assert.match(third.output(), /ready 1 2/, "the older copy (one write) was taken, plus this run's");
     await stop(third);
+  });
+});
+
+describe("as a non-root user", () => {
+  test("a volume opens, presents and commits inside a user namespace of its own", async () => {
+    // The tests run as root (CI does); runuser makes these runs start as nobody.
+    const script = join(dir, "nobody.py");
+    chmodSync(dir, 0o755);
+    writeFileSync(
+      script,
+      "import os\npath = '/srv/cloister-nobody/notes.txt'\n" +
+        "n = len(open(path).read().splitlines()) if os.path.exists(path) else 0\n" +
+        "open(path, 'a').write(f'note-{n}\\n')\nprint(n + 1)\n",
+    );
+    await world.owner.request("POST", "/v1/policies", {
+      policy: `version: "1"
+name: unprivileged-volume
+security:
+  attestation: {mode: simulation}
+services:
+  - name: notes
+    measurements: [{tee: sim, digest: ${world.digest(python)}}]
+    command: [${python}, ${script}]
+    volumes: [{name: notes, path: /srv/cloister-nobody}]
+volumes:
+  - {name: notes}
+`,
+    });
+    const volumes = mkdtempSync(join(tmpdir(), "cloister-nobody-volumes-"));
+    try {
+      chownSync(volumes, 65534, 65534);
+      const argv = [
+        process.execPath,
+        BIN,
+        "--",
+        "run",
+        "--config-id",
+        "unprivileged-volume/notes",
+        "--tee",
+        "sim",
+        "--",
+        python,
+      ];
+      for (const expected of ["1\n", "2\n"]) {
+        const { stdout } = await exec("runuser", ["-u", "nobody", "--", ...argv], {
+          env: { ...process.env, ...world.env, CLOISTER_VOLUMES_DIR: volumes },
+        });
+        assert.equal(stdout, expected);
+      }
+      const tree = join(volumes, "unprivileged-volume", "notes");
+      const key = Buffer.from(
+        (world.secret("unprivileged-volume", "$volume_key:notes") as { value: string }).value,
+        "base64",
+      );
+      const { record } = world.cas.running.service.secretValues("unprivileged-volume")!;
+      verifyTree(tree, key, world.cas.running.service.volumeTag(record, "notes")!);
+      assert.equal(statSync(join(tree, ".cloister-fs", "manifest")).uid, 65534, "the tree belongs to the user");
+      assert.ok(!allBytes(tree).includes("note-1"), "no plaintext on disk");
+    } finally {
+      rmSync(volumes, { recursive: true, force: true });
+    }
   });
 });
