@@ -21,8 +21,15 @@ export function fsCommands(program: Command, io: Io): void {
       `
 A protected tree keeps each file's content in chunks sealed with AES-256-GCM under a random
 per-file key, and a manifest sealed under the tree key. Its tag (printed by protect) names one
-exact state: give a policy the key (a 32-byte binary secret) and the tag, and only an attested
-service sees the plaintext of exactly that state. Format: docs/fs-format.md.
+exact state: give a policy the key and the tag, and only an attested service sees the
+plaintext of exactly that state. The key file holds 64 hex digits, which are the value of the
+policy's binary secret:
+
+  secrets: [{name: www_key, kind: binary, value: <the key file's 64 hex digits>}]
+  volumes: [{name: www, key: www_key, tag: <the tag>}]
+
+Then put the tree where cloister run looks for it (--volumes DIR: DIR/POLICY/VOLUME). Format
+and guarantees: docs/fs-format.md; volumes: docs/runtime.md.
 
   cloister fs protect ./www --out ./www.protected --key-file www.key
   cloister fs verify ./www.protected --key-file www.key --tag <tag>`,
