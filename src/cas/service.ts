@@ -185,6 +185,7 @@ export class CasService {
       throw new CasError(409, "exists", `policy ${policy.name} already exists; update it instead`);
     }
     this.#index.set(policy.name, hash);
+    this.#declareVolumes(actor, policy.name, policy, hash);
     this.#checkpointIfDue();
     return { name: policy.name, hash, version: 1 };
   }
@@ -249,6 +250,7 @@ export class CasService {
       throw new CasError(409, "conflict", `${name} was updated concurrently; fetch it and apply your change again`);
     }
     this.#index.set(name, hash);
+    this.#declareVolumes(actor, name, policy, hash);
     this.#checkpointIfDue();
     return { name, hash, version: next.version };
   }
@@ -423,7 +425,9 @@ export class CasService {
   volumeTag(record: PolicyRecord, volume: string): string | null {
     const declared = record.policy.volumes.find((v) => v.name === volume)?.tag ?? null;
     const committed = this.#volumes.get(`${record.name}\0${volume}`);
-    return committed && committed.declared === declared ? committed.tag : declared;
+    // A newly declared tag is recorded as the volume's state when the policy is stored
+    // (#declareVolumes); a declaration removed later leaves the state as it is.
+    return committed && (committed.declared === declared || declared === null) ? committed.tag : declared;
   }
 
   /**
@@ -446,6 +450,8 @@ export class CasService {
       );
     }
     const current = this.volumeTag(loaded.record, volume);
+    // Asked again after an answer was lost: already done.
+    if (current === next && previous !== next) return;
     if (current !== previous) {
       const reason = `the volume is at ${current ?? "its fresh state"}, not ${previous ?? "its fresh state"}: another runtime committed first (a fork), or an older state`;
       this.#refuse(actor, "volume.commit", target, loaded.record.hash, reason);
@@ -465,6 +471,31 @@ export class CasService {
     );
     this.#volumes.set(`${policy}\0${volume}`, { tag: next, declared });
     this.#checkpointIfDue();
+  }
+
+  /**
+   * A volume's newly declared tag (an owner shipping a tree) becomes its state, recorded like a
+   * commit: so that removing the declaration later keeps that state rather than an older one.
+   */
+  #declareVolumes(actor: string, name: string, policy: NormalizedPolicy, hash: string): void {
+    for (const volume of policy.volumes) {
+      if (volume.tag === null || volume.update_policy !== "rollback-protected") continue;
+      const key = `${name}\0${volume.name}`;
+      const committed = this.#volumes.get(key);
+      if (committed?.declared === volume.tag) continue;
+      this.#store.appendAudit((prev) =>
+        this.#auditRow(
+          prev,
+          actor,
+          "volume.commit",
+          `${name}/${volume.name}`,
+          hash,
+          "granted",
+          volumeCommitReason(committed?.tag ?? null, volume.tag!, volume.tag),
+        ),
+      );
+      this.#volumes.set(key, { tag: volume.tag, declared: volume.tag });
+    }
   }
 
   /** Record a grant decided outside this service (the attestation flow). */

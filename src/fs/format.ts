@@ -30,8 +30,25 @@ export const KEY_BYTES = 32;
 export const REGION_TYPES = ["encrypted", "authenticated", "not-protected"] as const;
 export type RegionType = (typeof REGION_TYPES)[number];
 
-/** A protected tree that is malformed, altered, of another key, or not the expected state. */
-export class TreeError extends Error {}
+/**
+ * A protected tree that is malformed, altered, of another key, or not the expected state.
+ * `redacted` says the same without a protected file's name (which is confidential): what the
+ * runtime prints where the host can read it.
+ */
+export class TreeError extends Error {
+  readonly redacted: string;
+  constructor(message: string, redacted: string = message) {
+    super(message);
+    this.redacted = redacted;
+  }
+}
+
+/** A problem with one protected file: named by its path for the key holder, by its object id otherwise. */
+export const fileError = (entry: { path: string; id: string }, problem: string) =>
+  new TreeError(`${entry.path}: ${problem}`, `object ${entry.id}: ${problem}`);
+
+/** The largest manifest a reader accepts (a bound on memory, not a format limit in practice). */
+export const MAX_MANIFEST_BYTES = 256 * 1024 * 1024;
 
 const hex = (bytes: number) => z.string().regex(new RegExp(`^[0-9a-f]{${bytes * 2}}$`));
 /** A path inside the tree: "/" then segments, no "." or ".." or empty segment, no NUL. */

@@ -11,10 +11,11 @@ import {
   constants,
   copyFileSync,
   fstatSync,
+  lstatSync,
   mkdirSync,
   openSync,
   readdirSync,
-  readFileSync,
+  readSync,
   renameSync,
   rmSync,
   utimesSync,
@@ -29,8 +30,10 @@ import {
   chunkCount,
   encryptedObjectSize,
   type FileEntry,
+  fileError,
   type Header,
   MANIFEST,
+  MAX_MANIFEST_BYTES,
   ManifestFile,
   META_DIR,
   manifestBytes,
@@ -63,6 +66,7 @@ export function readHeader(treeDir: string): { header: Header; tag: string } {
  * tree protected again — is refused before its body is even opened.
  */
 export function openManifest(treeDir: string, treeKey: Buffer, expectedTag?: string): OpenedManifest {
+  checkTreeDirectories(treeDir);
   const bytes = readManifestBytes(treeDir);
   const tag = tagOf(bytes);
   if (expectedTag !== undefined && !sameTag(tag, expectedTag))
@@ -186,20 +190,20 @@ export function readObject(treeDir: string, header: Header, entry: FileEntry, si
   try {
     fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   } catch {
-    throw new TreeError(`${entry.path}: its object ${entry.id} is missing`);
+    throw fileError(entry, `its object ${entry.id} is missing`);
   }
   try {
     const expected = entry.region === "encrypted" ? encryptedObjectSize(entry.size, header.chunk_size) : entry.size;
     const actual = fstatSync(fd).size;
     if (actual !== expected)
-      throw new TreeError(`${entry.path}: its object holds ${actual} bytes, not ${expected} (truncated or extended)`);
+      throw fileError(entry, `its object holds ${actual} bytes, not ${expected} (truncated or extended)`);
     if (entry.region === "encrypted") {
       const key = Buffer.from(entry.key, "hex");
       const buffer = Buffer.allocUnsafe(header.chunk_size + NONCE_BYTES + TAG_BYTES);
       const count = chunkCount(entry.size, header.chunk_size);
       for (let index = 0; index < count; index++) {
         const length = Math.min(header.chunk_size, entry.size - index * header.chunk_size);
-        readExactly(fd, buffer, length + NONCE_BYTES + TAG_BYTES, entry.path);
+        readExactly(fd, buffer, length + NONCE_BYTES + TAG_BYTES, entry);
         const decipher = createDecipheriv("aes-256-gcm", key, buffer.subarray(0, NONCE_BYTES));
         decipher.setAAD(chunkAad(header.tree_id, entry, index));
         decipher.setAuthTag(buffer.subarray(NONCE_BYTES + length, NONCE_BYTES + length + TAG_BYTES));
@@ -208,7 +212,7 @@ export function readObject(treeDir: string, header: Header, entry: FileEntry, si
           plain = decipher.update(buffer.subarray(NONCE_BYTES, NONCE_BYTES + length));
           decipher.final();
         } catch {
-          throw new TreeError(`${entry.path}: chunk ${index} was altered, moved or belongs to another file`);
+          throw fileError(entry, `chunk ${index} was altered, moved or belongs to another file`);
         }
         sink(plain);
       }
@@ -217,12 +221,12 @@ export function readObject(treeDir: string, header: Header, entry: FileEntry, si
       const buffer = Buffer.allocUnsafe(header.chunk_size);
       for (let at = 0; at < entry.size; at += header.chunk_size) {
         const length = Math.min(header.chunk_size, entry.size - at);
-        readExactly(fd, buffer, length, entry.path);
+        readExactly(fd, buffer, length, entry);
         digest.update(buffer.subarray(0, length));
         sink(Buffer.from(buffer.subarray(0, length)));
       }
       if (!timingSafeEqual(digest.digest(), Buffer.from(entry.digest, "hex")))
-        throw new TreeError(`${entry.path}: its content was altered`);
+        throw fileError(entry, "its content was altered");
     }
   } finally {
     closeSync(fd);
@@ -246,15 +250,28 @@ export function unreferencedObjects(treeDir: string, body: Body): string[] {
  * manifests, temporary files. Run after a commit reached the CAS, or at start.
  */
 export function collectGarbage(treeDir: string, body: Body, tag: string): number {
-  const unused = unreferencedObjects(treeDir, body);
-  for (const name of unused) rmSync(join(treeDir, OBJECTS, name), { force: true });
+  checkTreeDirectories(treeDir);
+  const unused = unreferencedObjects(treeDir, body).filter((n) => /^[0-9a-f]{32}$/.test(n));
+  const remove = (path: string) => {
+    // Only regular files this format names: never whatever the host put there.
+    if (lstatSafe(path)?.isFile()) rmSync(path, { force: true });
+  };
+  for (const name of unused) remove(join(treeDir, OBJECTS, name));
   for (const name of readdirSafe(join(treeDir, STATES))) {
-    if (name !== tag) rmSync(join(treeDir, STATES, name), { force: true });
+    if (/^[0-9a-f]{64}$/.test(name) && name !== tag) remove(join(treeDir, STATES, name));
   }
   for (const name of readdirSafe(join(treeDir, META_DIR))) {
-    if (name.endsWith(".tmp")) rmSync(join(treeDir, META_DIR, name), { force: true });
+    if (/^manifest\.[0-9a-f]{8}\.tmp$/.test(name)) remove(join(treeDir, META_DIR, name));
   }
   return unused.length;
+}
+
+function lstatSafe(path: string): ReturnType<typeof lstatSync> | undefined {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -262,9 +279,10 @@ export function collectGarbage(treeDir: string, body: Body, tag: string): number
  * holds a state that was never accepted — a commit the CAS refused. False when no copy is kept.
  */
 export function restoreState(treeDir: string, tag: string): boolean {
+  checkTreeDirectories(treeDir);
   let bytes: Buffer;
   try {
-    bytes = readFileSync(join(treeDir, STATES, tag));
+    bytes = readRegularFile(join(treeDir, STATES, tag), MAX_MANIFEST_BYTES);
   } catch {
     return false;
   }
@@ -283,11 +301,57 @@ function readdirSafe(dir: string): string[] {
 
 function readManifestBytes(treeDir: string): Buffer {
   try {
-    return readFileSync(join(treeDir, MANIFEST));
+    return readRegularFile(join(treeDir, MANIFEST), MAX_MANIFEST_BYTES);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT")
       throw new TreeError(`${treeDir}: not a protected tree (no ${MANIFEST})`);
     throw error;
+  }
+}
+
+/**
+ * A regular file's bytes, never through a symbolic link (in the last component) and never
+ * more than `limit`: the host may have put a link, a FIFO or /dev/zero there.
+ */
+export function readRegularFile(path: string, limit: number): Buffer {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ELOOP") throw new TreeError(`${path}: a symbolic link, refused`);
+    throw error;
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new TreeError(`${path}: not a regular file`);
+    if (stat.size > limit) throw new TreeError(`${path}: ${stat.size} bytes, more than the ${limit} accepted`);
+    const bytes = Buffer.allocUnsafe(stat.size);
+    let got = 0;
+    while (got < stat.size) {
+      const n = readSync(fd, bytes, got, stat.size - got, null);
+      if (n === 0) break;
+      got += n;
+    }
+    return bytes.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * The tree's own directories must be directories, not symbolic links: the runtime writes into
+ * them and removes from them, and must not be sent elsewhere (checked before each use; a host
+ * that swaps them during the use is the limit docs/fs-format.md states).
+ */
+export function checkTreeDirectories(treeDir: string): void {
+  for (const path of [treeDir, join(treeDir, META_DIR), join(treeDir, OBJECTS), join(treeDir, STATES)]) {
+    let stat: ReturnType<typeof lstatSync>;
+    try {
+      stat = lstatSync(path);
+    } catch {
+      continue;
+    }
+    if (!stat.isDirectory()) throw new TreeError(`${path}: not a directory (a symbolic link?), refused`);
   }
 }
 

@@ -10,6 +10,7 @@ import {
   constants,
   copyFileSync,
   fsyncSync,
+  lstatSync,
   mkdirSync,
   openSync,
   readSync,
@@ -26,6 +27,7 @@ import {
   chunkAad,
   chunkCount,
   type FileEntry,
+  fileError,
   type Header,
   KEY_BYTES,
   MANIFEST,
@@ -66,6 +68,11 @@ export interface SealOptions {
   /** Entries of files sealed before, by path, with what their plaintext looked like then. */
   readonly known?: ReadonlyMap<string, Known>;
   readonly progress?: (p: Progress) => void;
+  /**
+   * What to do with symbolic links, sockets and the like in `source`: by default they are
+   * refused; a volume (whose program may make them) skips them and says so.
+   */
+  readonly skip?: (path: string, stat: Stats) => void;
 }
 
 export interface Sealed {
@@ -74,9 +81,11 @@ export interface Sealed {
   /** Files whose content was sealed anew, and their bytes. */
   readonly sealedFiles: number;
   readonly sealedBytes: number;
+  /** Every entry of `source` as the walk saw it, before its content was read. */
+  readonly walked: readonly Walked[];
 }
 
-interface Walked {
+export interface Walked {
   readonly path: string;
   readonly stat: Stats;
 }
@@ -87,10 +96,10 @@ interface Walked {
  */
 export function sealDirectory(source: string, treeDir: string, options: SealOptions): Sealed {
   const { header, treeKey, regions } = options;
-  const { files, directories } = walk(source);
+  const { files, directories, others } = walk(source, options.skip);
   const protectedFiles = files.filter((f) => regionOf(f.path, regions) !== "not-protected");
   const totalBytes = protectedFiles.reduce((n, f) => n + f.stat.size, 0);
-  mkdirSync(join(treeDir, OBJECTS), { recursive: true, mode: 0o700 });
+  makeDirectory(join(treeDir, OBJECTS));
   const entries: FileEntry[] = [];
   let bytes = 0;
   let sealedFiles = 0;
@@ -148,7 +157,7 @@ export function sealDirectory(source: string, treeDir: string, options: SealOpti
     files: entries,
   };
   const tag = writeManifest(treeDir, header, treeKey, body);
-  return { tag, body, sealedFiles, sealedBytes };
+  return { tag, body, sealedFiles, sealedBytes, walked: [...files, ...directories, ...others] };
 }
 
 /**
@@ -162,7 +171,7 @@ export function writeManifest(treeDir: string, header: Header, treeKey: Buffer, 
   const sealed = Buffer.concat([nonce, cipher.update(JSON.stringify(body)), cipher.final(), cipher.getAuthTag()]);
   const bytes = manifestBytes(header, sealed);
   const tag = tagOf(bytes);
-  mkdirSync(join(treeDir, STATES), { recursive: true, mode: 0o700 });
+  makeDirectory(join(treeDir, STATES));
   writeDurably(join(treeDir, STATES, tag), bytes);
   fsyncDirectory(join(treeDir, STATES));
   replaceManifest(treeDir, bytes);
@@ -202,7 +211,7 @@ function encryptFile(
     const count = chunkCount(entry.size, header.chunk_size);
     for (let index = 0; index < count; index++) {
       const length = Math.min(header.chunk_size, entry.size - index * header.chunk_size);
-      readExactly(input, chunk, length, entry.path);
+      readExactly(input, chunk, length, entry);
       const nonce = randomBytes(NONCE_BYTES);
       const cipher = createCipheriv("aes-256-gcm", key, nonce);
       cipher.setAAD(chunkAad(header.tree_id, entry, index));
@@ -210,7 +219,7 @@ function encryptFile(
       cipher.final();
       writeAll(output, [nonce, ciphertext, cipher.getAuthTag()]);
     }
-    if (readSync(input, chunk, 0, 1, null) !== 0) throw new TreeError(`${entry.path}: grew while it was being sealed`);
+    if (readSync(input, chunk, 0, 1, null) !== 0) throw fileError(entry, "grew while it was being sealed");
     fsyncSync(output);
   } finally {
     closeSync(input);
@@ -231,11 +240,11 @@ function copyAuthenticated(
     const chunk = Buffer.allocUnsafe(header.chunk_size);
     for (let at = 0; at < entry.size; at += header.chunk_size) {
       const length = Math.min(header.chunk_size, entry.size - at);
-      readExactly(input, chunk, length, entry.path);
+      readExactly(input, chunk, length, entry);
       digest.update(chunk.subarray(0, length));
       writeAll(output, [chunk.subarray(0, length)]);
     }
-    if (readSync(input, chunk, 0, 1, null) !== 0) throw new TreeError(`${entry.path}: grew while it was being sealed`);
+    if (readSync(input, chunk, 0, 1, null) !== 0) throw fileError(entry, "grew while it was being sealed");
     fsyncSync(output);
   } finally {
     closeSync(input);
@@ -244,27 +253,37 @@ function copyAuthenticated(
   return digest.digest("hex");
 }
 
-/** Every directory and regular file under `root`, as tree paths; anything else is refused. */
-export function walk(root: string): { files: Walked[]; directories: Walked[] } {
+/**
+ * Every directory and regular file under `root`, as tree paths; anything else is refused, or
+ * handed to `skip` and listed in `others`.
+ */
+export function walk(
+  root: string,
+  skip?: (path: string, stat: Stats) => void,
+): { files: Walked[]; directories: Walked[]; others: Walked[] } {
   const files: Walked[] = [];
   const directories: Walked[] = [];
+  const others: Walked[] = [];
   walkTree(root, (path, stat) => {
     if (path === `/${META_DIR}`) throw new TreeError(`${path}: the name ${META_DIR} is reserved for protected trees`);
     if (stat.isDirectory()) directories.push({ path, stat });
     else if (stat.isFile()) files.push({ path, stat });
-    else
+    else if (skip) {
+      skip(path, stat);
+      others.push({ path, stat });
+    } else
       throw new TreeError(
         `${path}: ${stat.isSymbolicLink() ? "a symbolic link" : "not a regular file or directory"}; protected trees hold files and directories only`,
       );
   });
-  return { files, directories };
+  return { files, directories, others };
 }
 
-export function readExactly(fd: number, buffer: Buffer, length: number, what: string): void {
+export function readExactly(fd: number, buffer: Buffer, length: number, entry: { path: string; id: string }): void {
   let got = 0;
   while (got < length) {
     const n = readSync(fd, buffer, got, length - got, null);
-    if (n === 0) throw new TreeError(`${what}: shorter than expected`);
+    if (n === 0) throw fileError(entry, "shorter than expected (it changed while it was read)");
     got += n;
   }
 }
@@ -282,6 +301,28 @@ function writeAll(fd: number, parts: Buffer[]): void {
       }
     }
     pending = rest;
+  }
+}
+
+/**
+ * mkdir -p, durably: each directory made is fsynced into its parent, so that a power loss after
+ * a commit reached the CAS cannot take the tree's directories with it.
+ */
+export function makeDirectory(path: string): void {
+  const made: string[] = [];
+  for (let p = path; !exists(p); p = dirname(p)) made.unshift(p);
+  for (const p of made) {
+    mkdirSync(p, { mode: 0o700 });
+    fsyncDirectory(dirname(p));
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -503,6 +503,15 @@ export const SAN = z
       });
       return z.NEVER;
     }
+    // urn:cloister:… names a service in the certificates the CAS issues at attestation, and
+    // those alone may commit a volume's state: a policy's own certificates cannot claim it.
+    if (type === "uri" && /^urn:cloister:/i.test(v)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `uri:urn:cloister:… is reserved for the service certificates the CAS issues at attestation, got ${JSON.stringify(s)}`,
+      });
+      return z.NEVER;
+    }
     if (type === "dns") return `dns:${v.toLowerCase()}`;
     if (type === "ip") return `ip:${canonicalIp(v)}`;
     return `${type}:${v}`;

@@ -9,13 +9,14 @@
  * file descriptor 3, never on disk.
  */
 import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { createReadStream, existsSync, mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Configuration } from "../cas/attestation.ts";
-import { CasClient } from "../client/cas-client.ts";
+import { CasClient, CasRequestError } from "../client/cas-client.ts";
 import { fileDirectories, pathExists, planLaunch, STAGING, startLaunch } from "./launcher.ts";
 import { OverlayError, planOverlays } from "./overlays.ts";
-import { commitVolume, type OpenVolume, openVolume, type TagKeeper, VolumeError } from "./volumes.ts";
+import { commitVolume, type OpenVolume, openVolume, TagConflict, type TagKeeper, VolumeError } from "./volumes.ts";
 
 export interface VolumeLaunchInput {
   readonly config: Configuration;
@@ -32,10 +33,15 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
   const cas = new CasClient({ ...input.cas, keyPem: input.serviceKeyPem, certificatePem: leaf });
   const tags: TagKeeper = {
     commit: async (volume, previous, next) => {
-      await cas.request("POST", `/v1/volumes/${encodeURIComponent(policy)}/${encodeURIComponent(volume)}/tag`, {
-        previous,
-        next,
-      });
+      try {
+        await cas.request("POST", `/v1/volumes/${encodeURIComponent(policy)}/${encodeURIComponent(volume)}/tag`, {
+          previous,
+          next,
+        });
+      } catch (error) {
+        if (error instanceof CasRequestError && error.status === 409) throw new TagConflict(error.message);
+        throw error;
+      }
     },
   };
 
@@ -70,41 +76,51 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
   for (const d of plan.directories) mkdirSync(d, { recursive: true });
   const volumes: OpenVolume[] = [];
   for (const [n, volume] of config.volumes.entries()) {
-    const plaintext = join(STAGING, `volume${n}`);
+    // An unpredictable name: a path planted in the tree on the host cannot aim at it.
+    const plaintext = join(STAGING, `v${n}-${randomBytes(12).toString("hex")}`);
     volumes.push(await openVolume(volume, join(input.volumesDir, policy, volume.name), plaintext, tags));
     mount(["--bind", plaintext, volume.path]);
   }
 
-  let committing = Promise.resolve();
-  const commitAll = (when: string) => {
-    committing = committing.then(async () => {
-      for (const v of volumes) {
-        try {
-          await commitVolume(v, tags);
-        } catch (error) {
-          process.stderr.write(
-            `cloister: volume ${v.volume.name}: commit ${when} failed: ${(error as Error).message}\n`,
-          );
-          process.exitCode = 1;
+  // One commit at a time, whatever asks for it (a checkpoint, the exit): two seals from one
+  // state would be siblings, and the CAS would take only one of them.
+  let queue = Promise.resolve();
+  let inFlight = 0;
+  let forked = false;
+  const commit = (v: OpenVolume, when: string): Promise<void> =>
+    commitVolume(v, tags, (m) => process.stderr.write(`cloister: ${m}\n`)).then(
+      () => {},
+      (error: Error) => {
+        process.stderr.write(`cloister: volume ${v.volume.name}: commit ${when} failed: ${error.message}\n`);
+        process.exitCode = 1;
+        // A fork's loser must not go on serving its own branch.
+        if (error instanceof TagConflict && !forked) {
+          forked = true;
+          launched.child.kill("SIGTERM");
         }
-      }
+      },
+    );
+  const serially = (work: () => Promise<void>): Promise<void> => {
+    inFlight++;
+    queue = queue.then(work).finally(() => {
+      inFlight--;
     });
-    return committing;
+    return queue;
   };
   const timers = volumes
     .filter((v) => v.volume.checkpoint_interval !== null && v.volume.update_policy !== "ephemeral")
     .map((v) =>
       setInterval(() => {
-        commitVolume(v, tags).catch((error: Error) =>
-          process.stderr.write(`cloister: volume ${v.volume.name}: checkpoint failed: ${error.message}\n`),
-        );
+        if (inFlight === 0) void serially(() => commit(v, "at a checkpoint"));
       }, v.volume.checkpoint_interval! * 1000),
     );
 
-  const { exit } = startLaunch(planLaunch(config, null));
-  const code = await exit;
+  const launched = startLaunch(planLaunch(config, null));
+  const code = await launched.exit;
   for (const t of timers) clearInterval(t);
-  await commitAll("at exit");
+  await serially(async () => {
+    for (const v of volumes) await commit(v, "at exit");
+  });
   return process.exitCode ? Math.max(code, Number(process.exitCode)) : code;
 }
 

@@ -139,3 +139,33 @@ describe("commits", () => {
     assert.equal((await attest("vols/app")).config.volumes.find((v) => v.name === "shipped")!.tag, T("c"));
   });
 });
+
+describe("what a review asked for", () => {
+  test("a commit asked again after its answer was lost succeeds, and only that one", async () => {
+    const app = await attest("vols/app");
+    const current = app.config.volumes.find((v) => v.name === "data")!.tag;
+    await commit(app.client, "vols", "data", current, T("d"));
+    await commit(app.client, "vols", "data", current, T("d"));
+    await refused(commit(app.client, "vols", "data", current, T("e")), 409, /a fork/);
+  });
+
+  test("a policy's own certificates cannot claim a service's name", async () => {
+    await refused(
+      cas.client(owner).request("POST", "/v1/policies", {
+        policy: `version: "1"\nname: impostor\nsecrets:\n  - {name: ca, kind: x509-ca}\n  - {name: fake, kind: x509, issuer: ca, san: ["uri:urn:cloister:vols/app"]}\n`,
+      }),
+      400,
+      /uri:urn:cloister:… is reserved for the service certificates the CAS issues/,
+    );
+  });
+
+  test("removing a declared tag from the policy does not make the volume fresh", async () => {
+    const before = (await attest("vols/app")).config.volumes.find((v) => v.name === "shipped")!.tag;
+    assert.notEqual(before, null);
+    const current = await cas.client(owner).request<{ hash: string }>("GET", policyPath("vols"));
+    await cas
+      .client(owner)
+      .request("PUT", policyPath("vols"), { policy: `${policy("vols")}predecessor: ${current.hash}\n` });
+    assert.equal((await attest("vols/app")).config.volumes.find((v) => v.name === "shipped")!.tag, before);
+  });
+});

@@ -1,0 +1,236 @@
+/**
+ * A volume's open and commit against a real CAS, in the cases a review found: answers lost on
+ * the way back, the CAS having moved on since attestation, symbolic links planted in the tree,
+ * not-protected regions, special files made by the program, and confidential names kept out of
+ * messages. Lost answers are injected around the real CAS client (a FAULT INJECTION, named so):
+ * the CAS does the commit, the runtime never hears of it.
+ */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { measureFile } from "../../src/attestation/sim/evidence.ts";
+import type { ConfiguredVolume } from "../../src/cas/attestation.ts";
+import type { CasRequestError } from "../../src/client/cas-client.ts";
+import { OBJECTS, regionsFrom, STATES } from "../../src/fs/format.ts";
+import { openManifest } from "../../src/fs/open.ts";
+import { freshHeader, sealDirectory } from "../../src/fs/seal.ts";
+import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
+import { commitVolume, openVolume, TagConflict, type TagKeeper, VolumeError } from "../../src/runtime/volumes.ts";
+import { makeIdentity, startTestCas, type TestCas } from "../helpers/cas.ts";
+import { type Attested, attestAs } from "../helpers/runtime.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "cloister-volumes-"));
+const program = join(dir, "app.sh");
+let cas: TestCas;
+let las: RunningLas;
+let runtime: Attested;
+let n = 0;
+const fresh = (name: string) => join(dir, `${name}-${n++}`);
+
+before(async () => {
+  writeFileSync(program, "#!/bin/sh\n", { mode: 0o755 });
+  const owner = await makeIdentity("owner");
+  cas = await startTestCas({ admins: [owner.hash] });
+  const { key } = await loadOrCreateNodeKey(join(dir, "las.pem"));
+  las = await startLas({ listen: "127.0.0.1:0", key });
+  await cas.client(owner).request("POST", "/v1/las", { key: las.key });
+  const volumes = Array.from({ length: 8 }, (_, i) => `v${i}`);
+  await cas.client(owner).request("POST", "/v1/policies", {
+    policy: `version: "1"
+name: vt
+security:
+  attestation: {mode: simulation}
+services:
+  - name: app
+    measurements: [{tee: sim, digest: ${measureFile(readFileSync(program))}}]
+    command: [${program}]
+    volumes: [${volumes.map((v) => `{name: ${v}, path: /srv/${v}}`).join(", ")}]
+volumes: [${volumes.map((v) => `{name: ${v}}`).join(", ")}]
+`,
+  });
+  runtime = await attestAs({ url: cas.running.url, casKey: cas.running.identity.hash }, las.url, program, "vt/app");
+});
+after(async () => {
+  await las.close();
+  await cas.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** The real CAS, as the volume launcher asks it. */
+const realTags: TagKeeper = {
+  commit: async (volume, previous, next) => {
+    try {
+      await runtime.client.request("POST", `/v1/volumes/vt/${volume}/tag`, { previous, next });
+    } catch (error) {
+      if ((error as CasRequestError).status === 409) throw new TagConflict((error as Error).message);
+      throw error;
+    }
+  },
+};
+/** FAULT INJECTION: the CAS commits, and the answer is lost on its way back. */
+const answerLost: TagKeeper = {
+  commit: async (volume, previous, next) => {
+    await realTags.commit(volume, previous, next);
+    throw new Error("connection reset (injected)");
+  },
+};
+/** FAULT INJECTION: the CAS cannot be reached at all. */
+const unreachable: TagKeeper = {
+  commit: async () => {
+    throw new Error("connect ECONNREFUSED (injected)");
+  },
+};
+
+const casTag = (volume: string) => {
+  const { record } = cas.running.service.secretValues("vt")!;
+  return cas.running.service.volumeTag(record, volume);
+};
+const volume = (name: string): ConfiguredVolume => ({
+  ...runtime.config.volumes.find((v) => v.name === name)!,
+  tag: casTag(name),
+});
+
+describe("answers lost, the CAS moved on", () => {
+  test("a commit whose answer was lost stays pending and is retried first, not sealed again as a sibling", async () => {
+    const tree = fresh("tree");
+    const open = await openVolume(volume("v0"), tree, fresh("plain"), realTags);
+    writeFileSync(join(open.plaintext, "a.txt"), "one");
+    await assert.rejects(commitVolume(open, answerLost), /connection reset/);
+    const pending = open.pending!;
+    assert.equal(casTag("v0"), pending, "the CAS did commit it");
+    writeFileSync(join(open.plaintext, "a.txt"), "two");
+    // The retry finds it already done (the CAS's compare-and-swap is idempotent), then seals the change.
+    const next = await commitVolume(open, realTags);
+    assert.equal(openManifest(tree, Buffer.from(open.volume.key, "hex")).body.previous, pending);
+    assert.equal(casTag("v0"), next);
+  });
+
+  test("at start, a successor the CAS cannot confirm leaves the disk untouched", async () => {
+    const tree = fresh("tree");
+    const open = await openVolume(volume("v1"), tree, fresh("plain"), realTags);
+    writeFileSync(join(open.plaintext, "a.txt"), "one");
+    await commitVolume(open, realTags);
+    writeFileSync(join(open.plaintext, "a.txt"), "two");
+    await assert.rejects(commitVolume(open, unreachable), /ECONNREFUSED/);
+    const before = readdirSync(join(tree, OBJECTS)).sort();
+    await assert.rejects(
+      openVolume(volume("v1"), tree, fresh("plain"), unreachable),
+      /cannot commit the state the last run left .*ECONNREFUSED/,
+    );
+    assert.deepEqual(readdirSync(join(tree, OBJECTS)).sort(), before, "nothing removed");
+    // With the CAS back, the next start commits it.
+    const reopened = await openVolume(volume("v1"), tree, fresh("plain"), realTags);
+    assert.equal(readFileSync(join(reopened.plaintext, "a.txt"), "utf8"), "two");
+    assert.equal(casTag("v1"), reopened.tag);
+  });
+
+  test("at start, a CAS that moved on since attestation: refused, the disk untouched", async () => {
+    const tree = fresh("tree");
+    const open = await openVolume(volume("v2"), tree, fresh("plain"), realTags);
+    writeFileSync(join(open.plaintext, "a.txt"), "one");
+    await commitVolume(open, realTags);
+    const stale = volume("v2");
+    writeFileSync(join(open.plaintext, "a.txt"), "two");
+    await commitVolume(open, realTags);
+    writeFileSync(join(open.plaintext, "a.txt"), "three");
+    await assert.rejects(commitVolume(open, unreachable));
+    // `stale` is what a runtime attested before the second commit would have been told.
+    const before = readdirSync(join(tree, OBJECTS)).sort();
+    await assert.rejects(openVolume(stale, tree, fresh("plain"), realTags), (e: Error) => e instanceof VolumeError);
+    assert.deepEqual(readdirSync(join(tree, OBJECTS)).sort(), before);
+  });
+});
+
+describe("what the host plants in the tree", () => {
+  test("a symbolic link for the objects or states directory, or the manifest, is refused", async () => {
+    const tree = fresh("tree");
+    const open = await openVolume(volume("v3"), tree, fresh("plain"), realTags);
+    writeFileSync(join(open.plaintext, "a.txt"), "one");
+    await commitVolume(open, realTags);
+    const victim = fresh("victim");
+    mkdirSync(victim);
+    writeFileSync(join(victim, "precious"), "keep me");
+    for (const planted of [OBJECTS, STATES]) {
+      const path = join(tree, planted);
+      const saved = `${path}.saved`;
+      rmSync(saved, { recursive: true, force: true });
+      mkdirSync(saved);
+      for (const f of readdirSync(path)) writeFileSync(join(saved, f), readFileSync(join(path, f)));
+      rmSync(path, { recursive: true });
+      symlinkSync(victim, path);
+      await assert.rejects(
+        openVolume(volume("v3"), tree, fresh("plain"), realTags),
+        /not a directory \(a symbolic link\?\), refused/,
+      );
+      assert.equal(readFileSync(join(victim, "precious"), "utf8"), "keep me");
+      rmSync(path);
+      mkdirSync(path);
+      for (const f of readdirSync(saved)) writeFileSync(join(path, f), readFileSync(join(saved, f)));
+      rmSync(saved, { recursive: true });
+    }
+    const manifest = join(tree, ".cloister-fs", "manifest");
+    const bytes = readFileSync(manifest);
+    rmSync(manifest);
+    writeFileSync(join(victim, "m"), bytes);
+    symlinkSync(join(victim, "m"), manifest);
+    await assert.rejects(openVolume(volume("v3"), tree, fresh("plain"), realTags), /a symbolic link, refused/);
+  });
+
+  test("a tree with a not-protected region is not a volume", async () => {
+    const source = fresh("src");
+    mkdirSync(join(source, "pub"), { recursive: true });
+    writeFileSync(join(source, "pub/x"), "public");
+    const tree = fresh("tree");
+    const v = volume("v4");
+    const sealed = sealDirectory(source, tree, {
+      header: freshHeader(4096),
+      treeKey: Buffer.from(v.key, "hex"),
+      regions: regionsFrom({ notProtected: ["/pub"] }),
+    });
+    await assert.rejects(
+      openVolume({ ...v, update_policy: "no-rollback-protection", tag: sealed.tag }, tree, fresh("plain"), realTags),
+      /not-protected region; volumes hold encrypted and authenticated files only/,
+    );
+  });
+
+  test("messages name objects, not the confidential file names", async () => {
+    const tree = fresh("tree");
+    const open = await openVolume(volume("v5"), tree, fresh("plain"), realTags);
+    writeFileSync(join(open.plaintext, "merger-plans-secret.txt"), "x".repeat(100));
+    await commitVolume(open, realTags);
+    const objects = readdirSync(join(tree, OBJECTS));
+    writeFileSync(join(tree, OBJECTS, objects[0]!), randomBytes(128));
+    await assert.rejects(openVolume(volume("v5"), tree, fresh("plain"), realTags), (e: Error) => {
+      assert.match(e.message, /^volume v5: object [0-9a-f]{32}: chunk 0 was altered/);
+      assert.doesNotMatch(e.message, /merger/);
+      return true;
+    });
+  });
+});
+
+describe("what the program makes", () => {
+  test("symbolic links are skipped with a warning; everything else is committed", async () => {
+    const tree = fresh("tree");
+    const open = await openVolume(volume("v6"), tree, fresh("plain"), realTags);
+    writeFileSync(join(open.plaintext, "kept.txt"), "kept");
+    symlinkSync("/etc/passwd", join(open.plaintext, "link"));
+    const warnings: string[] = [];
+    await commitVolume(open, realTags, (m) => warnings.push(m));
+    assert.deepEqual(warnings, ["a symbolic link in volume v6 is not kept"]);
+    const reopened = await openVolume(volume("v6"), tree, fresh("plain"), realTags);
+    assert.equal(readFileSync(join(reopened.plaintext, "kept.txt"), "utf8"), "kept");
+    assert.equal(existsSync(join(reopened.plaintext, "link")), false);
+  });
+});
