@@ -10,7 +10,6 @@ import {
   constants,
   copyFileSync,
   fsyncSync,
-  lstatSync,
   mkdirSync,
   openSync,
   readSync,
@@ -42,7 +41,7 @@ import {
   TreeError,
   tagOf,
 } from "./format.ts";
-import { walkTree } from "./walk.ts";
+import { entryExists, walkTree } from "./walk.ts";
 
 export interface Progress {
   readonly files: number;
@@ -310,19 +309,10 @@ function writeAll(fd: number, parts: Buffer[]): void {
  */
 export function makeDirectory(path: string): void {
   const made: string[] = [];
-  for (let p = path; !exists(p); p = dirname(p)) made.unshift(p);
+  for (let p = path; !entryExists(p); p = dirname(p)) made.unshift(p);
   for (const p of made) {
     mkdirSync(p, { mode: 0o700 });
     fsyncDirectory(dirname(p));
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    lstatSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -29,3 +29,13 @@ export function walkTree(
   };
   enter("");
 }
+
+/** Whether anything (a link included) is at `path`. */
+export function entryExists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

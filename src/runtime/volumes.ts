@@ -7,7 +7,7 @@
  * before anything else (reconcile). Anything else — an older copy, a fork — is refused, and
  * nothing on disk is touched unless the CAS's answer says what is current.
  */
-import { chmodSync, lstatSync, mkdirSync, type Stats } from "node:fs";
+import { chmodSync, mkdirSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import type { ConfiguredVolume } from "../cas/attestation.ts";
 import { type Body, DEFAULT_CHUNK_SIZE, type Header, MANIFEST, type Region, TreeError } from "../fs/format.ts";
@@ -20,6 +20,7 @@ import {
   writePlaintext,
 } from "../fs/open.ts";
 import { freshHeader, type Known, makeDirectory, sealDirectory, type Walked, walk } from "../fs/seal.ts";
+import { entryExists } from "../fs/walk.ts";
 
 /** Where the CAS keeps tags: compare-and-swap `previous` → `next`. */
 export interface TagKeeper {
@@ -80,7 +81,7 @@ export async function openVolume(
   } catch (error) {
     treeFailure(error);
   }
-  if (!exists(join(tree, MANIFEST))) {
+  if (!entryExists(join(tree, MANIFEST))) {
     if (volume.tag !== null)
       fail(`no protected tree at ${tree}, but the policy expects tag ${volume.tag}; put the tree there`);
     makeDirectory(tree);
@@ -253,14 +254,5 @@ function verifies(tree: string, treeKey: Buffer, tag: string): boolean {
   } catch (error) {
     if (error instanceof TreeError) return false;
     throw error;
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    lstatSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -1,10 +1,15 @@
 /** A runtime's side of attestation for tests: the configuration and the service certificate's client. */
 import { generateKeyPairSync } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { expectedReportData } from "../../src/attestation/binding.ts";
 import { LasProvider } from "../../src/attestation/providers/las.ts";
+import { measureFile } from "../../src/attestation/sim/evidence.ts";
 import type { Configuration } from "../../src/cas/attestation.ts";
 import { CasClient } from "../../src/client/cas-client.ts";
 import { decryptCompact } from "../../src/crypto/jwe.ts";
+import { loadOrCreateNodeKey, startLas } from "../../src/las/server.ts";
+import { makeIdentity, startTestCas, type TestCas } from "./cas.ts";
 
 export interface Attested {
   readonly config: Configuration;
@@ -43,4 +48,39 @@ export async function attestAs(
   )![0];
   const keyPem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
   return { config, keyPem, certificatePem, client: new CasClient({ ...cas, keyPem, certificatePem }) };
+}
+
+/** A CAS and an enrolled LAS, a policy for a small program, and attestation as its runtime. */
+export interface AttestationWorld {
+  readonly cas: TestCas;
+  readonly program: string;
+  attest(configId: string): Promise<Attested>;
+  dispose(): Promise<void>;
+}
+
+/** `policy(program, digest)`: the policy's YAML for the program /bin/sh-script `program`. */
+export async function startAttestationWorld(
+  dir: string,
+  policy: (program: string, digest: string) => string,
+): Promise<AttestationWorld> {
+  const program = join(dir, "app.sh");
+  writeFileSync(program, "#!/bin/sh\n", { mode: 0o755 });
+  const owner = await makeIdentity("owner");
+  const cas = await startTestCas({ admins: [owner.hash] });
+  const { key } = await loadOrCreateNodeKey(join(dir, "las.pem"));
+  const las = await startLas({ listen: "127.0.0.1:0", key });
+  await cas.client(owner).request("POST", "/v1/las", { key: las.key });
+  await cas
+    .client(owner)
+    .request("POST", "/v1/policies", { policy: policy(program, measureFile(readFileSync(program))) });
+  return {
+    cas,
+    program,
+    attest: (configId) =>
+      attestAs({ url: cas.running.url, casKey: cas.running.identity.hash }, las.url, program, configId),
+    async dispose() {
+      await las.close();
+      await cas.dispose();
+    },
+  };
 }

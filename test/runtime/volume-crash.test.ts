@@ -8,52 +8,44 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { measureFile } from "../../src/attestation/sim/evidence.ts";
 import { openManifest, verifyTree } from "../../src/fs/open.ts";
-import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
 import { openVolume, type TagKeeper } from "../../src/runtime/volumes.ts";
-import { makeIdentity, startTestCas, type TestCas } from "../helpers/cas.ts";
-import { type Attested, attestAs } from "../helpers/runtime.ts";
+import type { TestCas } from "../helpers/cas.ts";
+import { type AttestationWorld, type Attested, startAttestationWorld } from "../helpers/runtime.ts";
 
 const KILLS = 200;
 const SEED = Number(process.env.CLOISTER_CRASH_SEED ?? 20261123);
 const COMMITTER = join(import.meta.dirname, "..", "helpers", "volume-committer.ts");
 const dir = mkdtempSync(join(tmpdir(), "cloister-crash-"));
-const program = join(dir, "app.sh");
+let world: AttestationWorld;
 let cas: TestCas;
-let las: RunningLas;
 let runtime: Attested;
 
 before(async () => {
-  writeFileSync(program, "#!/bin/sh\n", { mode: 0o755 });
-  const owner = await makeIdentity("owner");
-  cas = await startTestCas({ admins: [owner.hash] });
-  const { key } = await loadOrCreateNodeKey(join(dir, "las.pem"));
-  las = await startLas({ listen: "127.0.0.1:0", key });
-  await cas.client(owner).request("POST", "/v1/las", { key: las.key });
-  await cas.client(owner).request("POST", "/v1/policies", {
-    policy: `version: "1"
+  world = await startAttestationWorld(
+    dir,
+    (program, digest) => `version: "1"
 name: crash
 security:
   attestation: {mode: simulation}
 services:
   - name: app
-    measurements: [{tee: sim, digest: ${measureFile(readFileSync(program))}}]
+    measurements: [{tee: sim, digest: ${digest}}]
     command: [${program}]
     volumes: [{name: data, path: /srv/data}]
 volumes:
   - {name: data}
 `,
-  });
-  runtime = await attestAs({ url: cas.running.url, casKey: cas.running.identity.hash }, las.url, program, "crash/app");
+  );
+  cas = world.cas;
+  runtime = await world.attest("crash/app");
 });
 after(async () => {
-  await las.close();
-  await cas.dispose();
+  await world.dispose();
   rmSync(dir, { recursive: true, force: true });
 });
 

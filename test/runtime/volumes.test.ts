@@ -20,51 +20,43 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { measureFile } from "../../src/attestation/sim/evidence.ts";
 import type { ConfiguredVolume } from "../../src/cas/attestation.ts";
 import type { CasRequestError } from "../../src/client/cas-client.ts";
 import { OBJECTS, regionsFrom, STATES } from "../../src/fs/format.ts";
 import { openManifest } from "../../src/fs/open.ts";
 import { freshHeader, sealDirectory } from "../../src/fs/seal.ts";
-import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
 import { commitVolume, openVolume, TagConflict, type TagKeeper, VolumeError } from "../../src/runtime/volumes.ts";
-import { makeIdentity, startTestCas, type TestCas } from "../helpers/cas.ts";
-import { type Attested, attestAs } from "../helpers/runtime.ts";
+import type { TestCas } from "../helpers/cas.ts";
+import { type AttestationWorld, type Attested, startAttestationWorld } from "../helpers/runtime.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "cloister-volumes-"));
-const program = join(dir, "app.sh");
+let world: AttestationWorld;
 let cas: TestCas;
-let las: RunningLas;
 let runtime: Attested;
 let n = 0;
 const fresh = (name: string) => join(dir, `${name}-${n++}`);
+const volumeNames = Array.from({ length: 8 }, (_, i) => `v${i}`);
 
 before(async () => {
-  writeFileSync(program, "#!/bin/sh\n", { mode: 0o755 });
-  const owner = await makeIdentity("owner");
-  cas = await startTestCas({ admins: [owner.hash] });
-  const { key } = await loadOrCreateNodeKey(join(dir, "las.pem"));
-  las = await startLas({ listen: "127.0.0.1:0", key });
-  await cas.client(owner).request("POST", "/v1/las", { key: las.key });
-  const volumes = Array.from({ length: 8 }, (_, i) => `v${i}`);
-  await cas.client(owner).request("POST", "/v1/policies", {
-    policy: `version: "1"
+  world = await startAttestationWorld(
+    dir,
+    (program, digest) => `version: "1"
 name: vt
 security:
   attestation: {mode: simulation}
 services:
   - name: app
-    measurements: [{tee: sim, digest: ${measureFile(readFileSync(program))}}]
+    measurements: [{tee: sim, digest: ${digest}}]
     command: [${program}]
-    volumes: [${volumes.map((v) => `{name: ${v}, path: /srv/${v}}`).join(", ")}]
-volumes: [${volumes.map((v) => `{name: ${v}}`).join(", ")}]
+    volumes: [${volumeNames.map((v) => `{name: ${v}, path: /srv/${v}}`).join(", ")}]
+volumes: [${volumeNames.map((v) => `{name: ${v}}`).join(", ")}]
 `,
-  });
-  runtime = await attestAs({ url: cas.running.url, casKey: cas.running.identity.hash }, las.url, program, "vt/app");
+  );
+  cas = world.cas;
+  runtime = await world.attest("vt/app");
 });
 after(async () => {
-  await las.close();
-  await cas.dispose();
+  await world.dispose();
   rmSync(dir, { recursive: true, force: true });
 });
 
