@@ -74,15 +74,12 @@ try {
       req.on("error", reject);
       req.end(payload);
     });
+  const measurement = measureFile(readFileSync(PROGRAM));
   const flow = async () => {
     const { nonce } = await post<{ nonce: string }>("/v1/attestation/challenge", { config_id: "bench/svc" });
     const k = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const spki = k.publicKey.export({ type: "spki", format: "der" });
-    const evidence = signSimReport(
-      lasKey,
-      measureFile(readFileSync(PROGRAM)),
-      expectedReportData(Buffer.from(nonce, "base64"), spki),
-    );
+    const evidence = signSimReport(lasKey, measurement, expectedReportData(Buffer.from(nonce, "base64"), spki));
     const r = await post<{ configuration: string }>("/v1/attestation", {
       config_id: "bench/svc",
       nonce,

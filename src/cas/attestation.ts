@@ -7,13 +7,13 @@
  * for K from the policy's CA, and returns the configuration as a JWE that only K can open.
  * Every grant and refusal is audited with its reason.
  */
-import { createPublicKey, type KeyObject, randomBytes, timingSafeEqual, X509Certificate } from "node:crypto";
+import { randomBytes, timingSafeEqual, X509Certificate } from "node:crypto";
 import { expectedReportData } from "../attestation/binding.ts";
 import { measurementProblems, settingsProblems } from "../attestation/validate.ts";
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
 import { certificatePem, issueDer } from "../crypto/certificate.ts";
 import { encryptCompact } from "../crypto/jwe.ts";
-import { spkiHash } from "../crypto/keys.ts";
+import { p256PointOf, spkiHash } from "../crypto/keys.ts";
 import type { PolicyService } from "../policy/schema.ts";
 import { parseTemplate, renderTemplate, renderTemplateText } from "../policy/templates.ts";
 import { type Evidence, verifyEvidence } from "./evidence.ts";
@@ -113,13 +113,8 @@ export class AttestationService {
     const service = record.policy.services.find((s) => s.name === serviceName);
     if (!service) return refuse(404, "unknown_service", `policy ${policyName} has no service ${serviceName}`);
 
-    let spki: Buffer;
-    let key: KeyObject;
-    try {
-      spki = Buffer.from(request.spki, "base64");
-      key = createPublicKey({ key: spki, format: "der", type: "spki" });
-      if (key.asymmetricKeyType !== "ec" || key.asymmetricKeyDetails?.namedCurve !== "prime256v1") throw new Error();
-    } catch {
+    const spki = Buffer.from(request.spki, "base64");
+    if (!p256PointOf(spki)) {
       return refuse(
         400,
         "bad_request",
@@ -173,7 +168,7 @@ export class AttestationService {
 
     let configuration: Configuration;
     try {
-      configuration = this.#configure(record, loaded.values, service, configId, { key, spki }, verdict);
+      configuration = this.#configure(record, loaded.values, service, configId, spki, verdict);
     } catch (error) {
       if (error instanceof CasError) refuse(error.status, error.code, error.message);
       throw error;
@@ -196,7 +191,7 @@ export class AttestationService {
     own: Readonly<Record<string, StoredSecret>>,
     service: PolicyService,
     configId: string,
-    runtime: { key: KeyObject; spki: Buffer },
+    runtimeSpki: Buffer,
     verdict: Verdict,
   ): Configuration {
     const policyName = record.name;
@@ -229,8 +224,7 @@ export class AttestationService {
     const der = issueDer(
       {
         commonName: configId.slice(-64),
-        subjectPublicKey: runtime.key,
-        subjectSpki: runtime.spki,
+        subjectSpki: runtimeSpki,
         ca: false,
         notBefore: new Date(now - 5 * 60_000),
         notAfter: new Date(now + SERVICE_CERT_VALIDITY_MS),

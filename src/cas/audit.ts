@@ -10,6 +10,7 @@ import {
   createHash,
   createHmac,
   createPublicKey,
+  createSecretKey,
   hkdfSync,
   type KeyObject,
   sign,
@@ -48,11 +49,14 @@ export function checkpointMessage(seq: number, chain: string, time: string): Buf
 }
 
 export class AuditLog {
-  readonly #macKey: Buffer;
+  /** A KeyObject, made once: given bytes, createHmac would make one at every entry. */
+  readonly #macKey: KeyObject;
   readonly #signingKey: KeyObject;
 
   constructor(masterKey: Buffer, signingKey: KeyObject) {
-    this.#macKey = Buffer.from(hkdfSync("sha256", masterKey, Buffer.alloc(0), "cloister-audit-mac-v1", 32));
+    this.#macKey = createSecretKey(
+      Buffer.from(hkdfSync("sha256", masterKey, Buffer.alloc(0), "cloister-audit-mac-v1", 32)),
+    );
     this.#signingKey = signingKey;
   }
 

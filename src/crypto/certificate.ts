@@ -14,6 +14,7 @@ import {
   certificateExtensions,
   children,
   type Der,
+  decodeOid,
   type Element,
   explicit,
   implicitPrimitive,
@@ -30,12 +31,16 @@ import {
   utf8String,
 } from "./der.ts";
 
-export interface CertificateRequest {
+export type CertificateRequest = CertificateProfile &
+  (
+    | { readonly subjectPublicKey: KeyObject; readonly subjectSpki?: Buffer }
+    /** The subject key as SubjectPublicKeyInfo DER alone, as received: no KeyObject made for it. */
+    | { readonly subjectPublicKey?: undefined; readonly subjectSpki: Buffer }
+  );
+
+interface CertificateProfile {
   /** The subject's common name. */
   readonly commonName: string;
-  readonly subjectPublicKey: KeyObject;
-  /** The subject key's SubjectPublicKeyInfo DER, when the caller has it: saves exporting it. */
-  readonly subjectSpki?: Buffer;
   readonly ca: boolean;
   readonly notBefore: Date;
   readonly notAfter: Date;
@@ -67,7 +72,16 @@ const OID = {
   ecdsaSha384: "1.2.840.10045.4.3.3",
   ed25519: "1.3.101.112",
   rsaSha256: "1.2.840.113549.1.1.11",
+  rsaEncryption: "1.2.840.113549.1.1.1",
 } as const;
+
+/** The algorithm OID of a SubjectPublicKeyInfo: SEQUENCE { SEQUENCE { OID, … }, BIT STRING }. */
+function spkiAlgorithm(spki: Buffer): string {
+  const algorithm = children(spki, readElement(spki, 0))[0];
+  const id = algorithm && children(spki, algorithm)[0];
+  if (id?.tag !== 0x06) throw new Error("not a SubjectPublicKeyInfo");
+  return decodeOid(spki.subarray(id.contentStart, id.end));
+}
 
 /** KeyUsage bits (RFC 5280 §4.2.1.3). */
 const KU = { digitalSignature: 0, keyEncipherment: 2, keyCertSign: 5, cRLSign: 6 } as const;
@@ -157,13 +171,13 @@ function ipBytes(ip: string): Buffer {
 export function issueDer(request: CertificateRequest, signer: Signer): Buffer {
   const subjectName = nameDer(request.commonName);
   const subjectKey =
-    request.subjectPublicKey.type === "private" ? createPublicKey(request.subjectPublicKey) : request.subjectPublicKey;
-  const spki = request.subjectSpki ?? subjectKey.export({ type: "spki", format: "der" });
+    request.subjectPublicKey?.type === "private" ? createPublicKey(request.subjectPublicKey) : request.subjectPublicKey;
+  const spki = request.subjectSpki ?? subjectKey!.export({ type: "spki", format: "der" });
   const subjectKeyId = keyIdentifierOf(spki);
   const key = signer.key;
   const algorithm = signatureAlgorithm(key);
   const notAfter = request.notAfter > signer.notAfter ? signer.notAfter : request.notAfter;
-  const rsaSubject = subjectKey.asymmetricKeyType === "rsa";
+  const rsaSubject = subjectKey ? subjectKey.asymmetricKeyType === "rsa" : spkiAlgorithm(spki) === OID.rsaEncryption;
   const usage = request.ca
     ? [KU.digitalSignature, KU.keyCertSign, KU.cRLSign]
     : [KU.digitalSignature, ...(rsaSubject ? [KU.keyEncipherment] : [])];

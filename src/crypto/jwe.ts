@@ -8,6 +8,10 @@
  * loading jose cost a `cloister run` about 20 ms at every start and its WebCrypto path was a
  * fifth of the CAS's work per attestation. `jose` stays in the tests as an independent reader
  * and writer (test/crypto/jwe.test.ts checks both directions).
+ *
+ * Keys go to ciphers as KeyObjects (createSecretKey): given raw bytes, Node 24's cipher
+ * constructors first test whether they are a KeyObject or a CryptoKey by throwing and catching,
+ * which costs four times what making the KeyObject does.
  */
 import {
   createCipheriv,
@@ -15,10 +19,12 @@ import {
   createECDH,
   createHash,
   createPublicKey,
+  createSecretKey,
   diffieHellman,
   type KeyObject,
   randomBytes,
 } from "node:crypto";
+import { p256PointOf } from "./keys.ts";
 
 export const JWE_ALG = "ECDH-ES+A256KW";
 export const JWE_ENC = "A256GCM";
@@ -72,10 +78,10 @@ export function encryptCompact(
   const encodedHeader = Buffer.from(JSON.stringify(protectedHeader)).toString("base64url");
   const kek = concatKdf(ephemeral.computeSecret(p256Point(recipient)), JWE_ALG, 256);
   const cek = randomBytes(CEK_BYTES);
-  const wrap = createCipheriv("id-aes256-wrap", kek, KEY_WRAP_IV);
+  const wrap = createCipheriv("id-aes256-wrap", createSecretKey(kek), KEY_WRAP_IV);
   const encryptedKey = Buffer.concat([wrap.update(cek), wrap.final()]);
   const iv = randomBytes(IV_BYTES);
-  const gcm = createCipheriv("aes-256-gcm", cek, iv);
+  const gcm = createCipheriv("aes-256-gcm", createSecretKey(cek), iv);
   gcm.setAAD(Buffer.from(encodedHeader, "ascii"));
   const ciphertext = Buffer.concat([gcm.update(plaintext), gcm.final()]);
   return [encodedHeader, encryptedKey, iv, ciphertext, gcm.getAuthTag()]
@@ -118,12 +124,12 @@ export function decryptCompact(jwe: string, key: KeyObject): { plaintext: Buffer
   );
   let cek: Buffer;
   try {
-    const unwrap = createDecipheriv("id-aes256-wrap", kek, KEY_WRAP_IV);
+    const unwrap = createDecipheriv("id-aes256-wrap", createSecretKey(kek), KEY_WRAP_IV);
     cek = Buffer.concat([unwrap.update(encryptedKey), unwrap.final()]);
   } catch {
     throw new JweError("the content key does not unwrap: encrypted for another key, or altered");
   }
-  const gcm = createDecipheriv("aes-256-gcm", cek, iv);
+  const gcm = createDecipheriv("aes-256-gcm", createSecretKey(cek), iv);
   gcm.setAAD(Buffer.from(encodedHeader, "ascii"));
   gcm.setAuthTag(tag);
   try {
@@ -201,19 +207,12 @@ function base64url(text: string, what: string, bytes?: number): Buffer {
   return value;
 }
 
-/** DER of a P-256 SubjectPublicKeyInfo up to the point: id-ecPublicKey, prime256v1, BIT STRING. */
-const P256_SPKI_PREFIX = Buffer.from("3059301306072a8648ce3d020106082a8648ce3d030107034200", "hex");
-
-/**
- * The uncompressed point (04 ‖ x ‖ y) of a P-256 public key. Whether it is on the curve,
- * ECDH's computeSecret checks.
- */
+/** The uncompressed point (04 ‖ x ‖ y) of a P-256 public key, checked to be on the curve. */
 function p256Point(key: KeyObject | Buffer): Buffer {
   if (!Buffer.isBuffer(key) && key.type !== "public") throw new JweError("expected a P-256 public key");
-  const der = Buffer.isBuffer(key) ? key : key.export({ type: "spki", format: "der" });
-  if (der.length !== P256_SPKI_PREFIX.length + 65 || !der.subarray(0, P256_SPKI_PREFIX.length).equals(P256_SPKI_PREFIX))
-    throw new JweError("expected a P-256 public key");
-  return der.subarray(P256_SPKI_PREFIX.length);
+  const point = p256PointOf(Buffer.isBuffer(key) ? key : key.export({ type: "spki", format: "der" }));
+  if (!point) throw new JweError("expected a P-256 public key");
+  return point;
 }
 
 function requireP256(key: KeyObject, type: "public" | "private"): void {

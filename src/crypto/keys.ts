@@ -1,5 +1,5 @@
 /** Key helpers over node:crypto. */
-import { createHash, createPublicKey, type KeyObject } from "node:crypto";
+import { createHash, createPublicKey, ECDH, type KeyObject } from "node:crypto";
 
 /**
  * The name of an identity: lowercase hex SHA-256 of its public key's SubjectPublicKeyInfo
@@ -10,4 +10,27 @@ export function spkiHash(key: KeyObject | string): string {
     typeof key === "string" ? createPublicKey(key) : key.type === "private" ? createPublicKey(key) : key;
   const der = publicKey.export({ type: "spki", format: "der" });
   return createHash("sha256").update(der).digest("hex");
+}
+
+/** DER of a P-256 SubjectPublicKeyInfo up to the point: id-ecPublicKey, prime256v1, BIT STRING. */
+export const P256_SPKI_PREFIX = Buffer.from("3059301306072a8648ce3d020106082a8648ce3d030107034200", "hex");
+
+/**
+ * The uncompressed point (04 ‖ x ‖ y) of a P-256 SubjectPublicKeyInfo, after checking that it
+ * is one — exactly this encoding, and a point on the curve (OpenSSL decodes it) — or undefined.
+ * For keys received once and used once (a runtime's ephemeral key): a KeyObject costs five
+ * times as much to make, most of it in Node's own argument checks.
+ */
+export function p256PointOf(spki: Uint8Array): Buffer | undefined {
+  const der = Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength);
+  if (der.length !== P256_SPKI_PREFIX.length + 65 || !der.subarray(0, P256_SPKI_PREFIX.length).equals(P256_SPKI_PREFIX))
+    return undefined;
+  const point = der.subarray(P256_SPKI_PREFIX.length);
+  if (point[0] !== 0x04) return undefined;
+  try {
+    ECDH.convertKey(point, "prime256v1", undefined, undefined, "uncompressed");
+  } catch {
+    return undefined;
+  }
+  return point;
 }

@@ -4,7 +4,7 @@
  * is verified: sizes are computed from the manifest, never read from the disk, and a tree that
  * fails anywhere releases nothing (extract writes into a directory it removes on failure).
  */
-import { createDecipheriv, timingSafeEqual } from "node:crypto";
+import { createDecipheriv, createSecretKey, timingSafeEqual } from "node:crypto";
 import {
   chmodSync,
   closeSync,
@@ -198,7 +198,7 @@ export function readObject(treeDir: string, header: Header, entry: FileEntry, si
     if (actual !== expected)
       throw fileError(entry, `its object holds ${actual} bytes, not ${expected} (truncated or extended)`);
     if (entry.region === "encrypted") {
-      const key = Buffer.from(entry.key, "hex");
+      const key = createSecretKey(Buffer.from(entry.key, "hex")); // once per file, not per chunk
       const buffer = Buffer.allocUnsafe(header.chunk_size + NONCE_BYTES + TAG_BYTES);
       const count = chunkCount(entry.size, header.chunk_size);
       for (let index = 0; index < count; index++) {

@@ -156,6 +156,22 @@ describe("refusals", () => {
     await refused(send("shop/web", a, { spki: otherKey.toString("base64") }), 403, /does not bind/);
   });
 
+  test("a runtime key that is not a P-256 point: another curve, off the curve, cut short", async () => {
+    const p384 = generateKeyPairSync("ec", { namedCurve: "P-384" }).publicKey.export({ type: "spki", format: "der" });
+    for (const spki of [
+      p384,
+      flipLastByte((await prepare("shop/web")).spki),
+      (await prepare("shop/web")).spki.subarray(0, 60),
+    ]) {
+      const a = await prepare("shop/web");
+      await refused(
+        send("shop/web", a, { spki: spki.toString("base64") }),
+        400,
+        /expected the runtime's P-256 public key/,
+      );
+    }
+  });
+
   test("the wrong program (measurement)", async () => {
     const a = await prepare("shop/web", other);
     await refused(send("shop/web", a), 403, /^measurement [0-9a-f]{12}… is not allowed for shop\/web/);
@@ -226,3 +242,10 @@ describe("rate limiting", () => {
     assert.equal(limiter.take("a", 1000), true, "refilled after a second");
   });
 });
+
+/** A copy with its last byte changed: for a P-256 key, y no longer matches x. */
+function flipLastByte(bytes: Buffer): Buffer {
+  const copy = Buffer.from(bytes);
+  copy[copy.length - 1]! ^= 1;
+  return copy;
+}

@@ -177,6 +177,37 @@ describe("issued certificates", () => {
     }
   }
 
+  test("a subject given as SubjectPublicKeyInfo alone gets the profile its KeyObject would", () => {
+    const ca = keys["P-256"]!();
+    const caCert = issue(
+      { commonName: "ca", subjectPublicKey: ca.publicKey, ca: true, notBefore: now, notAfter: inDays(30) },
+      selfSigner("ca", ca.privateKey),
+    );
+    for (const [type, make] of Object.entries(keys)) {
+      const subject = make().publicKey;
+      const spki = subject.export({ type: "spki", format: "der" });
+      const profile = { commonName: type, ca: false, notBefore: now, notAfter: inDays(1) } as const;
+      const fromKey = new x509.X509Certificate(
+        issue({ ...profile, subjectPublicKey: subject }, signerFor(caCert, ca.privateKey)).raw,
+      );
+      const fromSpki = issue({ ...profile, subjectSpki: spki }, signerFor(caCert, ca.privateKey));
+      assert.ok(fromSpki.publicKey.equals(subject), type);
+      assert.match(opensslVerify(fromSpki, [caCert]), /OK/, type);
+      const read = new x509.X509Certificate(fromSpki.raw);
+      // RSA subjects get keyEncipherment: told from the SPKI's algorithm when there is no KeyObject.
+      assert.equal(
+        read.getExtension(x509.KeyUsagesExtension)?.usages,
+        fromKey.getExtension(x509.KeyUsagesExtension)?.usages,
+        type,
+      );
+      assert.equal(
+        read.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId,
+        keyIdentifier(subject).toString("hex"),
+        type,
+      );
+    }
+  });
+
   test("an intermediate CA chains, and a certificate never outlives its issuer", () => {
     const root = keys["P-384"]!();
     const rootCert = issue(

@@ -38,19 +38,34 @@ const signed = (report: SimReport) => Buffer.from(`${SIM_FORMAT}\0${canonicalJso
 
 /** What a LAS does: measure, bind, sign. */
 export function signSimReport(key: KeyObject, measurement: string, reportData: Buffer, time = new Date()): SimEvidence {
-  const publicKey = createPublicKey(key);
+  const las = lasIdentity(key);
   const report: SimReport = {
     format: SIM_FORMAT,
     measurement,
     report_data: reportData.toString("hex"),
-    las_key: spkiHash(publicKey),
+    las_key: las.hash,
     time: time.toISOString(),
   };
   return {
     report,
-    las_spki: publicKey.export({ type: "spki", format: "der" }).toString("base64"),
+    las_spki: las.spki,
     signature: sign("sha256", signed(report), key).toString("base64"),
   };
+}
+
+/** A LAS key's public half, as evidence names it: exported once per key, not at every report. */
+const lasIdentities = new WeakMap<KeyObject, { hash: string; spki: string }>();
+function lasIdentity(key: KeyObject): { hash: string; spki: string } {
+  let identity = lasIdentities.get(key);
+  if (!identity) {
+    const publicKey = createPublicKey(key);
+    identity = {
+      hash: spkiHash(publicKey),
+      spki: publicKey.export({ type: "spki", format: "der" }).toString("base64"),
+    };
+    lasIdentities.set(key, identity);
+  }
+  return identity;
 }
 
 export const measureFile = (bytes: Uint8Array): string => createHash("sha256").update(bytes).digest("hex");
