@@ -2,14 +2,23 @@
  * bench/attest-throughput: full attestation flows per second against one CAS — challenge,
  * simulated evidence bound to the nonce and a fresh key K, and the configuration with a freshly
  * issued service certificate, as a JWE to K. `cloister cas start` runs in its own process; this
- * process plays 32 concurrent runtimes on keep-alive HTTPS connections and signs the simulated
- * evidence itself with an enrolled LAS key (what `cloister las start` would do), so that the
- * figure is the CAS's. Targets on this machine: ≥ 1,000 flows/s, p99 ≤ 50 ms.
+ * process plays the runtimes on keep-alive HTTPS connections and signs the simulated evidence
+ * itself with an enrolled LAS key (what `cloister las start` would do), so that the figure is the
+ * CAS's. Two measurements, one run:
  *
- *   node bench/attest-throughput.ts [--seconds 5] [--clients 32]
+ * - capacity: 32 runtimes in a closed loop, each starting its next flow when its last ended —
+ *   the most flows per second the CAS completes (target ≥ 1,000/s). Their latency is reported
+ *   too, but in a closed loop it is set by the loop: the mean is 32 divided by the throughput
+ *   (Little's law), whatever the CAS does with each flow.
+ * - latency at the target rate: flows started on a schedule, Poisson arrivals at 1,000/s, each
+ *   timed from the instant it was due, whether or not the CAS had kept up (no coordinated
+ *   omission) — what a runtime starting while 1,000 others a second do waits (target p99 ≤ 50 ms);
+ *   three rounds, pooled.
+ *
+ *   node bench/attest-throughput.ts [--seconds 5] [--clients 32] [--rate 1000]
  */
 import { spawn } from "node:child_process";
-import { generateKeyPairSync } from "node:crypto";
+import { createECDH, generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
 import { Agent, request } from "node:https";
 import { tmpdir } from "node:os";
@@ -18,14 +27,19 @@ import { parseArgs } from "node:util";
 import { expectedReportData } from "../src/attestation/binding.ts";
 import { measureFile, signSimReport } from "../src/attestation/sim/evidence.ts";
 import { CasClient } from "../src/client/cas-client.ts";
-import { spkiHash } from "../src/crypto/keys.ts";
+import { P256_SPKI_PREFIX, spkiHash } from "../src/crypto/keys.ts";
 import { selfSignedP256 } from "../src/crypto/self-signed.ts";
 
 const { values: args } = parseArgs({
-  options: { seconds: { type: "string", default: "5" }, clients: { type: "string", default: "32" } },
+  options: {
+    seconds: { type: "string", default: "5" },
+    clients: { type: "string", default: "32" },
+    rate: { type: "string", default: "1000" },
+  },
 });
 const SECONDS = Number(args.seconds);
 const CLIENTS = Number(args.clients);
+const RATE = Number(args.rate);
 const BIN = join(import.meta.dirname, "..", "bin", "cloister.js");
 const PROGRAM = realpathSync("/bin/true");
 
@@ -48,7 +62,12 @@ try {
   await owner.request("POST", "/v1/policies", {
     policy: `version: "1"\nname: bench\nsecurity:\n  attestation: {mode: simulation}\nservices:\n  - name: svc\n    measurements: [{tee: sim, digest: ${measureFile(readFileSync(PROGRAM))}}]\n    command: [${PROGRAM}, "$$cloister::token$$"]\n    environment: {TOKEN: "$$cloister::token$$"}\n    files: [{path: /etc/bench/key, content: "$$cloister::key:hex$$"}]\nsecrets:\n  - {name: token, kind: ascii}\n  - {name: key, kind: binary}\n`,
   });
-  const agent = new Agent({ keepAlive: true, maxSockets: CLIENTS, rejectUnauthorized: false, minVersion: "TLSv1.3" });
+  const agent = new Agent({
+    keepAlive: true,
+    maxSockets: Math.max(CLIENTS, 64),
+    rejectUnauthorized: false,
+    minVersion: "TLSv1.3",
+  });
   const post = <T>(path: string, body: unknown) =>
     new Promise<T>((resolve, reject) => {
       const payload = Buffer.from(JSON.stringify(body));
@@ -77,8 +96,9 @@ try {
   const measurement = measureFile(readFileSync(PROGRAM));
   const flow = async () => {
     const { nonce } = await post<{ nonce: string }>("/v1/attestation/challenge", { config_id: "bench/svc" });
-    const k = generateKeyPairSync("ec", { namedCurve: "P-256" });
-    const spki = k.publicKey.export({ type: "spki", format: "der" });
+    // K as a runtime sends it (SubjectPublicKeyInfo DER), made the cheapest way node:crypto has:
+    // these runtimes share the machine with the CAS, and their work is not what is measured.
+    const spki = Buffer.concat([P256_SPKI_PREFIX, createECDH("prime256v1").generateKeys()]);
     const evidence = signSimReport(lasKey, measurement, expectedReportData(Buffer.from(nonce, "base64"), spki));
     const r = await post<{ configuration: string }>("/v1/attestation", {
       config_id: "bench/svc",
@@ -88,7 +108,17 @@ try {
     });
     if (r.configuration.split(".").length !== 5) throw new Error("not a JWE");
   };
-  const phase = async (seconds: number) => {
+  const summary = (latencies: number[], started: number) => {
+    latencies.sort((a, b) => a - b);
+    return {
+      perSecond: latencies.length / ((performance.now() - started) / 1000),
+      p50: latencies[Math.floor(latencies.length / 2)]!,
+      p99: latencies[Math.floor(latencies.length * 0.99)]!,
+      n: latencies.length,
+    };
+  };
+  /** CLIENTS runtimes, each starting its next flow when its last one ended. */
+  const closedLoop = async (seconds: number) => {
     const latencies: number[] = [];
     const end = performance.now() + seconds * 1000;
     const start = performance.now();
@@ -101,20 +131,61 @@ try {
         }
       }),
     );
-    latencies.sort((a, b) => a - b);
-    return {
-      perSecond: latencies.length / ((performance.now() - start) / 1000),
-      p50: latencies[Math.floor(latencies.length / 2)]!,
-      p99: latencies[Math.floor(latencies.length * 0.99)]!,
-      n: latencies.length,
-    };
+    return summary(latencies, start);
   };
-  await phase(1); // warm up
-  const r = await phase(SECONDS);
-  console.log(`attest-throughput: ${CLIENTS} concurrent runtimes, ${SECONDS} s`);
+  /** Flows due at Poisson arrivals of `rate` a second, each timed from when it was due. */
+  const openLoop = async (rate: number, seconds: number) => {
+    const latencies: number[] = [];
+    const flows: Promise<void>[] = [];
+    const start = performance.now();
+    const end = start + seconds * 1000;
+    let due = start;
+    let mostInFlight = 0;
+    let inFlight = 0;
+    while (due < end) {
+      const now = performance.now();
+      if (now < due) {
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, due - now - 0.5)));
+        continue;
+      }
+      const scheduled = due;
+      inFlight++;
+      mostInFlight = Math.max(mostInFlight, inFlight);
+      flows.push(
+        flow().then(() => {
+          inFlight--;
+          latencies.push(performance.now() - scheduled);
+        }),
+      );
+      due += (-Math.log(1 - Math.random()) * 1000) / rate;
+    }
+    await Promise.all(flows);
+    return { ...summary(latencies, start), mostInFlight, latencies };
+  };
+  await closedLoop(1); // warm up: connections, JIT
+  const capacity = await closedLoop(SECONDS);
+  await openLoop(RATE, 1);
+  // Three rounds, their flows pooled: one of this VM's stalls of tens of milliseconds backs up
+  // every flow due while the CAS catches up, and the rounds show how much one stall moves p99.
+  const rounds = [];
+  for (let round = 0; round < 3; round++) rounds.push(await openLoop(RATE, SECONDS));
+  const pooled = rounds.flatMap((r) => r.latencies).sort((a, b) => a - b);
+  const atRate = {
+    p50: pooled[Math.floor(pooled.length / 2)]!,
+    p99: pooled[Math.floor(pooled.length * 0.99)]!,
+    n: pooled.length,
+    perSecond: rounds.reduce((sum, r) => sum + r.perSecond, 0) / rounds.length,
+    mostInFlight: Math.max(...rounds.map((r) => r.mostInFlight)),
+  };
+  const ms = (x: number) => `${x.toFixed(1)} ms`;
+  console.log(`attest-throughput: one CAS, ${SECONDS} s per measurement`);
   console.log(
-    `${r.perSecond.toFixed(0)} flows/s  p50 ${r.p50.toFixed(1)} ms  p99 ${r.p99.toFixed(1)} ms  (${r.n} flows; targets ≥ 1,000/s, p99 ≤ 50 ms)`,
+    `capacity, ${CLIENTS} runtimes in a closed loop: ${capacity.perSecond.toFixed(0)} flows/s  (p50 ${ms(capacity.p50)}, p99 ${ms(capacity.p99)}; ${capacity.n} flows)`,
   );
+  console.log(
+    `latency at ${RATE} flows/s offered (Poisson): p50 ${ms(atRate.p50)}  p99 ${ms(atRate.p99)}  (3 × ${SECONDS} s pooled, ${atRate.n} flows; p99 per round ${rounds.map((r) => ms(r.p99)).join(", ")}; ${atRate.perSecond.toFixed(0)} flows/s completed, at most ${atRate.mostInFlight} in flight)`,
+  );
+  console.log("targets: capacity ≥ 1,000 flows/s; p99 ≤ 50 ms at 1,000 flows/s");
   agent.destroy();
 } finally {
   child.kill("SIGTERM");
