@@ -24,7 +24,7 @@ import {
   type KeyObject,
   randomBytes,
 } from "node:crypto";
-import { p256PointOf } from "./keys.ts";
+import { p256SpkiPoint } from "./keys.ts";
 
 export const JWE_ALG = "ECDH-ES+A256KW";
 export const JWE_ENC = "A256GCM";
@@ -76,7 +76,14 @@ export function encryptCompact(
     },
   };
   const encodedHeader = Buffer.from(JSON.stringify(protectedHeader)).toString("base64url");
-  const kek = concatKdf(ephemeral.computeSecret(p256Point(recipient)), JWE_ALG, 256);
+  let shared: Buffer;
+  try {
+    shared = ephemeral.computeSecret(p256Point(recipient));
+  } catch (error) {
+    if (error instanceof JweError) throw error;
+    throw new JweError("expected a P-256 public key: the point is not on the curve");
+  }
+  const kek = concatKdf(shared, JWE_ALG, 256);
   const cek = randomBytes(CEK_BYTES);
   const wrap = createCipheriv("id-aes256-wrap", createSecretKey(kek), KEY_WRAP_IV);
   const encryptedKey = Buffer.concat([wrap.update(cek), wrap.final()]);
@@ -207,10 +214,13 @@ function base64url(text: string, what: string, bytes?: number): Buffer {
   return value;
 }
 
-/** The uncompressed point (04 ‖ x ‖ y) of a P-256 public key, checked to be on the curve. */
+/**
+ * The uncompressed point (04 ‖ x ‖ y) of a P-256 public key. Whether it is on the curve, ECDH's
+ * computeSecret checks: it decodes the point, and refuses one that is not (tested).
+ */
 function p256Point(key: KeyObject | Buffer): Buffer {
   if (!Buffer.isBuffer(key) && key.type !== "public") throw new JweError("expected a P-256 public key");
-  const point = p256PointOf(Buffer.isBuffer(key) ? key : key.export({ type: "spki", format: "der" }));
+  const point = p256SpkiPoint(Buffer.isBuffer(key) ? key : key.export({ type: "spki", format: "der" }));
   if (!point) throw new JweError("expected a P-256 public key");
   return point;
 }

@@ -22,15 +22,24 @@ export const P256_SPKI_PREFIX = Buffer.from("3059301306072a8648ce3d020106082a864
  * times as much to make, most of it in Node's own argument checks.
  */
 export function p256PointOf(spki: Uint8Array): Buffer | undefined {
-  const der = Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength);
-  if (der.length !== P256_SPKI_PREFIX.length + 65 || !der.subarray(0, P256_SPKI_PREFIX.length).equals(P256_SPKI_PREFIX))
-    return undefined;
-  const point = der.subarray(P256_SPKI_PREFIX.length);
-  if (point[0] !== 0x04) return undefined;
+  const point = p256SpkiPoint(spki);
+  if (!point) return undefined;
   try {
     ECDH.convertKey(point, "prime256v1", undefined, undefined, "uncompressed");
   } catch {
     return undefined;
   }
   return point;
+}
+
+/**
+ * The uncompressed point of a P-256 SubjectPublicKeyInfo by its encoding alone, not checked to
+ * be on the curve: for callers whose next step (an ECDH) decodes the point and so checks it.
+ */
+export function p256SpkiPoint(spki: Uint8Array): Buffer | undefined {
+  const der = Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength);
+  if (der.length !== P256_SPKI_PREFIX.length + 65 || !der.subarray(0, P256_SPKI_PREFIX.length).equals(P256_SPKI_PREFIX))
+    return undefined;
+  const point = der.subarray(P256_SPKI_PREFIX.length);
+  return point[0] === 0x04 ? point : undefined;
 }

@@ -159,6 +159,11 @@ describe("refusals", () => {
     assert.throws(() => decryptCompact(jwe, publicKey), /P-256 private key/);
     const p384 = generateKeyPairSync("ec", { namedCurve: "P-384" });
     assert.throws(() => encryptCompact(Buffer.from("x"), p384.publicKey), /P-256 public key/);
+    // As SubjectPublicKeyInfo bytes: the encoding of a P-256 key, but y changed — off the curve.
+    const spki = publicKey.export({ type: "spki", format: "der" });
+    spki[spki.length - 1]! ^= 1;
+    assert.throws(() => encryptCompact(Buffer.from("x"), spki), /P-256 public key: the point is not on the curve/);
+    assert.throws(() => encryptCompact(Buffer.from("x"), spki.subarray(0, 60)), /P-256 public key/);
   });
 });
 
