@@ -17,9 +17,9 @@
  * unshare directly; the shell's own additions (PWD) are removed before the exec.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { accessSync, constants, statSync } from "node:fs";
+import { accessSync, constants, realpathSync, statSync } from "node:fs";
 import { constants as os } from "node:os";
-import { dirname, isAbsolute, join } from "node:path";
+import { basename, dirname, isAbsolute, join } from "node:path";
 import type { Writable } from "node:stream";
 import type { Configuration } from "../cas/attestation.ts";
 import { OverlayError, planOverlays } from "./overlays.ts";
@@ -59,18 +59,17 @@ export function planLaunch(
    */
   namespace: readonly string[] | null,
   exists: (path: string) => boolean = pathExists,
+  realpath: (path: string) => string = realpathSync,
 ): Launch {
-  const [unshare, mount, mkdir, head, chmod] = ["unshare", "mount", "mkdir", "head", "chmod"].map(findTool) as [
-    string,
-    string,
-    string,
-    string,
-    string,
-  ];
+  const [unshare, mount, mkdir, head, chmod, rm] = ["unshare", "mount", "mkdir", "head", "chmod", "rm"].map(
+    findTool,
+  ) as [string, string, string, string, string, string];
   const lines = [
     `fail() { printf 'cloister: %s\\n' "$1" >&2; exit 1; }`,
     // Files are created private, then given their modes.
     "umask 077",
+    // `>` creates, never opens what is there (O_EXCL: not through a symbolic link either).
+    "set -C",
   ];
   if (namespace !== null)
     lines.push(
@@ -78,7 +77,6 @@ export function planLaunch(
       `${mkdir} -m 700 ${STAGING} || fail 'cannot make the staging directory'`,
     );
   const data: Buffer[] = [];
-  const modes = new Map<string, string[]>();
   for (const file of config.files) {
     if (!isAbsolute(file.path)) throw new LaunchError(`file ${file.path}: the path must be absolute`);
   }
@@ -86,7 +84,7 @@ export function planLaunch(
   if (namespace !== null) {
     let plan: ReturnType<typeof planOverlays>;
     try {
-      plan = planOverlays(fileDirectories(config), exists, STAGING, "");
+      plan = planOverlays(fileDirectories(config, realpath), exists, STAGING, "");
     } catch (error) {
       if (error instanceof OverlayError) throw new LaunchError(error.message);
       throw error;
@@ -99,16 +97,34 @@ export function planLaunch(
     }
     for (const d of plan.directories) lines.push(`${mkdir} -p -- ${quote(d)} || fail ${quote(`cannot make ${d}`)}`);
   }
+  // Each file is written in its real directory (symbolic links resolved when planning), entered
+  // with `cd -P` and checked to be that directory still — so that a link at the file's path or
+  // swapped in for a directory on the way cannot send its content outside the overlays. Within
+  // the directory: whatever is at the name is removed (in the overlay: the host keeps its own),
+  // and the file is created anew (noclobber: O_EXCL, never through a link).
+  const byDirectory = new Map<string, { file: Configuration["files"][number]; name: string }[]>();
   for (const file of config.files) {
-    const content = Buffer.from(file.content, "base64");
-    data.push(content);
-    lines.push(`${head} -c ${content.length} <&3 > ${quote(file.path)} || fail ${quote(`cannot write ${file.path}`)}`);
-    const mode = file.mode.replace(/^0*(?=.)/, "");
-    if (!/^[0-7]{1,4}$/.test(mode)) throw new LaunchError(`file ${file.path}: mode ${file.mode} is not octal`);
-    modes.set(mode, [...(modes.get(mode) ?? []), file.path]);
+    const real = realDirectory(dirname(file.path), realpath);
+    byDirectory.set(real, [...(byDirectory.get(real) ?? []), { file, name: basename(file.path) }]);
   }
-  for (const [mode, paths] of modes) {
-    lines.push(`${chmod} ${mode} -- ${paths.map(quote).join(" ")} || fail 'cannot set file modes'`);
+  for (const [directory, files] of byDirectory) {
+    lines.push(
+      `cd -P -- ${quote(directory)} && [ "$(pwd -P)" = ${quote(directory)} ] || fail ${quote(`${directory} is not the directory planned for ${files[0]!.file.path}`)}`,
+    );
+    const modes = new Map<string, string[]>();
+    for (const { file, name } of files) {
+      const content = Buffer.from(file.content, "base64");
+      data.push(content);
+      lines.push(
+        `${rm} -f -- ${quote(name)} && ${head} -c ${content.length} <&3 > ${quote(name)} || fail ${quote(`cannot write ${file.path}`)}`,
+      );
+      const mode = file.mode.replace(/^0*(?=.)/, "");
+      if (!/^[0-7]{1,4}$/.test(mode)) throw new LaunchError(`file ${file.path}: mode ${file.mode} is not octal`);
+      modes.set(mode, [...(modes.get(mode) ?? []), name]);
+    }
+    for (const [mode, names] of modes) {
+      lines.push(`${chmod} ${mode} -- ${names.map(quote).join(" ")} || fail 'cannot set file modes'`);
+    }
   }
   if (!isAbsolute(config.pwd)) throw new LaunchError(`pwd ${config.pwd}: the working directory must be absolute`);
   lines.push(`cd -P -- ${quote(config.pwd)} || fail ${quote(`cannot enter the working directory ${config.pwd}`)}`);
@@ -167,9 +183,32 @@ export function startLaunch(
 
 const FORWARDED = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"] as const;
 
-/** The directories the policy's files go in, with what wants each (for messages). */
-export function fileDirectories(config: Configuration): { dir: string; what: string }[] {
-  return config.files.map((f) => ({ dir: dirname(f.path), what: `file ${f.path}` }));
+/**
+ * The directories the policy's files really go in — symbolic links on the way resolved, so that
+ * the overlays cover where the content lands, not where a link points from — with what wants each
+ * (for messages).
+ */
+export function fileDirectories(
+  config: Configuration,
+  realpath: (path: string) => string = realpathSync,
+): { dir: string; what: string }[] {
+  return config.files.map((f) => ({ dir: realDirectory(dirname(f.path), realpath), what: `file ${f.path}` }));
+}
+
+/**
+ * `dir` with the symbolic links of its existing part resolved (`realpath` of the nearest
+ * existing ancestor, then the components the host lacks): where a file named in it really goes.
+ */
+export function realDirectory(dir: string, realpath: (path: string) => string = realpathSync): string {
+  const missing: string[] = [];
+  for (let existing = dir; ; existing = dirname(existing)) {
+    try {
+      return join(realpath(existing), ...missing);
+    } catch {
+      if (existing === "/") throw new LaunchError(`cannot resolve ${dir}`);
+      missing.unshift(basename(existing));
+    }
+  }
 }
 
 /** A word the shell reads back exactly: single quotes, each ' written as '\''. */

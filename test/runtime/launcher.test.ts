@@ -8,7 +8,17 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -116,6 +126,32 @@ describe("files", () => {
     }
     assert.equal(existsSync("/opt/cloister-launcher-test"), false);
     assert.equal(existsSync(`${dir}/sub`), false);
+  });
+
+  test("symbolic links on the way carry nothing to the host: a link at the file's path, a linked directory", async () => {
+    // As a host (or an ordinary image: /etc/resolv.conf is often a link) may have them.
+    const root = join(dir, "links");
+    mkdirSync(join(root, "disk"), { recursive: true });
+    mkdirSync(join(root, "disk2"));
+    mkdirSync(join(root, "app"));
+    writeFileSync(join(root, "disk", "secret.txt"), "the host's own");
+    symlinkSync(join(root, "disk", "secret.txt"), join(root, "app", "secret.txt"));
+    symlinkSync(join(root, "disk2"), join(root, "app", "linked"));
+    const files = [
+      { path: join(root, "app", "secret.txt"), mode: "0400", content: Buffer.from("S1").toString("base64") },
+      { path: join(root, "app", "linked", "b.txt"), mode: "0400", content: Buffer.from("S2").toString("base64") },
+      {
+        path: join(root, "app", "linked", "new", "c.txt"),
+        mode: "0400",
+        content: Buffer.from("S3").toString("base64"),
+      },
+    ];
+    const r = await run(planLaunch(config({ command: ["/bin/cat", ...files.map((f) => f.path)], files }), NAMESPACE));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.toString(), "S1S2S3", "the program sees the policy's files at the paths it names");
+    assert.equal(readFileSync(join(root, "disk", "secret.txt"), "utf8"), "the host's own");
+    assert.deepEqual(readdirSync(join(root, "disk2")), [], "nothing written where the directory link points");
+    assert.equal(lstatSync(join(root, "app", "secret.txt")).isSymbolicLink(), true, "the host's link is as it was");
   });
 });
 
