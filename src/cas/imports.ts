@@ -1,7 +1,8 @@
 /**
  * Secret resolution at use: a service's secret is its policy's own value, or an import that
  * the exporter's *current* policy still exports to the importer (and, if the export is pinned,
- * to the importer's current version). Imports may be exported again, so chains are followed;
+ * to the importer's current version; if not pinned, to a policy that existed when the export
+ * was stored). Imports may be exported again, so chains are followed;
  * cycles and dangling imports are errors that name the chain. Checked every time a value is
  * used, never only when a policy is stored: an exporter can withdraw at any moment.
  */
@@ -31,6 +32,7 @@ export function resolveSecret(load: PolicyLoader, policy: string, secret: string
   let current = load(policy);
   let name = secret;
   if (!current) throw new ImportError(`no policy ${policy}`, chain);
+  const receiver = current;
   for (;;) {
     const step = `${current.record.name}:${name}`;
     if (chain.includes(step)) throw new ImportError(`import cycle: ${[...chain, step].join(" → ")}`, [...chain, step]);
@@ -43,6 +45,13 @@ export function resolveSecret(load: PolicyLoader, policy: string, secret: string
       return value;
     }
     const { policy: exporterName, secret: exported, kind } = declared.import;
+    // Whoever holds a policy in mode none gets its configuration without any evidence: an import
+    // there would hand another owner's secret to a human.
+    if (receiver.record.policy.security.attestation.mode === "none")
+      throw new ImportError(
+        `${receiver.record.name} has attestation mode none: nothing attests who would receive ${exporterName}:${exported}, so no import reaches it`,
+        chain,
+      );
     const exporter = load(exporterName);
     if (!exporter)
       throw new ImportError(`dangling import: ${step} imports from ${exporterName}, which does not exist`, chain);
@@ -56,6 +65,16 @@ export function resolveSecret(load: PolicyLoader, policy: string, secret: string
     const grant = source.export.find((e) => e.policy === current!.record.name);
     if (!grant) {
       throw new ImportError(`${exporterName} does not export ${exported} to ${current.record.name}`, chain);
+    }
+    // An export names a policy, and a name can change hands: taken by someone else before its
+    // intended holder made it, or deleted and made again. Unpinned, an export holds only for a
+    // policy that existed when the exporter stored the version that declares it — the exporter
+    // confirms a new holder of the name by storing its policy again.
+    if (grant.policy_hash === null && current.record.created >= exporter.record.updated) {
+      throw new ImportError(
+        `${exporterName} exports ${exported} to ${current.record.name}, but the policy now named ${current.record.name} was made (${current.record.created}) after that export was stored (${exporter.record.updated}): the owner of ${exporterName} must store it again to confirm the export (or pin it to a policy hash)`,
+        chain,
+      );
     }
     if (grant.policy_hash !== null && grant.policy_hash !== current.record.hash) {
       throw new ImportError(

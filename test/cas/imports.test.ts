@@ -44,8 +44,9 @@ const analytics = (kind = "binary") =>
 
 describe("imports resolved at use", () => {
   test("an exported secret reaches the importer, with the exporter's value", async () => {
-    await put(dora, owner("{policy: analytics}"));
+    // The importer first: an export confirms a policy that exists (see the next tests).
     await put(anton, analytics());
+    await put(dora, owner("{policy: analytics}"));
     const got = resolve("analytics", "dataset_key");
     assert.deepEqual(got, resolve("dataowner", "dataset_key"));
     assert.equal(got.kind, "binary");
@@ -94,10 +95,60 @@ describe("imports resolved at use", () => {
       dora,
       `version: "1"\nname: ring-b\nsecrets:\n  - {name: y, import: {policy: ring-a, secret: x}, export: [{policy: ring-a}]}\n`,
     );
+    await put(
+      dora,
+      `version: "1"\nname: ring-a\naccess_policy: {read: [ANY]}\nsecrets:\n  - {name: x, import: {policy: ring-b, secret: y}, export: [{policy: ring-b}, {policy: ring-c}]}\n`,
+    );
     refused("ring-a", "x", /import cycle: ring-a:x → ring-b:y → ring-a:x/);
     // A chain that ends in a value resolves.
     await put(dora, `version: "1"\nname: ring-b\nsecrets:\n  - {name: y, kind: ascii, export: [{policy: ring-a}]}\n`);
     await put(anton, `version: "1"\nname: ring-c\nsecrets:\n  - {name: z, import: {policy: ring-a, secret: x}}\n`);
+    refused("ring-c", "z", /made .* after that export was stored/);
+    await put(
+      dora,
+      `version: "1"\nname: ring-a\naccess_policy: {read: [ANY]}\nsecrets:\n  - {name: x, import: {policy: ring-b, secret: y}, export: [{policy: ring-b}, {policy: ring-c}]}\n`,
+    );
     assert.deepEqual(resolve("ring-c", "z"), resolve("ring-b", "y"));
+  });
+});
+
+describe("a name that changes hands does not take an export with it", () => {
+  const importer = (name: string, mode: string) =>
+    `version: "1"\nname: ${name}\nsecurity: {attestation: {mode: ${mode}}}\nsecrets:\n  - {name: k, import: {policy: dora-data, secret: k}}\n`;
+  const exporter = (to: string) =>
+    `version: "1"\nname: dora-data\nsecrets:\n  - {name: k, kind: ascii, export: [${to}]}\n`;
+
+  test("an export to a policy not made yet holds only once the exporter confirms whoever made it", async () => {
+    const mallory = cas.client(await makeIdentity("mallory"));
+    await put(dora, exporter("{policy: partner}"));
+    // Someone else takes the name before the intended partner does.
+    await put(mallory, importer("partner", "simulation"));
+    refused(
+      "partner",
+      "k",
+      /the policy now named partner was made .* after that export was stored .*: the owner of dora-data must store it again/,
+    );
+    // Dora looks at who holds the name now, and confirms by storing her policy again.
+    await put(dora, exporter("{policy: partner}"));
+    assert.equal(resolve("partner", "k").kind, "ascii");
+    // Deleted and made again — by anyone — it needs confirming again.
+    await mallory.request("DELETE", policyPath("partner"));
+    await put(mallory, importer("partner", "simulation"));
+    refused("partner", "k", /made .* after that export was stored/);
+  });
+
+  test("a pinned export needs no confirming: the hash names the policy, not its name", async () => {
+    await put(anton, importer("pinned-partner", "simulation"));
+    const { hash } = await anton.request<{ hash: string }>("GET", policyPath("pinned-partner"));
+    await anton.request("DELETE", policyPath("pinned-partner"));
+    await put(dora, exporter(`{policy: pinned-partner, policy_hash: ${hash}}`));
+    await put(anton, importer("pinned-partner", "simulation"));
+    assert.equal(resolve("pinned-partner", "k").kind, "ascii");
+  });
+
+  test("no import reaches a policy in attestation mode none: nothing attests who receives it", async () => {
+    await put(anton, importer("unattested", "none"));
+    await put(dora, exporter("{policy: unattested}"));
+    refused("unattested", "k", /unattested has attestation mode none: nothing attests who would receive dora-data:k/);
   });
 });
