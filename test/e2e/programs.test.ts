@@ -166,6 +166,7 @@ secrets:
     });
     const ok = await world.run("analytics/report", python);
     assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stderr, /warning: analytics\/report runs without hardware attestation \(sim, \w+, simulated\)/);
     const token = (world.secret("analytics", "api_token") as { value: string }).value;
     const key = Buffer.from((world.secret("dataowner", "dataset_key") as { value: string }).value, "base64").toString(
       "hex",
