@@ -108,6 +108,15 @@ const hostPort = (what: string, ipOnly: boolean) =>
 
 /** host:port where host is an IP literal (IPv6 in brackets): what a listener binds. */
 export const ListenAddress = hostPort("an address such as 127.0.0.1:8080 or [::1]:8080", true);
+/**
+ * A listen address on loopback (127.0.0.0/8 or ::1): the plaintext side of the TLS shield — where
+ * it forwards to, and where a program hands it plaintext to send — stays on this machine, inside
+ * the TEE; on any other address plaintext would cross the host's network.
+ */
+export const LoopbackAddress = ListenAddress.refine((a) => a.startsWith("127.") || a.startsWith("[::1]:"), {
+  message:
+    "expected a loopback address such as 127.0.0.1:8080 or [::1]:8080: the TLS shield's plaintext side stays on this machine",
+});
 /** host:port where host may also be a DNS name: what a client connects to. */
 export const ConnectAddress = hostPort("an address such as db.internal:6380 or 10.0.0.5:6380", false);
 
@@ -312,7 +321,7 @@ export const ServiceVolume = z.strictObject(
 export const TlsInbound = z.strictObject(
   {
     listen: ListenAddress,
-    forward: ListenAddress,
+    forward: LoopbackAddress,
     /** An x509 secret; null: the service certificate that CAS issues at attestation. */
     certificate: SecretName.nullable().default(null),
     /** An x509-ca secret that client certificates must chain to; null: no client certificate. */
@@ -323,7 +332,7 @@ export const TlsInbound = z.strictObject(
 
 export const TlsOutbound = z.strictObject(
   {
-    listen: ListenAddress,
+    listen: LoopbackAddress,
     connect: ConnectAddress,
     /** The x509-ca secret the remote's certificate must chain to. */
     ca: z

@@ -5,6 +5,7 @@
  * certificates from a CA, forwarding plaintext to the program's local port. Outbound: a local
  * plaintext listener whose connections leave as mutual TLS, the remote verified against a CA.
  */
+import { X509Certificate } from "node:crypto";
 import { createServer as createTcpServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 import { createServer as createTlsServer, type TLSSocket, connect as tlsConnect } from "node:tls";
 import type { Configuration } from "../cas/attestation.ts";
@@ -67,15 +68,24 @@ export async function startShields(
   try {
     for (const t of config.tls.inbound) {
       const own = t.certificate ? material(t.certificate) : undefined;
-      const clientCa = t.client_ca ? material(t.client_ca).chain : undefined;
+      const clientCa = t.client_ca ? material(t.client_ca) : undefined;
+      const clientCaCertificate = clientCa ? new X509Certificate(clientCa.certificate) : undefined;
       const server = createTlsServer(
         {
           key: own?.key ?? keys.serviceKeyPem,
           cert: own?.chain ?? keys.serviceChainPem,
           minVersion: "TLSv1.3",
-          ...(clientCa ? { requestCert: true, rejectUnauthorized: true, ca: clientCa } : {}),
+          // The handshake checks the client's certificate against the CA's chain (validity, key
+          // usage, a path to its root); OpenSSL takes every certificate of that chain for an
+          // anchor, and a Node server does not honour partial chains — so whether the client
+          // descends from the named CA itself is checked below, before anything is forwarded.
+          ...(clientCa ? { requestCert: true, rejectUnauthorized: true, ca: clientCa.chain } : {}),
         },
         (client: TLSSocket) => {
+          if (clientCaCertificate && !descendsFrom(client, clientCaCertificate)) {
+            client.destroy();
+            return;
+          }
           const { host, port } = split(t.forward);
           pipeBoth(client, tcpConnect(port, host));
         },
@@ -85,7 +95,7 @@ export async function startShields(
       await listen(server, t.listen);
     }
     for (const t of config.tls.outbound) {
-      const ca = material(t.ca).chain;
+      const ca = material(t.ca).certificate; // the named CA alone, as inbound
       const own = t.certificate ? material(t.certificate) : undefined;
       const { host, port } = split(t.connect);
       const server = createTcpServer((local: Socket) => {
@@ -94,6 +104,9 @@ export async function startShields(
           port,
           servername: t.server_name ?? (/^[\d.]+$|:/.test(host) ? undefined : host),
           ca,
+          // The named CA alone is the anchor, even an intermediate one: its issuers would
+          // otherwise vouch for every other CA they signed (a Node client honours this).
+          allowPartialTrustChain: true,
           key: own?.key ?? keys.serviceKeyPem,
           cert: own?.chain ?? keys.serviceChainPem,
           minVersion: "TLSv1.3",
@@ -114,4 +127,22 @@ export async function startShields(
       await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
     },
   };
+}
+
+/**
+ * Whether the peer's certificate descends from `ca` by signatures checked here, link by link
+ * (a sibling CA under the same root passed the handshake; it does not pass this).
+ */
+export function descendsFrom(socket: TLSSocket, ca: X509Certificate): boolean {
+  let link = socket.getPeerCertificate(true);
+  for (let depth = 0; depth < 8 && link?.raw; depth++) {
+    const issuer = link.issuerCertificate;
+    if (!issuer?.raw || issuer === link) return false;
+    const child = new X509Certificate(link.raw);
+    const parent = new X509Certificate(issuer.raw);
+    if (!child.checkIssued(parent) || !child.verify(parent.publicKey)) return false;
+    if (parent.raw.equals(ca.raw)) return true;
+    link = issuer;
+  }
+  return false;
 }

@@ -1,8 +1,10 @@
 /** The TLS shield with real TLS on loopback: inbound termination, client certificates, outbound mTLS. */
 import assert from "node:assert/strict";
+import { generateKeyPairSync } from "node:crypto";
 import { createServer as createTcpServer, type Server, connect as tcpConnect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { createServer as createTlsServer, type TLSSocket, connect as tlsConnect } from "node:tls";
+import { issue, signerFor } from "../../src/crypto/certificate.ts";
 import { type RunningShields, startShields } from "../../src/runtime/tls-shield.ts";
 import { testCa as ca, keyPem, testLeaf as leaf, type Pair } from "../helpers/pki.ts";
 
@@ -102,6 +104,110 @@ describe("inbound", () => {
   });
 });
 
+describe("a CA that is an intermediate is trusted alone, not with its issuers", () => {
+  const root = ca("org root");
+  const intermediate = (name: string): Pair => {
+    const k = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const now = Date.now();
+    const cert = issue(
+      {
+        commonName: name,
+        subjectPublicKey: k.publicKey,
+        ca: true,
+        notBefore: new Date(now - 60_000),
+        notAfter: new Date(now + 86_400_000),
+      },
+      signerFor(root.cert, root.key),
+    );
+    return { cert, key: k.privateKey };
+  };
+  const named = intermediate("clients CA");
+  const sibling = intermediate("another team's CA");
+  // As the CAS hands it over: the CA's certificate, and its chain up to the root.
+  const tls_material = {
+    named: { certificate: named.cert.toString(), chain: named.cert.toString() + root.cert.toString() },
+  };
+
+  test("inbound: client_ca admits its own clients, not a sibling CA's", async () => {
+    const shield = await startShields(
+      {
+        tls: {
+          inbound: [{ listen: "127.0.0.1:0", forward: `127.0.0.1:${echoPort}`, certificate: null, client_ca: "named" }],
+          outbound: [],
+        },
+        tls_material,
+      },
+      keys,
+    );
+    shields.push(shield);
+    const port = portOf(shield.addresses[0]!);
+    const trust = serviceCa.cert.toString();
+    const client = (issuer: Pair) => {
+      const c = leaf("client", issuer, ["client"]);
+      return { ca: trust, key: keyPem(c.key), cert: c.cert.toString() + issuer.cert.toString() };
+    };
+    assert.equal(await tlsRoundTrip(port, client(named)), "ping");
+    await assert.rejects(tlsRoundTrip(port, client(sibling)));
+  });
+
+  test("outbound: ca verifies a remote of that CA, not of a sibling", async () => {
+    const remoteOf = async (issuer: Pair) => {
+      const c = leaf("remote", issuer, ["server"]);
+      const remote = createTlsServer(
+        { key: keyPem(c.key), cert: c.cert.toString() + issuer.cert.toString(), minVersion: "TLSv1.3" },
+        (s) => s.pipe(s),
+      );
+      remote.on("tlsClientError", () => {});
+      await new Promise<void>((r) => remote.listen(0, "127.0.0.1", r));
+      return remote;
+    };
+    for (const [issuer, expected] of [
+      [named, "hello"],
+      [sibling, ""],
+    ] as const) {
+      const remote = await remoteOf(issuer);
+      try {
+        const shield = await startShields(
+          {
+            tls: {
+              inbound: [],
+              outbound: [
+                {
+                  listen: "127.0.0.1:0",
+                  connect: `127.0.0.1:${(remote.address() as { port: number }).port}`,
+                  ca: "named",
+                  certificate: null,
+                  server_name: null,
+                },
+              ],
+            },
+            tls_material,
+          },
+          keys,
+        );
+        shields.push(shield);
+        assert.equal(await plainRoundTrip(portOf(shield.addresses[0]!)), expected);
+      } finally {
+        remote.close();
+      }
+    }
+  });
+});
+
+/** Write "hello" to a local plaintext port; what came back ("" when the shield gave up). */
+function plainRoundTrip(port: number): Promise<string> {
+  return new Promise<string>((resolve) => {
+    const s = tcpConnect(port, "127.0.0.1", () => s.write("hello"));
+    let got = "";
+    s.on("data", (d) => {
+      got += d;
+      if (got === "hello") s.end();
+    });
+    s.on("close", () => resolve(got));
+    s.on("error", () => resolve(got));
+  });
+}
+
 describe("outbound", () => {
   test("a local plaintext port becomes mutual TLS to the remote, verified against the CA", async () => {
     const remoteCa = ca("remote CA");
@@ -139,17 +245,7 @@ describe("outbound", () => {
         },
         tls_material: { remote_ca: caMaterial(remoteCa), wrong_ca: caMaterial(ca("wrong CA")) },
       });
-      const plain = (port: number) =>
-        new Promise<string>((resolve) => {
-          const s = tcpConnect(port, "127.0.0.1", () => s.write("hello"));
-          let got = "";
-          s.on("data", (d) => {
-            got += d;
-            if (got === "hello") s.end();
-          });
-          s.on("close", () => resolve(got));
-          s.on("error", () => resolve(got));
-        });
+      const plain = plainRoundTrip;
       const good = await startShields(config("remote_ca"), keys);
       shields.push(good);
       assert.equal(await plain(portOf(good.addresses[0]!)), "hello");
