@@ -22,6 +22,8 @@ import { BUILT_IN_SERVICE_CA, caSigner, materialOf, type StoredSecret, volumeKey
 import { CasError, type CasService, type PolicyRecord } from "./service.ts";
 
 export const NONCE_TTL_MS = 60_000;
+/** Challenges outstanding at once, at most (each a few hundred bytes). */
+export const MAX_LIVE_NONCES = 200_000;
 const SERVICE_CERT_VALIDITY_MS = 24 * 3600_000;
 
 export interface AttestationRequest {
@@ -76,15 +78,20 @@ export class AttestationService {
   readonly #cas: CasService;
   readonly #nonces = new Map<string, { configId: string; expires: number }>();
   readonly #now: () => number;
+  readonly #maxLiveNonces: number;
 
-  constructor(cas: CasService, now: () => number = Date.now) {
+  constructor(cas: CasService, options: { now?: () => number; maxLiveNonces?: number } = {}) {
     this.#cas = cas;
-    this.#now = now;
+    this.#now = options.now ?? Date.now;
+    this.#maxLiveNonces = options.maxLiveNonces ?? MAX_LIVE_NONCES;
   }
 
   challenge(configId: string): { nonce: string; expires_at: string } {
     splitConfigId(configId);
     this.#sweep();
+    // Memory is bounded whoever asks: a flood from many addresses meets this, not the heap's end.
+    if (this.#nonces.size >= this.#maxLiveNonces)
+      throw new CasError(503, "busy", "too many challenges are outstanding; try again in a minute");
     const nonce = randomBytes(32).toString("base64");
     const expires = this.#now() + NONCE_TTL_MS;
     this.#nonces.set(nonce, { configId, expires });
@@ -325,10 +332,17 @@ export class AttestationService {
       throw refused(403, "forbidden", `no service of ${policyName} named by the certificate mounts volume ${volume}`);
   }
 
+  /**
+   * Forget expired nonces. They were issued in order with one lifetime, so the map's order is
+   * their expiry order: the sweep stops at the first live one (constant time per challenge, however
+   * many are outstanding).
+   */
   #sweep(): void {
     const now = this.#now();
-    if (this.#nonces.size < 10_000) return;
-    for (const [n, v] of this.#nonces) if (v.expires < now) this.#nonces.delete(n);
+    for (const [n, v] of this.#nonces) {
+      if (v.expires >= now) break;
+      this.#nonces.delete(n);
+    }
   }
 }
 

@@ -86,12 +86,6 @@ the program's; 1 with one line saying why when it was never started.`,
           if (runs !== measured)
             throw new CliError(`the policy runs ${config.command[0]}, but ${measured} was measured`);
         }
-        // Simulation is labelled in every output (DESIGN §1): the program is about to receive
-        // secrets that no TEE protects.
-        if (config.verdict.simulated || config.verdict.status === "Unevaluated")
-          io.stderr(
-            `cloister: warning: ${configId} runs without hardware attestation (${config.verdict.tee}, ${config.verdict.status}${config.verdict.simulated ? ", simulated" : ""}): no TEE protects its secrets\n`,
-          );
         let launch: Launch;
         try {
           launch =

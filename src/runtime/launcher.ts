@@ -140,7 +140,15 @@ export function planLaunch(
   }
   const program = config.command[0];
   if (!program) throw new LaunchError("the policy's command is empty");
-  lines.push("exec 3<&-", `command -v -- "$1" > /dev/null || fail "cannot start $1: not found"`, `exec "$@"`);
+  lines.push("exec 3<&-", `command -v -- "$1" > /dev/null || fail "cannot start $1: not found"`);
+  // Simulation is labelled in every output (DESIGN §1): said as the program starts, so that a
+  // failure before it is still the one line that says why.
+  if (config.verdict.simulated || config.verdict.status === "Unevaluated") {
+    const { tee, status, simulated } = config.verdict;
+    const warning = `cloister: warning: ${config.config_id} runs without hardware attestation (${tee}, ${status}${simulated ? ", simulated" : ""}): no TEE protects its secrets`;
+    lines.push(`printf '%s\n' ${quote(warning)} >&2`);
+  }
+  lines.push(`exec "$@"`);
   const shell = ["-c", lines.join("\n"), "cloister", ...config.command];
   return {
     file: namespace === null ? "/bin/sh" : unshare,

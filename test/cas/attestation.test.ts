@@ -11,8 +11,9 @@ import { after, before, describe, test } from "node:test";
 import { compactDecrypt } from "jose";
 import { LasProvider } from "../../src/attestation/providers/las.ts";
 import { measureFile } from "../../src/attestation/sim/evidence.ts";
-import { type Configuration, expectedReportData } from "../../src/cas/attestation.ts";
+import { AttestationService, type Configuration, expectedReportData, NONCE_TTL_MS } from "../../src/cas/attestation.ts";
 import { RateLimiter } from "../../src/cas/rate-limit.ts";
+import type { CasError } from "../../src/cas/service.ts";
 import { CasClient } from "../../src/client/cas-client.ts";
 import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
 import { makeIdentity, refusedWith, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
@@ -240,6 +241,27 @@ describe("rate limiting", () => {
     assert.equal(granted, 20, "the burst");
     assert.equal(limiter.take("b", 0), true, "another source has its own bucket");
     assert.equal(limiter.take("a", 1000), true, "refilled after a second");
+  });
+
+  test("a flood from many addresses does not reset a drained bucket", () => {
+    const limiter = new RateLimiter(10, 20);
+    while (limiter.take("flooder", 0));
+    for (let i = 0; i < 150_000; i++) {
+      limiter.take(`10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, 0);
+      if (i % 1000 === 0) assert.equal(limiter.take("flooder", 0), false, `still limited after ${i} other sources`);
+    }
+  });
+
+  test("outstanding challenges are bounded, and expired ones forgotten", () => {
+    let now = 0;
+    const attestation = new AttestationService(cas.running.service, { now: () => now, maxLiveNonces: 5 });
+    for (let i = 0; i < 5; i++) attestation.challenge("shop/web");
+    assert.throws(
+      () => attestation.challenge("shop/web"),
+      (e: CasError) => e.status === 503 && /too many challenges/.test(e.message),
+    );
+    now += NONCE_TTL_MS + 1;
+    assert.doesNotThrow(() => attestation.challenge("shop/web"), "the expired five were swept");
   });
 });
 
