@@ -60,6 +60,11 @@ export function planLaunch(
   namespace: readonly string[] | null,
   exists: (path: string) => boolean = pathExists,
   realpath: (path: string) => string = realpathSync,
+  /**
+   * The files' real directories, resolved by the caller before it mounted anything (the volume
+   * launcher): resolved again under its overlays, a link hidden beneath a mount would show.
+   */
+  resolved: ReadonlyMap<string, string> = resolveFileDirectories(config, realpath),
 ): Launch {
   const [unshare, mount, mkdir, head, chmod, rm] = ["unshare", "mount", "mkdir", "head", "chmod", "rm"].map(
     findTool,
@@ -79,12 +84,18 @@ export function planLaunch(
   const data: Buffer[] = [];
   for (const file of config.files) {
     if (!isAbsolute(file.path)) throw new LaunchError(`file ${file.path}: the path must be absolute`);
+    // The launcher mounts a tmpfs of its own there; the host's, which anyone may write to, would
+    // be what the planning resolved links in.
+    if (`${file.path}/`.startsWith("/dev/shm/"))
+      throw new LaunchError(
+        `file ${file.path}: /dev/shm is cloister's staging area; put the file elsewhere (e.g. /run)`,
+      );
   }
   // Inside a namespace prepared by the volume launcher, it has made every directory writable.
   if (namespace !== null) {
     let plan: ReturnType<typeof planOverlays>;
     try {
-      plan = planOverlays(fileDirectories(config, realpath), exists, STAGING, "");
+      plan = planOverlays(fileDirectories(config, resolved), exists, STAGING, "");
     } catch (error) {
       if (error instanceof OverlayError) throw new LaunchError(error.message);
       throw error;
@@ -104,7 +115,8 @@ export function planLaunch(
   // and the file is created anew (noclobber: O_EXCL, never through a link).
   const byDirectory = new Map<string, { file: Configuration["files"][number]; name: string }[]>();
   for (const file of config.files) {
-    const real = realDirectory(dirname(file.path), realpath);
+    const real = resolved.get(dirname(file.path));
+    if (real === undefined) throw new LaunchError(`file ${file.path}: its directory was not resolved`);
     byDirectory.set(real, [...(byDirectory.get(real) ?? []), { file, name: basename(file.path) }]);
   }
   for (const [directory, files] of byDirectory) {
@@ -198,9 +210,23 @@ const FORWARDED = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2
  */
 export function fileDirectories(
   config: Configuration,
-  realpath: (path: string) => string = realpathSync,
+  resolved: ReadonlyMap<string, string>,
 ): { dir: string; what: string }[] {
-  return config.files.map((f) => ({ dir: realDirectory(dirname(f.path), realpath), what: `file ${f.path}` }));
+  return config.files.map((f) => ({ dir: resolved.get(dirname(f.path))!, what: `file ${f.path}` }));
+}
+
+/** Each policy file's directory → its real directory (realDirectory), resolved once. */
+export function resolveFileDirectories(
+  config: Configuration,
+  realpath: (path: string) => string = realpathSync,
+): Map<string, string> {
+  const resolved = new Map<string, string>();
+  for (const f of config.files) {
+    if (!isAbsolute(f.path)) continue; // refused by planLaunch, with the file named
+    const dir = dirname(f.path);
+    if (!resolved.has(dir)) resolved.set(dir, realDirectory(dir, realpath));
+  }
+  return resolved;
 }
 
 /**

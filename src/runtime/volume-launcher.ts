@@ -10,11 +10,11 @@
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createReadStream, existsSync, mkdirSync, statSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, realpathSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Configuration } from "../cas/attestation.ts";
 import { CasClient, CasRequestError } from "../client/cas-client.ts";
-import { fileDirectories, pathExists, planLaunch, STAGING, startLaunch } from "./launcher.ts";
+import { fileDirectories, pathExists, planLaunch, resolveFileDirectories, STAGING, startLaunch } from "./launcher.ts";
 import { OverlayError, planOverlays } from "./overlays.ts";
 import { commitVolume, type OpenVolume, openVolume, TagConflict, type TagKeeper, VolumeError } from "./volumes.ts";
 
@@ -53,12 +53,15 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
     if (existsSync(v.path) && !statSync(v.path).isDirectory())
       throw new VolumeError(`volume ${v.name}: ${v.path} is not a directory on this host`);
   }
+  // Resolved once, before anything is mounted: under the overlays, a link hidden beneath one of
+  // the host's mounts would show, and lead a file out of memory.
+  const resolved = resolveFileDirectories(config);
   let plan: ReturnType<typeof planOverlays>;
   try {
     plan = planOverlays(
       [
         ...config.volumes.map((v) => ({ dir: v.path, what: `volume ${v.name} at ${v.path}` })),
-        ...fileDirectories(config),
+        ...fileDirectories(config, resolved),
       ],
       pathExists,
       STAGING,
@@ -115,7 +118,7 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
       }, v.volume.checkpoint_interval! * 1000),
     );
 
-  const launched = startLaunch(planLaunch(config, null));
+  const launched = startLaunch(planLaunch(config, null, pathExists, realpathSync, resolved));
   const code = await launched.exit;
   for (const t of timers) clearInterval(t);
   await serially(async () => {

@@ -128,6 +128,16 @@ describe("files", () => {
     assert.equal(existsSync(`${dir}/sub`), false);
   });
 
+  test("directories resolved by the caller before its mounts are the ones written in, not resolved again", () => {
+    const files = [{ path: "/srv/app/conf/secret", mode: "0400", content: "" }];
+    const resolved = new Map([["/srv/app/conf", "/srv/real-conf"]]);
+    const noRealpath = () => {
+      throw new Error("resolved again");
+    };
+    const { args } = planLaunch(config({ files }), null, () => true, noRealpath, resolved);
+    assert.match(args[1]!, /cd -P -- '\/srv\/real-conf' && \[ "\$\(pwd -P\)" = '\/srv\/real-conf' \]/);
+  });
+
   test("symbolic links on the way carry nothing to the host: a link at the file's path, a linked directory", async () => {
     // As a host (or an ordinary image: /etc/resolv.conf is often a link) may have them.
     const root = join(dir, "links");
@@ -173,6 +183,7 @@ describe("failures before the exec: one line, exit 1", () => {
     assert.throws(() => planLaunch(file("/etc/x", "0999"), NAMESPACE), /mode 0999 is not octal/);
     assert.throws(() => planLaunch(file("/data,1/x"), NAMESPACE, () => true), /holds , : or \\/);
     assert.throws(() => planLaunch(config({ command: [] }), NAMESPACE), /command is empty/);
+    assert.throws(() => planLaunch(file("/dev/shm/app/secret"), NAMESPACE), /\/dev\/shm is cloister's staging area/);
     // A mount over / would not be seen by path lookups: the file would reach the host's disk.
     assert.throws(
       () => planLaunch(file("/cloister-not-on-this-host/x"), NAMESPACE),
