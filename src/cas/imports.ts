@@ -68,11 +68,13 @@ export function resolveSecret(load: PolicyLoader, policy: string, secret: string
     }
     // An export names a policy, and a name can change hands: taken by someone else before its
     // intended holder made it, or deleted and made again. Unpinned, an export holds only for a
-    // policy that existed when the exporter stored the version that declares it — the exporter
-    // confirms a new holder of the name by storing its policy again.
-    if (grant.policy_hash === null && current.record.created >= exporter.record.updated) {
+    // policy that existed when the export was granted — kept across the exporter's later updates,
+    // so that none of them confirms a new holder of the name by the way; withdrawing the export
+    // and granting it again does.
+    const since = exporter.record.grants?.[`${exported}\0${current.record.name}`] ?? exporter.record.updated;
+    if (grant.policy_hash === null && current.record.created >= since) {
       throw new ImportError(
-        `${exporterName} exports ${exported} to ${current.record.name}, but the policy now named ${current.record.name} was made (${current.record.created}) after that export was stored (${exporter.record.updated}): the owner of ${exporterName} must store it again to confirm the export (or pin it to a policy hash)`,
+        `${exporterName} exports ${exported} to ${current.record.name}, but the policy now named ${current.record.name} was made (${current.record.created}) after that export was granted (${since}): the owner of ${exporterName} confirms a new holder of the name by withdrawing the export and granting it again (or by pinning it to a policy hash)`,
         chain,
       );
     }

@@ -43,6 +43,25 @@ export interface PolicyRecord {
   /** The policy as its author wrote it (explicit values included: the record is sealed). */
   readonly text: string;
   readonly policy: NormalizedPolicy;
+  /**
+   * Since when each unpinned export has been granted without a break, by `SECRET\0IMPORTER`: an
+   * export holds only for an importer made before that (src/cas/imports.ts). Carried forward by
+   * updates that keep the grant; an update does not confirm a new holder of the name.
+   */
+  readonly grants?: Readonly<Record<string, string>>;
+}
+
+/** The unpinned exports of `policy`, each with since when it has been granted (see PolicyRecord). */
+export function grantTimes(policy: NormalizedPolicy, now: string, previous?: PolicyRecord): Record<string, string> {
+  const times: Record<string, string> = {};
+  for (const secret of policy.secrets) {
+    for (const grant of secret.export) {
+      if (grant.policy_hash !== null) continue;
+      const key = `${secret.name}\0${grant.policy}`;
+      times[key] = previous?.grants?.[key] ?? now;
+    }
+  }
+  return times;
 }
 
 export interface VersionRecord {
@@ -173,6 +192,7 @@ export class CasService {
       created: now,
       updated: now,
       updated_by: actor,
+      grants: grantTimes(policy, now),
       text,
       policy,
     };
@@ -238,6 +258,7 @@ export class CasService {
       hash,
       updated: now,
       updated_by: actor,
+      grants: grantTimes(policy, now, record),
       text,
       policy,
     };

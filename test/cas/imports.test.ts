@@ -87,27 +87,22 @@ describe("imports resolved at use", () => {
   });
 
   test("chains are followed and cycles refused", async () => {
-    await put(
-      dora,
-      `version: "1"\nname: ring-a\naccess_policy: {read: [ANY]}\nsecrets:\n  - {name: x, import: {policy: ring-b, secret: y}, export: [{policy: ring-b}, {policy: ring-c}]}\n`,
-    );
+    const ringA = (exports: string) =>
+      `version: "1"\nname: ring-a\naccess_policy: {read: [ANY]}\nsecrets:\n  - {name: x, import: {policy: ring-b, secret: y}, export: [${exports}]}\n`;
+    // Each export granted after its importer exists (see the next describe).
+    await put(dora, ringA(""));
     await put(
       dora,
       `version: "1"\nname: ring-b\nsecrets:\n  - {name: y, import: {policy: ring-a, secret: x}, export: [{policy: ring-a}]}\n`,
     );
-    await put(
-      dora,
-      `version: "1"\nname: ring-a\naccess_policy: {read: [ANY]}\nsecrets:\n  - {name: x, import: {policy: ring-b, secret: y}, export: [{policy: ring-b}, {policy: ring-c}]}\n`,
-    );
+    await put(dora, ringA("{policy: ring-b}, {policy: ring-c}"));
     refused("ring-a", "x", /import cycle: ring-a:x → ring-b:y → ring-a:x/);
     // A chain that ends in a value resolves.
     await put(dora, `version: "1"\nname: ring-b\nsecrets:\n  - {name: y, kind: ascii, export: [{policy: ring-a}]}\n`);
     await put(anton, `version: "1"\nname: ring-c\nsecrets:\n  - {name: z, import: {policy: ring-a, secret: x}}\n`);
-    refused("ring-c", "z", /made .* after that export was stored/);
-    await put(
-      dora,
-      `version: "1"\nname: ring-a\naccess_policy: {read: [ANY]}\nsecrets:\n  - {name: x, import: {policy: ring-b, secret: y}, export: [{policy: ring-b}, {policy: ring-c}]}\n`,
-    );
+    refused("ring-c", "z", /made .* after that export was granted/);
+    await put(dora, ringA("{policy: ring-b}"));
+    await put(dora, ringA("{policy: ring-b}, {policy: ring-c}"));
     assert.deepEqual(resolve("ring-c", "z"), resolve("ring-b", "y"));
   });
 });
@@ -126,15 +121,19 @@ describe("a name that changes hands does not take an export with it", () => {
     refused(
       "partner",
       "k",
-      /the policy now named partner was made .* after that export was stored .*: the owner of dora-data must store it again/,
+      /the policy now named partner was made .* after that export was granted .*: the owner of dora-data confirms a new holder of the name by withdrawing the export and granting it again/,
     );
-    // Dora looks at who holds the name now, and confirms by storing her policy again.
+    // An update of Dora's that keeps the export confirms nothing.
+    await put(dora, `${exporter("{policy: partner}")}  - {name: unrelated, kind: ascii}\n`);
+    refused("partner", "k", /made .* after that export was granted/);
+    // Dora looks at who holds the name now, and confirms: the export withdrawn, then granted again.
+    await put(dora, exporter(""));
     await put(dora, exporter("{policy: partner}"));
     assert.equal(resolve("partner", "k").kind, "ascii");
     // Deleted and made again — by anyone — it needs confirming again.
     await mallory.request("DELETE", policyPath("partner"));
     await put(mallory, importer("partner", "simulation"));
-    refused("partner", "k", /made .* after that export was stored/);
+    refused("partner", "k", /made .* after that export was granted/);
   });
 
   test("a pinned export needs no confirming: the hash names the policy, not its name", async () => {
