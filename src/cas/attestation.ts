@@ -76,7 +76,9 @@ export { expectedReportData };
 
 export class AttestationService {
   readonly #cas: CasService;
-  readonly #nonces = new Map<string, { configId: string; expires: number }>();
+  readonly #nonces = new Map<string, { configId: string; expires: number; source: string }>();
+  /** Outstanding nonces per source: at most a twentieth of all of them each. */
+  readonly #perSource = new Map<string, number>();
   readonly #now: () => number;
   readonly #maxLiveNonces: number;
 
@@ -86,16 +88,35 @@ export class AttestationService {
     this.#maxLiveNonces = options.maxLiveNonces ?? MAX_LIVE_NONCES;
   }
 
-  challenge(configId: string): { nonce: string; expires_at: string } {
+  /** A nonce for `configId`, asked for from `source` (an address; see sourceOf). */
+  challenge(configId: string, source = ""): { nonce: string; expires_at: string } {
     splitConfigId(configId);
     this.#sweep();
-    // Memory is bounded whoever asks: a flood from many addresses meets this, not the heap's end.
+    // Memory is bounded whoever asks: a flood meets these, not the heap's end — and one source's
+    // flood its own share, not everyone's.
+    const mine = this.#perSource.get(source) ?? 0;
+    if (mine >= this.#maxLiveNonces / 20)
+      throw new CasError(
+        429,
+        "rate_limited",
+        "too many challenges outstanding from this address; use or let them expire",
+      );
     if (this.#nonces.size >= this.#maxLiveNonces)
       throw new CasError(503, "busy", "too many challenges are outstanding; try again in a minute");
     const nonce = randomBytes(32).toString("base64");
     const expires = this.#now() + NONCE_TTL_MS;
-    this.#nonces.set(nonce, { configId, expires });
+    this.#nonces.set(nonce, { configId, expires, source });
+    this.#perSource.set(source, mine + 1);
     return { nonce, expires_at: new Date(expires).toISOString() };
+  }
+
+  #forget(nonce: string): void {
+    const issued = this.#nonces.get(nonce);
+    if (!issued) return;
+    this.#nonces.delete(nonce);
+    const left = (this.#perSource.get(issued.source) ?? 1) - 1;
+    if (left > 0) this.#perSource.set(issued.source, left);
+    else this.#perSource.delete(issued.source);
   }
 
   /** Verify and configure; throws CasError (audited) when refused. */
@@ -107,7 +128,7 @@ export class AttestationService {
     };
     // The nonce is spent whatever happens next: a replay never gets a second try.
     const issued = this.#nonces.get(request.nonce);
-    this.#nonces.delete(request.nonce);
+    this.#forget(request.nonce);
     if (!issued || issued.expires < this.#now())
       refuse(403, "bad_nonce", "the nonce is unknown, spent or expired: ask for a new challenge");
     if (issued!.configId !== configId)
@@ -341,7 +362,7 @@ export class AttestationService {
     const now = this.#now();
     for (const [n, v] of this.#nonces) {
       if (v.expires >= now) break;
-      this.#nonces.delete(n);
+      this.#forget(n);
     }
   }
 }

@@ -32,3 +32,21 @@ export class RateLimiter {
     return true;
   }
 }
+
+/**
+ * The source a request is counted against: its IPv4 address, or an IPv6 address's /64 — one
+ * host commonly holds a whole /64, and counting its addresses apart would give it 2^64 budgets.
+ */
+export function sourceOf(ip: string): string {
+  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (v4) return v4[1]!;
+  if (!ip.includes(":")) return ip;
+  const [head = "", tail = ""] = ip.split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail ? tail.split(":") : [];
+  const groups = ip.includes("::") ? [...left, ...Array(8 - left.length - right.length).fill("0"), ...right] : left;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => Number.parseInt(g || "0", 16).toString(16))
+    .join(":")}::/64`;
+}

@@ -13,7 +13,7 @@ import { selfSignedP256 } from "../crypto/self-signed.ts";
 import { openApiDocument, ROUTES, type RouteSpec } from "./api.ts";
 import { AttestationService } from "./attestation.ts";
 import { Metrics } from "./metrics.ts";
-import { RateLimiter } from "./rate-limit.ts";
+import { RateLimiter, sourceOf } from "./rate-limit.ts";
 import { CasError, CasService } from "./service.ts";
 import type { Envelope } from "./store/envelope.ts";
 import type { Store } from "./store/store.ts";
@@ -164,7 +164,7 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
       return null;
     },
     policyHistory: ({ actor, params }) => ({ name: params.name, versions: service.history(actor, params.name) }),
-    challenge: ({ body }) => attestation.challenge(body.config_id),
+    challenge: ({ body, source }) => attestation.challenge(body.config_id, source),
     attest: ({ body }) => attestation.attest(body),
     commitVolume: ({ actor, params, body, peer }) => {
       attestation.authorizeVolumeCommit(peer(), params.policy, params.volume);
@@ -191,7 +191,7 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
       method: route.method,
       url: route.url,
       handler: async (request: FastifyRequest, reply: FastifyReply) => {
-        if (route.rateLimited && !limiter.take(request.ip)) {
+        if (route.rateLimited && !limiter.take(sourceOf(request.ip))) {
           throw new CasError(429, "rate_limited", "too many attestation requests from this address; slow down");
         }
         const actor = route.identified ? callerIdentity(request) : "";
@@ -205,6 +205,7 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
         const ctx = {
           actor,
           peer: () => (request.raw.socket as TLSSocket).getPeerX509Certificate?.(),
+          source: sourceOf(request.ip),
           params: parse(route.params, request.params, "path"),
           query: parse(route.query, request.query, "query"),
           body: parse(route.body, request.body, "body"),
@@ -222,6 +223,8 @@ type Ctx<R extends RouteSpec> = {
   actor: string;
   /** The caller's TLS client certificate, if any. */
   peer: () => X509Certificate | undefined;
+  /** The address the request came from, as rate limits count it (sourceOf). */
+  source: string;
   params: R["params"] extends z.ZodType ? z.output<R["params"]> : undefined;
   query: R["query"] extends z.ZodType ? z.output<R["query"]> : undefined;
   body: R["body"] extends z.ZodType ? z.output<R["body"]> : undefined;

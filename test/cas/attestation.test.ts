@@ -12,7 +12,7 @@ import { compactDecrypt } from "jose";
 import { LasProvider } from "../../src/attestation/providers/las.ts";
 import { measureFile } from "../../src/attestation/sim/evidence.ts";
 import { AttestationService, type Configuration, expectedReportData, NONCE_TTL_MS } from "../../src/cas/attestation.ts";
-import { RateLimiter } from "../../src/cas/rate-limit.ts";
+import { RateLimiter, sourceOf } from "../../src/cas/rate-limit.ts";
 import type { CasError } from "../../src/cas/service.ts";
 import { CasClient } from "../../src/client/cas-client.ts";
 import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
@@ -252,16 +252,39 @@ describe("rate limiting", () => {
     }
   });
 
+  test("one source's outstanding challenges are a twentieth of the bound: a flood from one address blocks only itself", () => {
+    const attestation = new AttestationService(cas.running.service, { maxLiveNonces: 40 });
+    attestation.challenge("shop/web", "10.0.0.1");
+    const spent = attestation.challenge("shop/web", "10.0.0.1");
+    assert.throws(
+      () => attestation.challenge("shop/web", "10.0.0.1"),
+      (e: CasError) => e.status === 429 && /from this address/.test(e.message),
+    );
+    assert.doesNotThrow(() => attestation.challenge("shop/web", "10.0.0.2"), "another source has its own share");
+    // A nonce used (even refused) frees its share at once.
+    void attestation.attest({ config_id: "shop/web", nonce: spent.nonce } as never).catch(() => {});
+    assert.doesNotThrow(() => attestation.challenge("shop/web", "10.0.0.1"));
+  });
+
+  test("sources: an IPv4 address, an IPv6 address's /64", () => {
+    assert.equal(sourceOf("192.0.2.7"), "192.0.2.7");
+    assert.equal(sourceOf("::ffff:192.0.2.7"), "192.0.2.7");
+    assert.equal(sourceOf("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::/64");
+    assert.equal(sourceOf("2001:db8:1:2::1"), sourceOf("2001:db8:1:2:ffff::9"));
+    assert.notEqual(sourceOf("2001:db8:1:2::1"), sourceOf("2001:db8:1:3::1"));
+    assert.equal(sourceOf("::1"), "0:0:0:0::/64");
+  });
+
   test("outstanding challenges are bounded, and expired ones forgotten", () => {
     let now = 0;
     const attestation = new AttestationService(cas.running.service, { now: () => now, maxLiveNonces: 5 });
-    for (let i = 0; i < 5; i++) attestation.challenge("shop/web");
+    for (let i = 0; i < 5; i++) attestation.challenge("shop/web", `10.0.0.${i}`);
     assert.throws(
-      () => attestation.challenge("shop/web"),
+      () => attestation.challenge("shop/web", "10.0.0.9"),
       (e: CasError) => e.status === 503 && /too many challenges/.test(e.message),
     );
     now += NONCE_TTL_MS + 1;
-    assert.doesNotThrow(() => attestation.challenge("shop/web"), "the expired five were swept");
+    assert.doesNotThrow(() => attestation.challenge("shop/web", "10.0.0.9"), "the expired five were swept");
   });
 });
 
