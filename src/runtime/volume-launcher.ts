@@ -16,6 +16,7 @@ import type { Configuration } from "../cas/attestation.ts";
 import { CasClient, CasRequestError } from "../client/cas-client.ts";
 import { fileDirectories, pathExists, planLaunch, resolveFileDirectories, STAGING, startLaunch } from "./launcher.ts";
 import { OverlayError, planOverlays } from "./overlays.ts";
+import { lockTree, VolumeInUse } from "./volume-lock.ts";
 import { commitVolume, type OpenVolume, openVolume, TagConflict, type TagKeeper, VolumeError } from "./volumes.ts";
 
 export interface VolumeLaunchInput {
@@ -81,7 +82,15 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
   for (const [n, volume] of config.volumes.entries()) {
     // An unpredictable name: a path planted in the tree on the host cannot aim at it.
     const plaintext = join(STAGING, `v${n}-${randomBytes(12).toString("hex")}`);
-    volumes.push(await openVolume(volume, join(input.volumesDir, policy, volume.name), plaintext, tags));
+    const tree = join(input.volumesDir, policy, volume.name);
+    try {
+      // Held until this process ends: the kernel lets go of it then, however it ends.
+      await lockTree(tree);
+    } catch (error) {
+      if (error instanceof VolumeInUse) throw new VolumeError(`volume ${volume.name}: ${error.message}`);
+      throw error;
+    }
+    volumes.push(await openVolume(volume, tree, plaintext, tags));
     mount(["--bind", plaintext, volume.path]);
   }
 

@@ -25,7 +25,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { MANIFEST, OBJECTS, type Region, regionOf, regionsFrom, TreeError } from "../../src/fs/format.ts";
-import { extractTree, openManifest, verifyTree } from "../../src/fs/open.ts";
+import { extractTree, openManifest, restoreState, verifyTree } from "../../src/fs/open.ts";
 import { freshHeader, type Known, sealDirectory } from "../../src/fs/seal.ts";
 
 const root = mkdtempSync(join(tmpdir(), "cloister-fs-"));
@@ -226,6 +226,23 @@ describe("tampering is refused", () => {
     // The whole tree rolled back: it verifies on its own, but it is not the state the CAS names.
     verifyTree(old, key);
     refused(() => verifyTree(old, key, second.tag), /not the expected .*older copy/);
+  });
+
+  test("a state never accepted is replaced by the kept copy of the accepted one (restoreState)", () => {
+    const source = sourceTree();
+    const { tree, key, tag: accepted } = protect(source);
+    const opened = openManifest(tree, key);
+    writeFileSync(join(source, "notes.txt"), "a change the CAS refused\n");
+    const refusedState = sealDirectory(source, tree, {
+      header: opened.header,
+      treeKey: key,
+      regions: REGIONS,
+      previous: { tag: accepted, sequence: opened.body.sequence },
+    });
+    assert.equal(openManifest(tree, key).tag, refusedState.tag);
+    assert.equal(restoreState(tree, accepted), true);
+    verifyTree(tree, key, accepted);
+    assert.equal(restoreState(tree, "0".repeat(64)), false, "no copy of a state never kept");
   });
 
   test("another key opens nothing; decrypt of a bad tree writes nothing", () => {

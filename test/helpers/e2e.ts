@@ -23,7 +23,11 @@ export interface World {
   /** `cloister run` until it exits. */
   run(configId: string, program: string): Promise<CliResult>;
   /** `cloister run` in the background. */
-  start(configId: string, program: string): { child: ChildProcess; output: () => string };
+  start(
+    configId: string,
+    program: string,
+    extraEnv?: Record<string, string>,
+  ): { child: ChildProcess; output: () => string };
   dispose(): Promise<void>;
 }
 
@@ -50,12 +54,12 @@ export async function startWorld(): Promise<World> {
     digest: (program) => measureFile(readFileSync(realpathSync(program))),
     secret: (policy, name) => cas.running.service.secretValues(policy)!.values[name]!,
     run: (configId, program) => runCli(["run", "--config-id", configId, "--tee", "sim", "--", program], { env }),
-    start(configId, program) {
+    start(configId, program, extraEnv = {}) {
       const child = spawn(
         process.execPath,
         [BIN, "--", "run", "--config-id", configId, "--tee", "sim", "--", program],
         {
-          env: { ...process.env, ...env },
+          env: { ...process.env, ...env, ...extraEnv },
           stdio: ["ignore", "pipe", "pipe"],
         },
       );
@@ -93,8 +97,9 @@ export async function startUntil(
   configId: string,
   program: string,
   marker = "ready",
+  extraEnv: Record<string, string> = {},
 ): Promise<ReturnType<World["start"]>> {
-  const started = world.start(configId, program);
+  const started = world.start(configId, program, extraEnv);
   await eventually(async () => {
     if (!started.output().includes(marker)) throw new Error(`no "${marker}" yet: ${started.output()}`);
   }, `${configId} running`);
