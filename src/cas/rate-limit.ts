@@ -1,3 +1,6 @@
+import { isIP } from "node:net";
+import { ipBytes } from "../crypto/certificate.ts";
+
 /** Sources remembered at once, at most. */
 const MAX_SOURCES = 100_000;
 
@@ -38,15 +41,12 @@ export class RateLimiter {
  * host commonly holds a whole /64, and counting its addresses apart would give it 2^64 budgets.
  */
 export function sourceOf(ip: string): string {
-  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  if (v4) return v4[1]!;
-  if (!ip.includes(":")) return ip;
-  const [head = "", tail = ""] = ip.split("::");
-  const left = head ? head.split(":") : [];
-  const right = tail ? tail.split(":") : [];
-  const groups = ip.includes("::") ? [...left, ...Array(8 - left.length - right.length).fill("0"), ...right] : left;
-  return `${groups
-    .slice(0, 4)
-    .map((g) => Number.parseInt(g || "0", 16).toString(16))
-    .join(":")}::/64`;
+  if (isIP(ip) !== 6) return ip;
+  const bytes = ipBytes(ip);
+  // ::ffff:a.b.c.d — an IPv4 client on a dual-stack socket — is that IPv4 address.
+  if (bytes.subarray(0, 12).equals(V4_MAPPED)) return [...bytes.subarray(12)].join(".");
+  const groups = [0, 2, 4, 6].map((at) => bytes.readUInt16BE(at).toString(16));
+  return `${groups.join(":")}::/64`;
 }
+
+const V4_MAPPED = Buffer.from("00000000000000000000ffff", "hex");

@@ -143,7 +143,8 @@ function generalName(san: string): Der {
   }
 }
 
-function ipBytes(ip: string): Buffer {
+/** An IP address as its 4 or 16 bytes (IPv6 with :: and an IPv4 tail expanded). */
+export function ipBytes(ip: string): Buffer {
   if (isIP(ip) === 4) return Buffer.from(ip.split(".").map(Number));
   if (isIP(ip) !== 6) throw new Error(`not an IP address: ${ip}`);
   // Expand :: and an embedded IPv4 tail into eight 16-bit groups.
