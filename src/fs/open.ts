@@ -11,7 +11,6 @@ import {
   constants,
   copyFileSync,
   fstatSync,
-  lstatSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -47,7 +46,7 @@ import {
   tagOf,
 } from "./format.ts";
 import { readExactly, replaceManifest } from "./seal.ts";
-import { walkTree } from "./walk.ts";
+import { entryAt, walkTree } from "./walk.ts";
 
 export interface OpenedManifest {
   readonly header: Header;
@@ -254,7 +253,7 @@ export function collectGarbage(treeDir: string, body: Body, tag: string): number
   const unused = unreferencedObjects(treeDir, body).filter((n) => /^[0-9a-f]{32}$/.test(n));
   const remove = (path: string) => {
     // Only regular files this format names: never whatever the host put there.
-    if (lstatSafe(path)?.isFile()) rmSync(path, { force: true });
+    if (entryAt(path)?.isFile()) rmSync(path, { force: true });
   };
   for (const name of unused) remove(join(treeDir, OBJECTS, name));
   for (const name of readdirSafe(join(treeDir, STATES))) {
@@ -264,14 +263,6 @@ export function collectGarbage(treeDir: string, body: Body, tag: string): number
     if (/^manifest\.[0-9a-f]{8}\.tmp$/.test(name)) remove(join(treeDir, META_DIR, name));
   }
   return unused.length;
-}
-
-function lstatSafe(path: string): ReturnType<typeof lstatSync> | undefined {
-  try {
-    return lstatSync(path);
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -345,13 +336,8 @@ export function readRegularFile(path: string, limit: number): Buffer {
  */
 export function checkTreeDirectories(treeDir: string): void {
   for (const path of [treeDir, join(treeDir, META_DIR), join(treeDir, OBJECTS), join(treeDir, STATES)]) {
-    let stat: ReturnType<typeof lstatSync>;
-    try {
-      stat = lstatSync(path);
-    } catch {
-      continue;
-    }
-    if (!stat.isDirectory()) throw new TreeError(`${path}: not a directory (a symbolic link?), refused`);
+    const stat = entryAt(path);
+    if (stat && !stat.isDirectory()) throw new TreeError(`${path}: not a directory (a symbolic link?), refused`);
   }
 }
 

@@ -30,12 +30,14 @@ export function walkTree(
   enter("");
 }
 
-/** Whether anything (a link included) is at `path`. */
-export function entryExists(path: string): boolean {
+/** What is at `path`, a link itself rather than what it points to; undefined when nothing is. */
+export function entryAt(path: string): Stats | undefined {
   try {
-    lstatSync(path);
-    return true;
+    return lstatSync(path);
   } catch {
-    return false;
+    return undefined;
   }
 }
+
+/** Whether anything (a link included) is at `path`. */
+export const entryExists = (path: string): boolean => entryAt(path) !== undefined;
