@@ -108,15 +108,16 @@ try {
     });
     if (r.configuration.split(".").length !== 5) throw new Error("not a JWE");
   };
-  const summary = (latencies: number[], started: number) => {
+  /** The p50 and p99 of `latencies` (sorted in place). */
+  const percentiles = (latencies: number[]) => {
     latencies.sort((a, b) => a - b);
-    return {
-      perSecond: latencies.length / ((performance.now() - started) / 1000),
-      p50: latencies[Math.floor(latencies.length / 2)]!,
-      p99: latencies[Math.floor(latencies.length * 0.99)]!,
-      n: latencies.length,
-    };
+    const at = (q: number) => latencies[Math.floor(latencies.length * q)]!;
+    return { p50: at(0.5), p99: at(0.99), n: latencies.length };
   };
+  const summary = (latencies: number[], started: number) => ({
+    ...percentiles(latencies),
+    perSecond: latencies.length / ((performance.now() - started) / 1000),
+  });
   /** CLIENTS runtimes, each starting its next flow when its last one ended. */
   const closedLoop = async (seconds: number) => {
     const latencies: number[] = [];
@@ -169,11 +170,8 @@ try {
   // every flow due while the CAS catches up, and the rounds show how much one stall moves p99.
   const rounds = [];
   for (let round = 0; round < 3; round++) rounds.push(await openLoop(RATE, SECONDS));
-  const pooled = rounds.flatMap((r) => r.latencies).sort((a, b) => a - b);
   const atRate = {
-    p50: pooled[Math.floor(pooled.length / 2)]!,
-    p99: pooled[Math.floor(pooled.length * 0.99)]!,
-    n: pooled.length,
+    ...percentiles(rounds.flatMap((r) => r.latencies)),
     perSecond: rounds.reduce((sum, r) => sum + r.perSecond, 0) / rounds.length,
     mostInFlight: Math.max(...rounds.map((r) => r.mostInFlight)),
   };
