@@ -7,7 +7,7 @@
  * for K from the policy's CA, and returns the configuration as a JWE that only K can open.
  * Every grant and refusal is audited with its reason.
  */
-import { randomBytes, timingSafeEqual, X509Certificate } from "node:crypto";
+import { timingSafeEqual, X509Certificate } from "node:crypto";
 import { expectedReportData } from "../attestation/binding.ts";
 import { measurementProblems, settingsProblems } from "../attestation/validate.ts";
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
@@ -16,14 +16,18 @@ import { encryptCompact } from "../crypto/jwe.ts";
 import { p256PointOf, spkiHash } from "../crypto/keys.ts";
 import type { PolicyService } from "../policy/schema.ts";
 import { parseTemplate, renderTemplate, renderTemplateText } from "../policy/templates.ts";
+import { ChallengeNonces, NonceError } from "./challenge-nonce.ts";
 import { type Evidence, verifyEvidence } from "./evidence.ts";
 import type { PolicyValues } from "./imports.ts";
 import { BUILT_IN_SERVICE_CA, caSigner, materialOf, type StoredSecret, volumeKeyName } from "./secrets.ts";
 import { CasError, type CasService, type PolicyRecord } from "./service.ts";
 
 export const NONCE_TTL_MS = 60_000;
-/** Challenges outstanding at once, at most (each a few hundred bytes). */
-export const MAX_LIVE_NONCES = 200_000;
+/**
+ * Nonces used within their lifetime, remembered at once, at most (about 150 bytes each): 3,333
+ * attestations a second for a minute, three times the CAS's capacity on a two-core machine.
+ */
+export const MAX_SPENT_NONCES = 200_000;
 const SERVICE_CERT_VALIDITY_MS = 24 * 3600_000;
 
 export interface AttestationRequest {
@@ -76,47 +80,24 @@ export { expectedReportData };
 
 export class AttestationService {
   readonly #cas: CasService;
-  readonly #nonces = new Map<string, { configId: string; expires: number; source: string }>();
-  /** Outstanding nonces per source: at most a twentieth of all of them each. */
-  readonly #perSource = new Map<string, number>();
+  readonly #nonces: ChallengeNonces;
   readonly #now: () => number;
-  readonly #maxLiveNonces: number;
 
-  constructor(cas: CasService, options: { now?: () => number; maxLiveNonces?: number } = {}) {
+  constructor(cas: CasService, options: { now?: () => number; maxSpentNonces?: number } = {}) {
     this.#cas = cas;
     this.#now = options.now ?? Date.now;
-    this.#maxLiveNonces = options.maxLiveNonces ?? MAX_LIVE_NONCES;
+    this.#nonces = new ChallengeNonces({
+      ttlMs: NONCE_TTL_MS,
+      maxSpent: options.maxSpentNonces ?? MAX_SPENT_NONCES,
+      now: this.#now,
+    });
   }
 
-  /** A nonce for `configId`, asked for from `source` (an address; see sourceOf). */
-  challenge(configId: string, source = ""): { nonce: string; expires_at: string } {
+  /** A nonce for `configId`: nothing is stored until it comes back (see challenge-nonce.ts). */
+  challenge(configId: string): { nonce: string; expires_at: string } {
     splitConfigId(configId);
-    this.#sweep();
-    // Memory is bounded whoever asks: a flood meets these, not the heap's end — and one source's
-    // flood its own share, not everyone's.
-    const mine = this.#perSource.get(source) ?? 0;
-    if (mine >= this.#maxLiveNonces / 20)
-      throw new CasError(
-        429,
-        "rate_limited",
-        "too many challenges outstanding from this address; use or let them expire",
-      );
-    if (this.#nonces.size >= this.#maxLiveNonces)
-      throw new CasError(503, "busy", "too many challenges are outstanding; try again in a minute");
-    const nonce = randomBytes(32).toString("base64");
-    const expires = this.#now() + NONCE_TTL_MS;
-    this.#nonces.set(nonce, { configId, expires, source });
-    this.#perSource.set(source, mine + 1);
-    return { nonce, expires_at: new Date(expires).toISOString() };
-  }
-
-  #forget(nonce: string): void {
-    const issued = this.#nonces.get(nonce);
-    if (!issued) return;
-    this.#nonces.delete(nonce);
-    const left = (this.#perSource.get(issued.source) ?? 1) - 1;
-    if (left > 0) this.#perSource.set(issued.source, left);
-    else this.#perSource.delete(issued.source);
+    const { nonce, expires } = this.#nonces.issue(configId);
+    return { nonce: nonce.toString("base64"), expires_at: new Date(expires).toISOString() };
   }
 
   /** Verify and configure; throws CasError (audited) when refused. */
@@ -126,13 +107,14 @@ export class AttestationService {
       this.#cas.refuse("runtime", "attestation", configId, reason);
       throw new CasError(status, code, reason);
     };
-    // The nonce is spent whatever happens next: a replay never gets a second try.
-    const issued = this.#nonces.get(request.nonce);
-    this.#forget(request.nonce);
-    if (!issued || issued.expires < this.#now())
-      refuse(403, "bad_nonce", "the nonce is unknown, spent or expired: ask for a new challenge");
-    if (issued!.configId !== configId)
-      refuse(403, "bad_nonce", `the nonce was issued for ${issued!.configId}, not ${configId}`);
+    // The nonce is spent before anything else is looked at: a replay never gets a second try.
+    try {
+      this.#nonces.spend(request.nonce, configId);
+    } catch (error) {
+      if (!(error instanceof NonceError)) throw error;
+      if (error.problem === "busy") throw new CasError(503, "busy", error.message);
+      refuse(403, "bad_nonce", error.message);
+    }
 
     const { policy: policyName, service: serviceName } = splitConfigId(configId);
     const loaded = this.#cas.secretValues(policyName);
@@ -351,19 +333,6 @@ export class AttestationService {
     const mounts = record.policy.services.find((s) => s.name === service)?.volumes.some((v) => v.name === volume);
     if (!mounts)
       throw refused(403, "forbidden", `no service of ${policyName} named by the certificate mounts volume ${volume}`);
-  }
-
-  /**
-   * Forget expired nonces. They were issued in order with one lifetime, so the map's order is
-   * their expiry order: the sweep stops at the first live one (constant time per challenge, however
-   * many are outstanding).
-   */
-  #sweep(): void {
-    const now = this.#now();
-    for (const [n, v] of this.#nonces) {
-      if (v.expires >= now) break;
-      this.#forget(n);
-    }
   }
 }
 

@@ -164,7 +164,7 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
       return null;
     },
     policyHistory: ({ actor, params }) => ({ name: params.name, versions: service.history(actor, params.name) }),
-    challenge: ({ body, source }) => attestation.challenge(body.config_id, source),
+    challenge: ({ body }) => attestation.challenge(body.config_id),
     attest: ({ body }) => attestation.attest(body),
     commitVolume: ({ actor, params, body, peer }) => {
       attestation.authorizeVolumeCommit(peer(), params.policy, params.volume);
@@ -205,7 +205,6 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
         const ctx = {
           actor,
           peer: () => (request.raw.socket as TLSSocket).getPeerX509Certificate?.(),
-          source: sourceOf(request.ip),
           params: parse(route.params, request.params, "path"),
           query: parse(route.query, request.query, "query"),
           body: parse(route.body, request.body, "body"),
@@ -223,8 +222,6 @@ type Ctx<R extends RouteSpec> = {
   actor: string;
   /** The caller's TLS client certificate, if any. */
   peer: () => X509Certificate | undefined;
-  /** The address the request came from, as rate limits count it (sourceOf). */
-  source: string;
   params: R["params"] extends z.ZodType ? z.output<R["params"]> : undefined;
   query: R["query"] extends z.ZodType ? z.output<R["query"]> : undefined;
   body: R["body"] extends z.ZodType ? z.output<R["body"]> : undefined;

@@ -1,0 +1,135 @@
+/**
+ * Challenge nonces the CAS does not have to remember until they come back (DESIGN.md §5: 32
+ * bytes, single-use, short-lived). A nonce carries its own expiry and is authenticated for one
+ * config id:
+ *
+ *   expiry (6 bytes, ms since the epoch, big-endian) ‖ 10 random bytes ‖
+ *   HMAC-SHA-256(key, "cloister-challenge-v1" ‖ 0x00 ‖ config id ‖ 0x00 ‖ expiry ‖ random)[0..16)
+ *
+ * Why: a challenge is the cheapest request there is, and answered without a client certificate.
+ * Kept in a table until used or expired, challenges let a flood from many addresses fill memory
+ * or the table's bound, after which honest runtimes were refused. Now issuing one stores nothing;
+ * memory grows only with nonces *used* within their lifetime — each an attestation request that
+ * carried a nonce this CAS issued for that very config id — and that set is bounded too.
+ *
+ * The 80 random bits make every nonce distinct; the MAC (HMAC truncated to 128 bits, as RFC 2104
+ * allows) makes it unforgeable and unpredictable, so evidence cannot be prepared for a future
+ * nonce. The key is random per CAS process: the spent set lives in memory and is lost on restart,
+ * so a restart must also void every nonce issued before it, or one spent just before could be
+ * replayed just after.
+ */
+import { createHmac, createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from "node:crypto";
+
+export const NONCE_BYTES = 32;
+const EXPIRY_BYTES = 6;
+const RANDOM_BYTES = 10;
+const MAC_BYTES = NONCE_BYTES - EXPIRY_BYTES - RANDOM_BYTES;
+const LABEL = Buffer.from("cloister-challenge-v1\0");
+const SEPARATOR = Buffer.from([0]);
+
+/** Why a nonce was not accepted; `busy` leaves it unspent (it may be tried again). */
+export type NonceProblem = "malformed" | "not-issued" | "expired" | "spent" | "busy";
+
+export class NonceError extends Error {
+  readonly problem: NonceProblem;
+  constructor(problem: NonceProblem, message: string) {
+    super(message);
+    this.problem = problem;
+  }
+}
+
+export interface ChallengeNonceOptions {
+  /** How long a nonce is valid. */
+  readonly ttlMs: number;
+  /** Used, unexpired nonces remembered at once, at most; past it attestations get `busy`. */
+  readonly maxSpent: number;
+  readonly now?: () => number;
+  /** The MAC key; random if not given (tests pass one to make two instances agree). */
+  readonly key?: Buffer;
+}
+
+export class ChallengeNonces {
+  readonly #key: KeyObject;
+  readonly #ttlMs: number;
+  readonly #maxSpent: number;
+  readonly #now: () => number;
+  /**
+   * Used nonces (base64) → their expiry, in the order they were used. Each is kept until it
+   * expires — after that the expiry check refuses it anyway.
+   */
+  readonly #spent = new Map<string, number>();
+
+  constructor(options: ChallengeNonceOptions) {
+    this.#key = createSecretKey(options.key ?? randomBytes(32));
+    this.#ttlMs = options.ttlMs;
+    this.#maxSpent = options.maxSpent;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** A fresh nonce for `configId`, and when it expires (ms since the epoch). */
+  issue(configId: string): { nonce: Buffer; expires: number } {
+    const expires = this.#now() + this.#ttlMs;
+    const nonce = Buffer.allocUnsafe(NONCE_BYTES);
+    nonce.writeUIntBE(expires, 0, EXPIRY_BYTES);
+    randomBytes(RANDOM_BYTES).copy(nonce, EXPIRY_BYTES);
+    this.#mac(configId, nonce.subarray(0, EXPIRY_BYTES + RANDOM_BYTES)).copy(nonce, EXPIRY_BYTES + RANDOM_BYTES);
+    return { nonce, expires };
+  }
+
+  /**
+   * Spend `encoded` (base64), which must be a nonce this instance issued for `configId`, not yet
+   * expired or used; throws NonceError saying which it is not. Once this returns, the nonce is
+   * spent whatever the attestation's outcome: a replay never gets a second try.
+   */
+  spend(encoded: string, configId: string): void {
+    const nonce = Buffer.from(typeof encoded === "string" ? encoded : "", "base64");
+    if (nonce.length !== NONCE_BYTES || nonce.toString("base64") !== encoded)
+      throw new NonceError("malformed", `the nonce is not ${NONCE_BYTES} bytes of base64: ask for a new challenge`);
+    const body = nonce.subarray(0, EXPIRY_BYTES + RANDOM_BYTES);
+    if (!timingSafeEqual(this.#mac(configId, body), nonce.subarray(EXPIRY_BYTES + RANDOM_BYTES)))
+      throw new NonceError(
+        "not-issued",
+        `the nonce was not issued for ${configId} by this CAS since it started (issued for another service, or made up): ask for a new challenge`,
+      );
+    const expires = nonce.readUIntBE(0, EXPIRY_BYTES);
+    const now = this.#now();
+    if (expires < now)
+      throw new NonceError(
+        "expired",
+        `the nonce expired at ${new Date(expires).toISOString()}: ask for a new challenge`,
+      );
+    this.#sweep(now);
+    if (this.#spent.has(encoded))
+      throw new NonceError("spent", "the nonce was already used (replayed?): ask for a new challenge");
+    if (this.#spent.size >= this.#maxSpent)
+      throw new NonceError("busy", "too many attestations in the last minute; try again shortly");
+    this.#spent.set(encoded, expires);
+  }
+
+  /** Used nonces remembered now (tests and metrics). */
+  get spentCount(): number {
+    return this.#spent.size;
+  }
+
+  #mac(configId: string, body: Buffer): Buffer {
+    return createHmac("sha256", this.#key)
+      .update(LABEL)
+      .update(configId)
+      .update(SEPARATOR)
+      .update(body)
+      .digest()
+      .subarray(0, MAC_BYTES);
+  }
+
+  /**
+   * Forget expired nonces from the front of the map (the oldest used). Each used nonce expires
+   * at most one lifetime after it was used, so one that expires late holds the ones behind it
+   * for at most that long: constant time per call, memory bounded by a lifetime's worth of use.
+   */
+  #sweep(now: number): void {
+    for (const [nonce, expires] of this.#spent) {
+      if (expires >= now) break;
+      this.#spent.delete(nonce);
+    }
+  }
+}
