@@ -12,7 +12,8 @@ import { expectedReportData } from "../attestation/binding.ts";
 import { measurementProblems, settingsProblems } from "../attestation/validate.ts";
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
 import { certificatePem, issueDer } from "../crypto/certificate.ts";
-import { encryptCompact } from "../crypto/jwe.ts";
+import { encryptCompactWith } from "../crypto/jwe.ts";
+import { KeyAgreementWorker } from "../crypto/key-agreement-worker.ts";
 import { p256PointOf, spkiHash } from "../crypto/keys.ts";
 import type { PolicyService } from "../policy/schema.ts";
 import { parseTemplate, renderTemplate, renderTemplateText } from "../policy/templates.ts";
@@ -82,6 +83,8 @@ export class AttestationService {
   readonly #cas: CasService;
   readonly #nonces: ChallengeNonces;
   readonly #now: () => number;
+  /** The JWE's ECDH, off the event loop. */
+  readonly #agreement = new KeyAgreementWorker();
 
   constructor(cas: CasService, options: { now?: () => number; maxSpentNonces?: number } = {}) {
     this.#cas = cas;
@@ -91,6 +94,11 @@ export class AttestationService {
       maxSpent: options.maxSpentNonces ?? MAX_SPENT_NONCES,
       now: this.#now,
     });
+  }
+
+  /** Stop the key agreement thread. */
+  close(): Promise<void> {
+    return this.#agreement.close();
   }
 
   /** A nonce for `configId`: nothing is stored until it comes back (see challenge-nonce.ts). */
@@ -183,9 +191,14 @@ export class AttestationService {
       if (error instanceof CasError) refuse(error.status, error.code, error.message);
       throw error;
     }
-    const jwe = encryptCompact(Buffer.from(JSON.stringify(configuration)), spki, {
-      cty: "cloister-configuration+json",
-    });
+    let jwe: string;
+    try {
+      jwe = await encryptCompactWith(this.#agreement.agree, Buffer.from(JSON.stringify(configuration)), spki, {
+        cty: "cloister-configuration+json",
+      });
+    } catch (error) {
+      return refuse(500, "internal", `the configuration could not be sealed: ${(error as Error).message}`);
+    }
     this.#cas.grant(
       "runtime",
       "attestation",

@@ -139,6 +139,7 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
   app.get("/v1/openapi.json", async () => openapi);
 
   const attestation = new AttestationService(service);
+  app.addHook("onClose", () => attestation.close());
   const limiter = new RateLimiter(options.attestationRate ?? 5_000);
   const handlers: { [K in keyof typeof ROUTES]: (ctx: Ctx<(typeof ROUTES)[K]>) => unknown } = {
     createPolicy: ({ actor, body }) => service.create(actor, body.policy, body.signatures),

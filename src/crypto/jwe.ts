@@ -53,6 +53,29 @@ const TAG_BYTES = 16;
 const KNOWN = new Set(["alg", "enc", "epk", "apu", "apv", "cty", "typ", "kid"]);
 
 /**
+ * ECDH-ES's key agreement: a fresh ephemeral key and its shared secret with the recipient's
+ * point — the one costly step of sealing (two P-256 scalar multiplications), and so the step the
+ * CAS hands to a worker thread (KeyAgreementWorker).
+ */
+export interface KeyAgreement {
+  /** The ephemeral public key, uncompressed (04 ‖ x ‖ y). */
+  readonly epk: Buffer;
+  readonly shared: Buffer;
+}
+
+/** The key agreement for the uncompressed P-256 point `point`, on this thread. */
+export function agreeEphemeral(point: Buffer): KeyAgreement {
+  // The raw ECDH interface: a third of the cost of KeyObjects for a one-off ephemeral key.
+  const ephemeral = createECDH("prime256v1");
+  const epk = ephemeral.generateKeys();
+  try {
+    return { epk, shared: ephemeral.computeSecret(point) };
+  } catch {
+    throw new JweError("expected a P-256 public key: the point is not on the curve");
+  }
+}
+
+/**
  * Encrypt `plaintext` to the P-256 public key `recipient` (a KeyObject, or its
  * SubjectPublicKeyInfo DER); `header` adds cty, typ or kid.
  */
@@ -61,9 +84,24 @@ export function encryptCompact(
   recipient: KeyObject | Buffer,
   header: Pick<JweHeader, "cty" | "typ" | "kid"> = {},
 ): string {
-  // The raw ECDH interface: a third of the cost of KeyObjects for a one-off ephemeral key.
-  const ephemeral = createECDH("prime256v1");
-  const epk = ephemeral.generateKeys();
+  return sealCompact(plaintext, agreeEphemeral(p256Point(recipient)), header);
+}
+
+/** As encryptCompact, with the key agreement made by `agree` (on a worker thread, say). */
+export async function encryptCompactWith(
+  agree: (point: Buffer) => Promise<KeyAgreement>,
+  plaintext: Uint8Array,
+  recipient: KeyObject | Buffer,
+  header: Pick<JweHeader, "cty" | "typ" | "kid"> = {},
+): Promise<string> {
+  return sealCompact(plaintext, await agree(p256Point(recipient)), header);
+}
+
+function sealCompact(
+  plaintext: Uint8Array,
+  { epk, shared }: KeyAgreement,
+  header: Pick<JweHeader, "cty" | "typ" | "kid">,
+): string {
   const protectedHeader: JweHeader = {
     alg: JWE_ALG,
     enc: JWE_ENC,
@@ -76,13 +114,6 @@ export function encryptCompact(
     },
   };
   const encodedHeader = Buffer.from(JSON.stringify(protectedHeader)).toString("base64url");
-  let shared: Buffer;
-  try {
-    shared = ephemeral.computeSecret(p256Point(recipient));
-  } catch (error) {
-    if (error instanceof JweError) throw error;
-    throw new JweError("expected a P-256 public key: the point is not on the curve");
-  }
   const kek = concatKdf(shared, JWE_ALG, 256);
   const cek = randomBytes(CEK_BYTES);
   const wrap = createCipheriv("id-aes256-wrap", createSecretKey(kek), KEY_WRAP_IV);

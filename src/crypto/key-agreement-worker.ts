@@ -1,0 +1,89 @@
+/**
+ * ECDH-ES's key agreement on a worker thread. Sealing a configuration to a runtime's key costs
+ * two P-256 scalar multiplications (a fresh ephemeral key, then the shared secret): about 130 µs,
+ * the largest single step of an attestation on the CAS's event loop. Sent to a worker with its
+ * 65-byte point, it costs the event loop about 14 µs, and the CAS's second core does the rest
+ * (bench/attest-throughput). Only the point goes over, and only the ephemeral public key and
+ * the shared secret come back, within the process; the configuration itself never leaves the
+ * event loop (handing over the whole JWE was tried: cloning the configuration cost what it saved).
+ *
+ * If the thread cannot start or dies, its pending agreements fail with the reason and later
+ * ones are made on the calling thread: slower, never wrong.
+ */
+import { Worker } from "node:worker_threads";
+import { agreeEphemeral, JweError, type KeyAgreement } from "./jwe.ts";
+
+export interface AgreementQuestion {
+  readonly id: number;
+  readonly point: Uint8Array;
+}
+
+export type AgreementAnswer =
+  | { readonly id: number; readonly epk: Uint8Array; readonly shared: Uint8Array }
+  | { readonly id: number; readonly error: string };
+
+export class KeyAgreementWorker {
+  #worker: Worker | undefined;
+  #failed = false;
+  #next = 0;
+  readonly #pending = new Map<number, { resolve: (a: KeyAgreement) => void; reject: (e: Error) => void }>();
+
+  /** The key agreement for the uncompressed P-256 point `point`. */
+  agree = (point: Buffer): Promise<KeyAgreement> => {
+    if (this.#failed) return Promise.resolve().then(() => agreeEphemeral(point));
+    const worker = this.#start();
+    const id = this.#next++;
+    return new Promise<KeyAgreement>((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      // A fresh array, not `point` itself: see the thread's note on pooled Buffers.
+      worker.postMessage({ id, point: new Uint8Array(point) } satisfies AgreementQuestion);
+    });
+  };
+
+  /** Whether agreements are being made on the thread (false before the first, and after a failure). */
+  get threaded(): boolean {
+    return this.#worker !== undefined;
+  }
+
+  /** Stop the thread; pending agreements fail, later ones are made on the calling thread. */
+  async close(): Promise<void> {
+    const worker = this.#worker;
+    this.#worker = undefined;
+    this.#failed = true;
+    this.#failAll(new Error("the key agreement thread was stopped"));
+    await worker?.terminate();
+  }
+
+  #start(): Worker {
+    if (this.#worker) return this.#worker;
+    const worker = new Worker(new URL("./key-agreement-thread.ts", import.meta.url));
+    // The CAS's life is its server's: an idle thread must not keep the process up.
+    worker.unref();
+    worker.on("message", (answer: AgreementAnswer) => {
+      const waiting = this.#pending.get(answer.id);
+      if (!waiting) return;
+      this.#pending.delete(answer.id);
+      if ("error" in answer) waiting.reject(new JweError(answer.error));
+      else waiting.resolve({ epk: asBuffer(answer.epk), shared: asBuffer(answer.shared) });
+    });
+    const fail = (error: Error) => {
+      if (this.#worker !== worker) return;
+      this.#worker = undefined;
+      this.#failed = true;
+      this.#failAll(new Error(`the key agreement thread failed: ${error.message}`));
+    };
+    worker.on("error", fail);
+    worker.on("exit", (code) => fail(new Error(`it exited with code ${code}`)));
+    this.#worker = worker;
+    return worker;
+  }
+
+  #failAll(error: Error): void {
+    for (const { reject } of this.#pending.values()) reject(error);
+    this.#pending.clear();
+  }
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}

@@ -1,0 +1,65 @@
+/**
+ * The JWE's key agreement on a worker thread: what it seals opens with the recipient's key (by
+ * this project's reader and by jose), answers go to their own callers however many are in
+ * flight, a point off the curve is refused as on the calling thread, and a stopped thread
+ * leaves agreements to the calling thread.
+ */
+import assert from "node:assert/strict";
+import { generateKeyPairSync } from "node:crypto";
+import { after, describe, test } from "node:test";
+import { compactDecrypt } from "jose";
+import { agreeEphemeral, decryptCompact, encryptCompactWith, JweError } from "../../src/crypto/jwe.ts";
+import { KeyAgreementWorker } from "../../src/crypto/key-agreement-worker.ts";
+
+const p256 = () => generateKeyPairSync("ec", { namedCurve: "P-256" });
+const spkiOf = (k: ReturnType<typeof p256>) => k.publicKey.export({ type: "spki", format: "der" });
+
+describe("key agreement on a worker thread", () => {
+  const worker = new KeyAgreementWorker();
+  after(() => worker.close());
+
+  test("a JWE sealed with the thread's agreement opens with the recipient's key, here and in jose", async () => {
+    const recipient = p256();
+    const jwe = await encryptCompactWith(worker.agree, Buffer.from("for K only"), spkiOf(recipient), { cty: "text" });
+    assert.equal(worker.threaded, true, "the agreement was made on the thread");
+    assert.equal(decryptCompact(jwe, recipient.privateKey).plaintext.toString(), "for K only");
+    const opened = await compactDecrypt(jwe, recipient.privateKey);
+    assert.equal(Buffer.from(opened.plaintext).toString(), "for K only");
+    assert.equal(opened.protectedHeader.cty, "text");
+  });
+
+  test("200 in flight at once: each answer reaches its own caller", async () => {
+    const recipients = Array.from({ length: 200 }, p256);
+    const sealed = await Promise.all(
+      recipients.map((r, i) => encryptCompactWith(worker.agree, Buffer.from(`message ${i}`), spkiOf(r))),
+    );
+    sealed.forEach((jwe, i) =>
+      assert.equal(decryptCompact(jwe, recipients[i]!.privateKey).plaintext.toString(), `message ${i}`),
+    );
+    const epks = new Set(sealed.map((jwe) => jwe.split(".")[0]));
+    assert.equal(epks.size, 200, "a fresh ephemeral key each time");
+  });
+
+  test("a point off the curve is refused, as on the calling thread", async () => {
+    const point = Buffer.from(spkiOf(p256()).subarray(-65));
+    point[64]! ^= 1;
+    assert.throws(() => agreeEphemeral(point), JweError);
+    await assert.rejects(
+      worker.agree(point),
+      (e: Error) => e instanceof JweError && /not on the curve/.test(e.message),
+    );
+  });
+
+  test("stopped: pending agreements fail, later ones are made on the calling thread", async () => {
+    const own = new KeyAgreementWorker();
+    const recipient = p256();
+    const point = spkiOf(recipient).subarray(-65);
+    const pending = assert.rejects(own.agree(point), /stopped/);
+    await own.close();
+    await pending;
+    assert.equal(own.threaded, false);
+    const jwe = await encryptCompactWith(own.agree, Buffer.from("still sealed"), spkiOf(recipient));
+    assert.equal(decryptCompact(jwe, recipient.privateKey).plaintext.toString(), "still sealed");
+    assert.equal(own.threaded, false, "no thread was started again");
+  });
+});
