@@ -33,9 +33,8 @@ describe("key agreement on a worker thread", () => {
     const sealed = await Promise.all(
       recipients.map((r, i) => encryptCompactWith(worker.agree, Buffer.from(`message ${i}`), spkiOf(r))),
     );
-    sealed.forEach((jwe, i) =>
-      assert.equal(decryptCompact(jwe, recipients[i]!.privateKey).plaintext.toString(), `message ${i}`),
-    );
+    for (const [i, jwe] of sealed.entries())
+      assert.equal(decryptCompact(jwe, recipients[i]!.privateKey).plaintext.toString(), `message ${i}`);
     const epks = new Set(sealed.map((jwe) => jwe.split(".")[0]));
     assert.equal(epks.size, 200, "a fresh ephemeral key each time");
   });
