@@ -94,6 +94,7 @@ export class AttestationService {
       maxSpent: options.maxSpentNonces ?? MAX_SPENT_NONCES,
       now: this.#now,
     });
+    this.#agreement.start();
   }
 
   /** Stop the key agreement thread. */

@@ -34,11 +34,21 @@ export class KeyAgreementWorker {
     const worker = this.#start();
     const id = this.#next++;
     return new Promise<KeyAgreement>((resolve, reject) => {
+      // Referenced while an answer is awaited, so that the process waits for it; idle, not.
+      if (this.#pending.size === 0) worker.ref();
       this.#pending.set(id, { resolve, reject });
       // A fresh array, not `point` itself: see the thread's note on pooled Buffers.
       worker.postMessage({ id, point: new Uint8Array(point) } satisfies AgreementQuestion);
     });
   };
+
+  /**
+   * Start the thread now rather than at the first agreement (starting takes tens of milliseconds,
+   * which the first runtime to attest would otherwise wait for).
+   */
+  start(): void {
+    if (!this.#failed) this.#start();
+  }
 
   /** Whether agreements are being made on the thread (false before the first, and after a failure). */
   get threaded(): boolean {
@@ -51,18 +61,20 @@ export class KeyAgreementWorker {
     this.#worker = undefined;
     this.#failed = true;
     this.#failAll(new Error("the key agreement thread was stopped"));
+    // Referenced again while it stops: an unreferenced thread's exit would not keep the event
+    // loop alive long enough to resolve terminate().
+    worker?.ref();
     await worker?.terminate();
   }
 
   #start(): Worker {
     if (this.#worker) return this.#worker;
     const worker = new Worker(new URL("./key-agreement-thread.ts", import.meta.url));
-    // The CAS's life is its server's: an idle thread must not keep the process up.
-    worker.unref();
     worker.on("message", (answer: AgreementAnswer) => {
       const waiting = this.#pending.get(answer.id);
       if (!waiting) return;
       this.#pending.delete(answer.id);
+      if (this.#pending.size === 0) worker.unref();
       if ("error" in answer) waiting.reject(new JweError(answer.error));
       else waiting.resolve({ epk: asBuffer(answer.epk), shared: asBuffer(answer.shared) });
     });
@@ -74,6 +86,9 @@ export class KeyAgreementWorker {
     };
     worker.on("error", fail);
     worker.on("exit", (code) => fail(new Error(`it exited with code ${code}`)));
+    // The CAS's life is its server's: an idle thread must not keep the process up. (After the
+    // listeners: adding a "message" listener references the thread again.)
+    worker.unref();
     this.#worker = worker;
     return worker;
   }

@@ -5,7 +5,11 @@
  * leaves agreements to the calling thread.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { compactDecrypt } from "jose";
 import { agreeEphemeral, decryptCompact, encryptCompactWith, JweError } from "../../src/crypto/jwe.ts";
@@ -60,5 +64,22 @@ describe("key agreement on a worker thread", () => {
     const jwe = await encryptCompactWith(own.agree, Buffer.from("still sealed"), spkiOf(recipient));
     assert.equal(decryptCompact(jwe, recipient.privateKey).plaintext.toString(), "still sealed");
     assert.equal(own.threaded, false, "no thread was started again");
+  });
+
+  test("an idle thread does not keep the process up, started or used", () => {
+    const module = join(import.meta.dirname, "..", "..", "src", "crypto", "key-agreement-worker.ts");
+    const script = `
+      import { createECDH } from "node:crypto";
+      import { KeyAgreementWorker } from ${JSON.stringify(module)};
+      new KeyAgreementWorker().start();
+      const used = new KeyAgreementWorker();
+      await used.agree(createECDH("prime256v1").generateKeys());
+      console.log("done");`;
+    const dir = mkdtempSync(join(tmpdir(), "cloister-agreement-"));
+    writeFileSync(join(dir, "idle.mjs"), script);
+    const child = spawnSync(process.execPath, [join(dir, "idle.mjs")], { timeout: 20_000 });
+    rmSync(dir, { recursive: true, force: true });
+    assert.equal(child.stdout.toString().trim(), "done", child.stderr.toString());
+    assert.equal(child.status, 0, "exited by itself, not killed at the timeout");
   });
 });
