@@ -2,6 +2,7 @@
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
+import { lockDataDirectory } from "../runtime/directory-lock.ts";
 import { loadOrCreateMasterKey } from "./master-key.ts";
 import { buildCasServer, type CasIdentity, CasService, loadOrCreateIdentity } from "./server.ts";
 import { Envelope } from "./store/envelope.ts";
@@ -44,9 +45,12 @@ export function parseListen(listen: string): { host: string; port: number } {
 export async function startCas(options: CasStartOptions): Promise<RunningCas> {
   const { host, port } = parseListen(options.listen);
   await fs.mkdir(options.dataDir, { recursive: true, mode: 0o700 });
-  const master = await loadOrCreateMasterKey(options.masterKeyFile ?? join(options.dataDir, "master.key"));
-  const store = new SqliteStore(join(options.dataDir, "cas.db"));
+  // Before anything is read: what a CAS rebuilds from the store must not go stale under it.
+  const unlock = await lockDataDirectory(options.dataDir);
+  let store: SqliteStore | undefined;
   try {
+    const master = await loadOrCreateMasterKey(options.masterKeyFile ?? join(options.dataDir, "master.key"));
+    store = new SqliteStore(join(options.dataDir, "cas.db"));
     const envelope = new Envelope(master.key);
     const identity = await loadOrCreateIdentity(store, envelope);
     const service = CasService.open(store, master.key, identity.privateKey, {
@@ -74,11 +78,13 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
       masterKeyCreated: master.created,
       async close() {
         await app.close();
-        store.close();
+        store!.close();
+        await unlock();
       },
     };
   } catch (error) {
-    store.close();
+    store?.close();
+    await unlock();
     throw error;
   }
 }

@@ -6,6 +6,7 @@ import { type Command, Option } from "commander";
 import { MasterKeyError } from "../cas/master-key.ts";
 import { ListenError, type RunningCas, startCas } from "../cas/start.ts";
 import { TamperError } from "../cas/store/envelope.ts";
+import { DataDirectoryInUse } from "../runtime/directory-lock.ts";
 import { CliError } from "./errors.ts";
 import type { Io } from "./io.ts";
 import { startNodeLas } from "./las.ts";
@@ -120,7 +121,12 @@ async function start(run: () => Promise<RunningCas>): Promise<RunningCas> {
   try {
     return await run();
   } catch (error) {
-    if (error instanceof MasterKeyError || error instanceof ListenError || error instanceof TamperError)
+    if (
+      error instanceof MasterKeyError ||
+      error instanceof ListenError ||
+      error instanceof TamperError ||
+      error instanceof DataDirectoryInUse
+    )
       throw new CliError(error.message);
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "EADDRINUSE") throw new CliError(`cannot listen: the address is in use (${(error as Error).message})`);

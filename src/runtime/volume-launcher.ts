@@ -14,9 +14,9 @@ import { createReadStream, existsSync, mkdirSync, realpathSync, statSync } from 
 import { join } from "node:path";
 import type { Configuration } from "../cas/attestation.ts";
 import { CasClient, CasRequestError } from "../client/cas-client.ts";
+import { lockTree, VolumeInUse } from "./directory-lock.ts";
 import { fileDirectories, pathExists, planLaunch, resolveFileDirectories, STAGING, startLaunch } from "./launcher.ts";
 import { OverlayError, planOverlays } from "./overlays.ts";
-import { lockTree, VolumeInUse } from "./volume-lock.ts";
 import { commitVolume, type OpenVolume, openVolume, TagConflict, type TagKeeper, VolumeError } from "./volumes.ts";
 
 export interface VolumeLaunchInput {

@@ -1,9 +1,12 @@
 /** The CAS's HTTP surface: bad input, identities, slow clients, health, metrics, OpenAPI. */
 import assert from "node:assert/strict";
+import { symlinkSync, unlinkSync } from "node:fs";
 import { type Socket, connect as tcpConnect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { type TLSSocket, connect as tlsConnect } from "node:tls";
+import { startCas } from "../../src/cas/start.ts";
 import { type CasRequestError, policyPath } from "../../src/client/cas-client.ts";
+import { DataDirectoryInUse } from "../../src/runtime/directory-lock.ts";
 import { makeIdentity, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
 
 let cas: TestCas;
@@ -236,5 +239,30 @@ describe("service endpoints", () => {
         s.once("error", reject);
       }),
     );
+  });
+});
+
+describe("one CAS per data directory", () => {
+  test("a second CAS on the same directory, by any path, is refused; after the first stops, it starts", async () => {
+    const link = `${cas.dataDir}-link`;
+    symlinkSync(cas.dataDir, link);
+    try {
+      for (const dataDir of [cas.dataDir, link, `${cas.dataDir}/.`])
+        await assert.rejects(
+          startCas({ dataDir, listen: "127.0.0.1:0" }),
+          (e: Error) => e instanceof DataDirectoryInUse && /in use by another CAS/.test(e.message),
+        );
+      const other = await startTestCas();
+      await other.dispose();
+    } finally {
+      unlinkSync(link);
+    }
+  });
+
+  test("released when the CAS stops, so a restart on the same directory works", async () => {
+    const own = await startTestCas();
+    const again = await own.restart();
+    await assert.rejects(startCas({ dataDir: own.dataDir, listen: "127.0.0.1:0" }), DataDirectoryInUse);
+    await again.dispose();
   });
 });

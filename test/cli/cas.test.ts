@@ -96,6 +96,12 @@ describe("cloister cas start", () => {
     assert.equal(listen.code, 1);
     assert.match(listen.stderr, /--listen nowhere: expected HOST:PORT/);
   });
+
+  test("a second CAS on a data directory in use: one line saying so, exit 1", async () => {
+    const second = await runCli(["cas", "start", "--data-dir", dataDir, "--listen", "127.0.0.1:0"]);
+    assert.equal(second.code, 1);
+    assert.equal(second.stderr, `cloister: ${dataDir} is in use by another CAS; one CAS per data directory\n`);
+  });
 });
 
 describe("pinning the CAS", () => {

@@ -1,5 +1,5 @@
 /**
- * One runtime per volume tree (src/runtime/volume-lock.ts): a second holder is refused, by any
+ * One runtime per volume tree (src/runtime/directory-lock.ts): a second holder is refused, by any
  * path to the same directory, and the lock is gone with its process however it ends.
  */
 import assert from "node:assert/strict";
@@ -9,7 +9,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { lockTree, VolumeInUse } from "../../src/runtime/volume-lock.ts";
+import { lockTree, VolumeInUse } from "../../src/runtime/directory-lock.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "cloister-lock-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -31,7 +31,7 @@ test("a second holder is refused, by any path to the tree; released, it is free 
 test("a holder killed with SIGKILL leaves nothing behind", async () => {
   const tree = join(dir, "b");
   mkdirSync(tree);
-  const module = new URL("../../src/runtime/volume-lock.ts", import.meta.url).href;
+  const module = new URL("../../src/runtime/directory-lock.ts", import.meta.url).href;
   const child = spawn(
     process.execPath,
     [
