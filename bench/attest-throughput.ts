@@ -17,7 +17,9 @@
  * - a TLS handshake per flow: the closed loop again, each flow on a connection of its own, as a
  *   real `cloister run` has — what the first two leave out. The load generator's own handshakes
  *   share the machine with the CAS, so the CPU the CAS's event loop spends per flow (from
- *   /proc, its main thread) is reported for both kinds of connection, with the ceiling it sets.
+ *   /proc, its main thread) is reported for both kinds of connection, with the ceiling it sets,
+ *   and the CPU a flow costs the CAS and the load generator together, with the ceiling that sets
+ *   for the whole machine.
  *
  *   node bench/attest-throughput.ts [--seconds 5] [--clients 32] [--rate 1000]
  */
@@ -25,7 +27,7 @@ import { spawn } from "node:child_process";
 import { createECDH, generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
 import { Agent, request } from "node:https";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createSecureContext } from "node:tls";
 import { parseArgs } from "node:util";
@@ -52,9 +54,12 @@ const CLOCK_TICKS = 100;
 const BIN = join(import.meta.dirname, "..", "bin", "cloister.js");
 const PROGRAM = realpathSync("/bin/true");
 
-/** User and system CPU of a process's main thread (its thread id is its pid), in ms. */
-function mainThreadCpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, "utf8");
+/**
+ * User and system CPU from /proc, in ms: of a process's main thread (its thread id is its pid),
+ * or with `whole`, of all its threads.
+ */
+function cpuMs(pid: number, whole = false): number {
+  const stat = readFileSync(whole ? `/proc/${pid}/stat` : `/proc/${pid}/task/${pid}/stat`, "utf8");
   // Fields after the command name (which may hold spaces, so split after its closing paren).
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
@@ -146,11 +151,20 @@ try {
     ...percentiles(latencies),
     perSecond: latencies.length / ((performance.now() - started) / 1000),
   });
-  /** CPU the CAS's event loop (its main thread) spent per flow during `run`, in ms. */
+  /**
+   * CPU spent per flow during `run`, in ms: by the CAS's event loop (its main thread), by the
+   * whole CAS, and by this process (the load generator).
+   */
   const casLoopCpu = async <T extends { n: number }>(run: () => Promise<T>) => {
-    const before = mainThreadCpuMs(child.pid!);
+    const before = [cpuMs(child.pid!), cpuMs(child.pid!, true), process.cpuUsage()] as const;
     const result = await run();
-    return { ...result, loopCpuMs: (mainThreadCpuMs(child.pid!) - before) / result.n };
+    const own = process.cpuUsage(before[2]);
+    return {
+      ...result,
+      loopCpuMs: (cpuMs(child.pid!) - before[0]) / result.n,
+      casCpuMs: (cpuMs(child.pid!, true) - before[1]) / result.n,
+      generatorCpuMs: (own.user + own.system) / 1000 / result.n,
+    };
   };
   /** `clients` runtimes, each starting its next flow when its last one ended. */
   const closedLoop = async (seconds: number, clients = CLIENTS, fresh = false) => {
@@ -230,6 +244,10 @@ try {
   console.log(
     `the CAS's event loop per flow: ${ceiling(capacity.loopCpuMs)} on kept-alive connections; ${ceiling(fresh.loopCpuMs)} with a handshake per flow`,
   );
+  const cores = availableParallelism();
+  const machine = (r: typeof fresh) =>
+    `CAS ${r.casCpuMs.toFixed(3)} + load generator ${r.generatorCpuMs.toFixed(3)} ms, at most ${((cores * 1000) / (r.casCpuMs + r.generatorCpuMs)).toFixed(0)} flows/s on ${cores} cores`;
+  console.log(`CPU per flow in all: ${machine(capacity)} kept alive; ${machine(fresh)} with a handshake per flow`);
   console.log("targets: capacity ≥ 1,000 flows/s; p99 ≤ 50 ms at 1,000 flows/s");
   agent.destroy();
 } finally {
