@@ -92,7 +92,7 @@ export class AttestationService {
     this.#nonces = new ChallengeNonces({
       ttlMs: NONCE_TTL_MS,
       maxSpent: options.maxSpentNonces ?? MAX_SPENT_NONCES,
-      now: this.#now,
+      now: options.now,
     });
     this.#agreement.start();
   }
@@ -112,16 +112,22 @@ export class AttestationService {
   /** Verify and configure; throws CasError (audited) when refused. */
   async attest(request: AttestationRequest): Promise<{ configuration: string }> {
     const { config_id: configId } = request;
+    // The nonce is spent before anything else is looked at, so that a concurrent replay finds it
+    // spent; but a refusal before the evidence is shown bound to it takes the spend back (see
+    // ChallengeNonces.unspend): only bound evidence may fill the spent set.
+    let spent = false;
+    let bound = false;
     const refuse = (status: number, code: string, reason: string): never => {
+      if (spent && !bound) this.#nonces.unspend(request.nonce);
       this.#cas.refuse("runtime", "attestation", configId, reason);
       throw new CasError(status, code, reason);
     };
-    // The nonce is spent before anything else is looked at: a replay never gets a second try.
     try {
       this.#nonces.spend(request.nonce, configId);
+      spent = true;
     } catch (error) {
       if (!(error instanceof NonceError)) throw error;
-      if (error.problem === "busy") throw new CasError(503, "busy", error.message);
+      if (error.problem === "busy") refuse(503, "busy", error.message);
       refuse(403, "bad_nonce", error.message);
     }
 
@@ -155,6 +161,8 @@ export class AttestationService {
         collateral_expires: null,
         details: { warning: "attestation mode none: nothing verified" },
       };
+      // Nothing is bound, nothing protected: whoever asks gets this configuration anyway.
+      this.#nonces.unspend(request.nonce);
     } else {
       try {
         verdict = verifyEvidence(this.#cas.trust, request.evidence);
@@ -168,6 +176,7 @@ export class AttestationService {
       if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) {
         refuse(403, "binding", "the evidence's report_data does not bind this nonce and key (replayed evidence?)");
       }
+      bound = true;
       const problems = [...settingsProblems(verdict, settings), ...measurementProblems(verdict, service.measurements)];
       if (problems.length > 0) {
         const measurement = String(

@@ -43,6 +43,11 @@ export interface ChallengeNonceOptions {
   readonly ttlMs: number;
   /** Used, unexpired nonces remembered at once, at most; past it attestations get `busy`. */
   readonly maxSpent: number;
+  /**
+   * Milliseconds since the epoch, never stepping back: the process's monotonic clock counted from
+   * its start, by default. A wall clock stepped forward then back would let a used nonce be
+   * forgotten as expired and then accepted again.
+   */
   readonly now?: () => number;
   /** The MAC key; random if not given (tests pass one to make two instances agree). */
   readonly key?: Buffer;
@@ -63,7 +68,7 @@ export class ChallengeNonces {
     this.#key = createSecretKey(options.key ?? randomBytes(32));
     this.#ttlMs = options.ttlMs;
     this.#maxSpent = options.maxSpent;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? monotonicNow;
   }
 
   /** A fresh nonce for `configId`, and when it expires (ms since the epoch). */
@@ -93,6 +98,9 @@ export class ChallengeNonces {
       );
     const expires = nonce.readUIntBE(0, EXPIRY_BYTES);
     const now = this.#now();
+    // Issued by this key, so by this process, whose clock does not step back: never the case.
+    if (expires > now + this.#ttlMs)
+      throw new NonceError("not-issued", "the nonce expires later than any this CAS issues: ask for a new challenge");
     if (expires < now)
       throw new NonceError(
         "expired",
@@ -104,6 +112,15 @@ export class ChallengeNonces {
     if (this.#spent.size >= this.#maxSpent)
       throw new NonceError("busy", "too many attestations in the last minute; try again shortly");
     this.#spent.set(encoded, expires);
+  }
+
+  /**
+   * Take back a spend that proved nothing: the attestation was refused before its evidence was
+   * shown to be bound to this nonce. Only such evidence — which needs a TEE (or an enrolled LAS)
+   * per nonce — then fills the spent set; a flood of made-up evidence does not.
+   */
+  unspend(encoded: string): void {
+    this.#spent.delete(encoded);
   }
 
   /** Used nonces remembered now (tests and metrics). */
@@ -132,4 +149,8 @@ export class ChallengeNonces {
       this.#spent.delete(nonce);
     }
   }
+}
+
+function monotonicNow(): number {
+  return Math.floor(performance.timeOrigin + performance.now());
 }

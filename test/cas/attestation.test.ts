@@ -91,6 +91,21 @@ async function prepare(configId: string, measured = program): Promise<Attempt> {
   return { key: privateKey, spki, nonce, quote: evidence.quote.toString("base64") };
 }
 
+/** An attestation request with evidence bound to `nonce` (from any AttestationService). */
+async function boundRequest(configId: string, nonce: string) {
+  const { publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const spki = publicKey.export({ type: "spki", format: "der" });
+  const evidence = await new LasProvider(las.url, program).evidence(
+    expectedReportData(Buffer.from(nonce, "base64"), spki),
+  );
+  return {
+    config_id: configId,
+    nonce,
+    evidence: { tee: "sim" as const, quote: evidence.quote.toString("base64") },
+    spki: spki.toString("base64"),
+  };
+}
+
 const send = (configId: string, a: Attempt, override: Partial<{ nonce: string; quote: string; spki: string }> = {}) =>
   runtime.request<{ configuration: string }>("POST", "/v1/attestation", {
     config_id: configId,
@@ -262,28 +277,38 @@ describe("rate limiting", () => {
     assert.equal(sourceOf("::1"), "0:0:0:0::/64");
   });
 
-  test("used nonces remembered are bounded: past it, 503 and the nonce left for later", async () => {
+  test("only evidence bound to its nonce spends it: made-up evidence leaves it, and the spent set, alone", async () => {
+    const attestation = new AttestationService(cas.running.service, { maxSpentNonces: 1 });
+    const { nonce } = attestation.challenge("shop/web");
+    for (let i = 0; i < 20; i++)
+      await assert.rejects(
+        attestation.attest({ config_id: "shop/web", nonce, evidence: { tee: "sim", quote: "" }, spki: "" }),
+        (e: CasError) => e.status === 400,
+      );
+    // Still unspent, and the set (of one) still empty: the rightful runtime gets in with it.
+    await attestation.attest(await boundRequest("shop/web", nonce));
+    await assert.rejects(attestation.attest(await boundRequest("shop/web", nonce)), /already used/);
+  });
+
+  test("bound evidence fills the spent set: past its bound, 503, audited, and the nonce left for later", async () => {
     let now = Date.now();
     const attestation = new AttestationService(cas.running.service, { now: () => now, maxSpentNonces: 2 });
-    // No evidence worth the name: each attempt that gets past its nonce is refused for its key.
-    const attempt = (nonce: string) =>
-      attestation.attest({ config_id: "shop/web", nonce, evidence: { tee: "sim", quote: "" }, spki: "" });
-    const statusOf = (p: Promise<unknown>) =>
-      p.then(
-        () => 200,
-        (e: CasError) => e.status,
-      );
-    // Refused for their evidence, but spent: a used nonce is remembered whatever the outcome.
-    assert.equal(await statusOf(attempt(attestation.challenge("shop/web").nonce)), 400);
-    assert.equal(await statusOf(attempt(attestation.challenge("shop/web").nonce)), 400);
-    const third = attestation.challenge("shop/web").nonce;
-    await assert.rejects(attempt(third), (e: CasError) => e.status === 503 && /try again/.test(e.message));
+    for (let i = 0; i < 2; i++)
+      await attestation.attest(await boundRequest("shop/web", attestation.challenge("shop/web").nonce));
+    const third = await boundRequest("shop/web", attestation.challenge("shop/web").nonce);
+    await assert.rejects(attestation.attest(third), (e: CasError) => e.status === 503 && /try again/.test(e.message));
+    const audit = await cas
+      .client(owner)
+      .request<{ entries: { entry?: { action: string; outcome: string; reason: string } }[] }>("GET", "/v1/audit");
+    assert.ok(
+      audit.entries.some((e) => e.entry?.outcome === "refused" && /too many attestations/.test(e.entry.reason)),
+      "the busy refusal is audited",
+    );
     now += NONCE_TTL_MS / 2;
-    await assert.rejects(attempt(third), (e: CasError) => e.status === 503, "still full");
+    await assert.rejects(attestation.attest(third), (e: CasError) => e.status === 503, "still full");
     now += NONCE_TTL_MS / 2 + 1;
-    const fourth = attestation.challenge("shop/web").nonce;
-    assert.equal(await statusOf(attempt(fourth)), 400, "the first two expired and were forgotten");
-    await assert.rejects(attempt(fourth), (e: CasError) => e.status === 403 && /already used/.test(e.message));
+    await assert.rejects(attestation.attest(third), /expired/, "the third's own time ran out meanwhile");
+    await attestation.attest(await boundRequest("shop/web", attestation.challenge("shop/web").nonce));
   });
 
   test("a challenge flood stores nothing: after 250,000 unused challenges the next runtime still gets in", async () => {

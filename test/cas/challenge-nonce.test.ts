@@ -121,4 +121,23 @@ describe("challenge nonces", () => {
     n.spend(fifth, "shop/web");
     assert.equal(n.spentCount, 1, "the three expired and were forgotten");
   });
+
+  test("a spend taken back (unbound evidence) can be made again; a refused spend takes nothing back", () => {
+    const n = nonces(() => 0, 1);
+    const nonce = n.issue("shop/web").nonce.toString("base64");
+    n.spend(nonce, "shop/web");
+    n.unspend(nonce);
+    assert.equal(n.spentCount, 0);
+    n.spend(nonce, "shop/web");
+    refused(() => n.spend(nonce, "shop/web"), "spent", /already used/);
+    assert.equal(n.spentCount, 1);
+  });
+
+  test("an expiry further ahead than one lifetime is refused, whatever the MAC says", () => {
+    let now = 1_000_000;
+    const n = nonces(() => now);
+    const issued = n.issue("shop/web").nonce.toString("base64");
+    now -= 1; // as if the clock had stepped back — the default clock never does
+    refused(() => n.spend(issued, "shop/web"), "not-issued", /later than any this CAS issues/);
+  });
 });
