@@ -2,7 +2,7 @@
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
-import { lockDataDirectory } from "../runtime/directory-lock.ts";
+import { lockDataDirectory } from "./data-dir-lock.ts";
 import { loadOrCreateMasterKey } from "./master-key.ts";
 import { buildCasServer, type CasIdentity, CasService, loadOrCreateIdentity } from "./server.ts";
 import { Envelope } from "./store/envelope.ts";
@@ -46,7 +46,7 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
   const { host, port } = parseListen(options.listen);
   await fs.mkdir(options.dataDir, { recursive: true, mode: 0o700 });
   // Before anything is read: what a CAS rebuilds from the store must not go stale under it.
-  const unlock = await lockDataDirectory(options.dataDir);
+  const unlock = lockDataDirectory(options.dataDir);
   let store: SqliteStore | undefined;
   try {
     const master = await loadOrCreateMasterKey(options.masterKeyFile ?? join(options.dataDir, "master.key"));
@@ -77,14 +77,17 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
       url: `https://${shownHost}:${actualPort}`,
       masterKeyCreated: master.created,
       async close() {
-        await app.close();
-        store!.close();
-        await unlock();
+        try {
+          await app.close();
+        } finally {
+          store!.close();
+          unlock();
+        }
       },
     };
   } catch (error) {
     store?.close();
-    await unlock();
+    unlock();
     throw error;
   }
 }

@@ -1,12 +1,14 @@
 /** The CAS's HTTP surface: bad input, identities, slow clients, health, metrics, OpenAPI. */
 import assert from "node:assert/strict";
-import { symlinkSync, unlinkSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdirSync, rmdirSync, symlinkSync, unlinkSync } from "node:fs";
 import { type Socket, connect as tcpConnect } from "node:net";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type TLSSocket, connect as tlsConnect } from "node:tls";
+import { DataDirectoryInUse } from "../../src/cas/data-dir-lock.ts";
 import { startCas } from "../../src/cas/start.ts";
 import { type CasRequestError, policyPath } from "../../src/client/cas-client.ts";
-import { DataDirectoryInUse } from "../../src/runtime/directory-lock.ts";
 import { makeIdentity, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
 
 let cas: TestCas;
@@ -257,6 +259,29 @@ describe("one CAS per data directory", () => {
     } finally {
       unlinkSync(link);
     }
+  });
+
+  test("a bind mount of the directory and another network namespace meet the same lock", async () => {
+    const mounted = `${cas.dataDir}-bound`;
+    mkdirSync(mounted);
+    execFileSync("mount", ["--bind", cas.dataDir, mounted]);
+    try {
+      await assert.rejects(startCas({ dataDir: mounted, listen: "127.0.0.1:0" }), DataDirectoryInUse);
+    } finally {
+      execFileSync("umount", [mounted]);
+      rmdirSync(mounted);
+    }
+    const bin = join(import.meta.dirname, "..", "..", "bin", "cloister");
+    const other = spawnSync(
+      "unshare",
+      ["-n", bin, "cas", "start", "--data-dir", cas.dataDir, "--listen", "127.0.0.1:0"],
+      {
+        encoding: "utf8",
+        timeout: 20_000,
+      },
+    );
+    assert.equal(other.status, 1, other.stderr);
+    assert.match(other.stderr, /in use by another CAS/);
   });
 
   test("released when the CAS stops, so a restart on the same directory works", async () => {

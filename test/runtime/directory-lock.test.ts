@@ -4,8 +4,10 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { once } from "node:events";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -47,4 +49,19 @@ test("a holder killed with SIGKILL leaves nothing behind", async () => {
   await once(child, "exit");
   const release = await lockTree(tree);
   await release();
+});
+
+test("a connection held open to the lock's name does not delay its release", async () => {
+  const tree = join(dir, "c");
+  mkdirSync(tree);
+  const release = await lockTree(tree);
+  const name = `\0cloister-volume-${createHash("sha256").update(realpathSync(tree)).digest("hex").slice(0, 40)}`;
+  const peer = connect(name);
+  peer.on("error", () => {});
+  await once(peer, "connect");
+  const late = new Promise((r) => setTimeout(() => r("late"), 2_000).unref());
+  assert.notEqual(await Promise.race([release(), late]), "late", "released while the peer is connected");
+  peer.destroy();
+  const again = await lockTree(tree);
+  await again();
 });
