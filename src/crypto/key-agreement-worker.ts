@@ -26,6 +26,12 @@ export class KeyAgreementWorker {
   #worker: Worker | undefined;
   #failed = false;
   #next = 0;
+  #batch: AgreementQuestion[] = [];
+  readonly #flush = () => {
+    const batch = this.#batch;
+    this.#batch = [];
+    if (batch.length > 0) this.#worker?.postMessage(batch);
+  };
   readonly #pending = new Map<number, { resolve: (a: KeyAgreement) => void; reject: (e: Error) => void }>();
 
   /** The key agreement for the uncompressed P-256 point `point`. */
@@ -37,8 +43,11 @@ export class KeyAgreementWorker {
       // Referenced while an answer is awaited, so that the process waits for it; idle, not.
       if (this.#pending.size === 0) worker.ref();
       this.#pending.set(id, { resolve, reject });
-      // A fresh array, not `point` itself: see the thread's note on pooled Buffers.
-      worker.postMessage({ id, point: new Uint8Array(point) } satisfies AgreementQuestion);
+      // A fresh array, not `point` itself: see the thread's note on pooled Buffers. Questions
+      // asked in one turn of the event loop go over in one message: each message wakes the
+      // thread, and on a busy machine a wake-up costs the event loop its core for a while.
+      if (this.#batch.length === 0) setImmediate(this.#flush);
+      this.#batch.push({ id, point: new Uint8Array(point) });
     });
   };
 
@@ -70,13 +79,15 @@ export class KeyAgreementWorker {
   #start(): Worker {
     if (this.#worker) return this.#worker;
     const worker = new Worker(new URL("./key-agreement-thread.ts", import.meta.url));
-    worker.on("message", (answer: AgreementAnswer) => {
-      const waiting = this.#pending.get(answer.id);
-      if (!waiting) return;
-      this.#pending.delete(answer.id);
+    worker.on("message", (answers: AgreementAnswer[]) => {
+      for (const answer of answers) {
+        const waiting = this.#pending.get(answer.id);
+        if (!waiting) continue;
+        this.#pending.delete(answer.id);
+        if ("error" in answer) waiting.reject(new JweError(answer.error));
+        else waiting.resolve({ epk: asBuffer(answer.epk), shared: asBuffer(answer.shared) });
+      }
       if (this.#pending.size === 0) worker.unref();
-      if ("error" in answer) waiting.reject(new JweError(answer.error));
-      else waiting.resolve({ epk: asBuffer(answer.epk), shared: asBuffer(answer.shared) });
     });
     const fail = (error: Error) => {
       if (this.#worker !== worker) return;
