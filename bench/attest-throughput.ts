@@ -155,7 +155,7 @@ try {
    * CPU spent per flow during `run`, in ms: by the CAS's event loop (its main thread), by the
    * whole CAS, and by this process (the load generator).
    */
-  const casLoopCpu = async <T extends { n: number }>(run: () => Promise<T>) => {
+  const withCpuPerFlow = async <T extends { n: number }>(run: () => Promise<T>) => {
     const before = [cpuMs(child.pid!), cpuMs(child.pid!, true), process.cpuUsage()] as const;
     const result = await run();
     const own = process.cpuUsage(before[2]);
@@ -212,7 +212,7 @@ try {
     return { ...summary(latencies, start), mostInFlight, latencies };
   };
   await closedLoop(1); // warm up: connections, JIT
-  const capacity = await casLoopCpu(() => closedLoop(SECONDS));
+  const capacity = await withCpuPerFlow(() => closedLoop(SECONDS));
   // Every connection the open loop may use, opened now: otherwise the first burst of more flows
   // than open connections pays for TLS handshakes on both sides, and the first round measures
   // the benchmark's connection pool growing (seen: p99 60–170 ms in the first round, 15–30 in the
@@ -223,7 +223,7 @@ try {
   // every flow due while the CAS catches up, and the rounds show how much one stall moves p99.
   const rounds = [];
   for (let round = 0; round < 3; round++) rounds.push(await openLoop(RATE, SECONDS));
-  const fresh = await casLoopCpu(() => closedLoop(SECONDS, CLIENTS, true));
+  const fresh = await withCpuPerFlow(() => closedLoop(SECONDS, CLIENTS, true));
   const atRate = {
     ...percentiles(rounds.flatMap((r) => r.latencies)),
     perSecond: rounds.reduce((sum, r) => sum + r.perSecond, 0) / rounds.length,

@@ -26,7 +26,8 @@ import { CasError, type CasService, type PolicyRecord } from "./service.ts";
 export const NONCE_TTL_MS = 60_000;
 /**
  * Nonces used within their lifetime, remembered at once, at most (about 150 bytes each): 3,333
- * attestations a second for a minute, three times the CAS's capacity on a two-core machine.
+ * attestations with bound evidence a second for a minute, twice the CAS's capacity on a two-core
+ * machine.
  */
 export const MAX_SPENT_NONCES = 200_000;
 const SERVICE_CERT_VALIDITY_MS = 24 * 3600_000;

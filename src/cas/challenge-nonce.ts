@@ -9,8 +9,8 @@
  * Why: a challenge is the cheapest request there is, and answered without a client certificate.
  * Kept in a table until used or expired, challenges let a flood from many addresses fill memory
  * or the table's bound, after which honest runtimes were refused. Now issuing one stores nothing;
- * memory grows only with nonces *used* within their lifetime — each an attestation request that
- * carried a nonce this CAS issued for that very config id — and that set is bounded too.
+ * memory grows only with nonces *used* within their lifetime — each kept only once evidence bound
+ * to it was shown (see unspend) — and that set is bounded too.
  *
  * The 80 random bits make every nonce distinct; the MAC (HMAC truncated to 128 bits, as RFC 2104
  * allows) makes it unforgeable and unpredictable, so evidence cannot be prepared for a future
@@ -84,7 +84,7 @@ export class ChallengeNonces {
   /**
    * Spend `encoded` (base64), which must be a nonce this instance issued for `configId`, not yet
    * expired or used; throws NonceError saying which it is not. Once this returns, the nonce is
-   * spent whatever the attestation's outcome: a replay never gets a second try.
+   * spent — a concurrent replay finds it so — until `unspend` takes it back.
    */
   spend(encoded: string, configId: string): void {
     const nonce = Buffer.from(typeof encoded === "string" ? encoded : "", "base64");

@@ -47,10 +47,11 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
   await fs.mkdir(options.dataDir, { recursive: true, mode: 0o700 });
   // Before anything is read: what a CAS rebuilds from the store must not go stale under it.
   const unlock = lockDataDirectory(options.dataDir);
-  let store: SqliteStore | undefined;
+  let opened: SqliteStore | undefined;
   try {
     const master = await loadOrCreateMasterKey(options.masterKeyFile ?? join(options.dataDir, "master.key"));
-    store = new SqliteStore(join(options.dataDir, "cas.db"));
+    const store = new SqliteStore(join(options.dataDir, "cas.db"));
+    opened = store;
     const envelope = new Envelope(master.key);
     const identity = await loadOrCreateIdentity(store, envelope);
     const service = CasService.open(store, master.key, identity.privateKey, {
@@ -80,13 +81,13 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
         try {
           await app.close();
         } finally {
-          store!.close();
+          store.close();
           unlock();
         }
       },
     };
   } catch (error) {
-    store?.close();
+    opened?.close();
     unlock();
     throw error;
   }

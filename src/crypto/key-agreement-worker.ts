@@ -110,6 +110,7 @@ export class KeyAgreementWorker {
   }
 }
 
-function asBuffer(bytes: Uint8Array): Buffer {
+/** A Buffer over the same bytes (a structured clone arrives as a plain Uint8Array). */
+export function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
