@@ -6,22 +6,56 @@
 
 export type Der = Buffer;
 
-function length(n: number): Buffer {
-  if (n < 0x80) return Buffer.from([n]);
-  const bytes: number[] = [];
-  for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v & 0xff);
-  return Buffer.from([0x80 | bytes.length, ...bytes]);
+/** How many bytes the DER length of `n` takes: one below 128, else one more than n's own bytes. */
+function lengthSize(n: number): number {
+  if (n < 0x80) return 1;
+  let size = 1;
+  for (let v = n; v > 0; v = Math.floor(v / 256)) size++;
+  return size;
 }
+
+/** Write tag and DER length of `n` at the start of `out`; returns where the content begins. */
+function writeHeader(out: Buffer, tag: number, n: number): number {
+  out[0] = tag;
+  const size = lengthSize(n);
+  if (size === 1) {
+    out[1] = n;
+    return 2;
+  }
+  out[1] = 0x80 | (size - 1);
+  for (let i = size, v = n; i > 1; i--, v = Math.floor(v / 256)) out[i] = v & 0xff;
+  return 1 + size;
+}
+
+// Each element is built in one allocation, its header and content written in place: a
+// certificate has some forty elements, and allocating header, length and content separately
+// and then concatenating them cost more than the signature (measured: ~100 µs of ~145 µs per
+// certificate before, with ~40 µs the ECDSA signature itself).
 
 /** One element: tag, DER length, content. */
 export function tlv(tag: number, content: Uint8Array): Der {
-  return Buffer.concat([Buffer.from([tag]), length(content.length), content]);
+  const out = Buffer.allocUnsafe(1 + lengthSize(content.length) + content.length);
+  out.set(content, writeHeader(out, tag, content.length));
+  return out;
 }
 
-export const sequence = (...items: Der[]): Der => tlv(0x30, Buffer.concat(items));
+/** One element whose content is `parts`, one after another. */
+function elementOf(tag: number, parts: readonly Uint8Array[]): Der {
+  let n = 0;
+  for (const part of parts) n += part.length;
+  const out = Buffer.allocUnsafe(1 + lengthSize(n) + n);
+  let at = writeHeader(out, tag, n);
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+export const sequence = (...items: Der[]): Der => elementOf(0x30, items);
 export const set = (...items: Der[]): Der => {
   // DER sorts SET OF elements by their encodings.
-  return tlv(0x31, Buffer.concat([...items].sort(Buffer.compare)));
+  return elementOf(0x31, [...items].sort(Buffer.compare));
 };
 export const explicit = (n: number, inner: Der): Der => tlv(0xa0 | n, inner);
 export const implicitPrimitive = (n: number, content: Uint8Array): Der => tlv(0x80 | n, content);
@@ -29,15 +63,16 @@ export const octetString = (bytes: Uint8Array): Der => tlv(0x04, bytes);
 export const utf8String = (text: string): Der => tlv(0x0c, Buffer.from(text, "utf8"));
 export const ia5String = (text: string): Der => tlv(0x16, Buffer.from(text, "ascii"));
 export const NULL: Der = Buffer.from([0x05, 0x00]);
+const ZERO = Buffer.from([0]);
 export const boolean = (value: boolean): Der => Buffer.from([0x01, 0x01, value ? 0xff : 0x00]);
 
 /** A non-negative INTEGER from its big-endian magnitude. */
 export function unsignedInteger(magnitude: Uint8Array): Der {
   let i = 0;
   while (i < magnitude.length - 1 && magnitude[i] === 0) i++;
-  const trimmed = Buffer.from(magnitude.subarray(i));
-  const content = trimmed[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), trimmed]) : trimmed;
-  return tlv(0x02, content.length === 0 ? Buffer.from([0]) : content);
+  const trimmed = magnitude.subarray(i);
+  if (trimmed.length === 0) return tlv(0x02, ZERO);
+  return trimmed[0]! & 0x80 ? elementOf(0x02, [ZERO, trimmed]) : tlv(0x02, trimmed);
 }
 
 export const smallInteger = (n: number): Der => {
@@ -47,7 +82,21 @@ export const smallInteger = (n: number): Der => {
   return unsignedInteger(Buffer.from(bytes.length ? bytes : [0]));
 };
 
+/** Encoded OIDs by their dotted form: a certificate names the same dozen on every issue. */
+const encodedOids = new Map<string, Der>();
+const OIDS_KEPT = 256;
+
+/** An OBJECT IDENTIFIER from its dotted form. The result is shared: callers must not write to it. */
 export function oid(dotted: string): Der {
+  let encoded = encodedOids.get(dotted);
+  if (!encoded) {
+    encoded = encodeOid(dotted);
+    if (encodedOids.size < OIDS_KEPT) encodedOids.set(dotted, encoded);
+  }
+  return encoded;
+}
+
+function encodeOid(dotted: string): Der {
   const arcs = dotted.split(".").map((a) => {
     if (!/^\d+$/.test(a)) throw new Error(`bad OID ${dotted}`);
     return Number(a);
@@ -65,7 +114,7 @@ export function oid(dotted: string): Der {
 }
 
 /** A BIT STRING holding whole bytes (a key, a signature). */
-export const bitString = (bytes: Uint8Array): Der => tlv(0x03, Buffer.concat([Buffer.from([0]), bytes]));
+export const bitString = (bytes: Uint8Array): Der => elementOf(0x03, [ZERO, bytes]);
 
 /**
  * A named BIT STRING (as KeyUsage): bit 0 is the most significant bit of the first byte;
@@ -77,7 +126,7 @@ export function namedBits(bits: readonly number[]): Der {
   const bytes = Buffer.alloc(Math.floor(highest / 8) + 1);
   for (const b of bits) bytes[b >> 3]! |= 0x80 >> (b & 7);
   const unused = 7 - (highest & 7);
-  return tlv(0x03, Buffer.concat([Buffer.from([unused]), bytes]));
+  return elementOf(0x03, [Buffer.from([unused]), bytes]);
 }
 
 /** UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 §4.1.2.5), to the second, in UTC. */

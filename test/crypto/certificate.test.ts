@@ -4,17 +4,20 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { createPrivateKey, generateKeyPairSync, type KeyObject, X509Certificate } from "node:crypto";
+import { createPrivateKey, generateKeyPairSync, type KeyObject, randomBytes, X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
+import fc from "fast-check";
 import { issue, keyIdentifier, selfSigner, signerFor } from "../../src/crypto/certificate.ts";
 import {
   bitString,
   namedBits,
   oid,
   readElement,
+  sequence,
+  set,
   smallInteger,
   time,
   tlv,
@@ -70,6 +73,53 @@ describe("DER", () => {
     assert.equal(bitString(Buffer.from([1, 2])).toString("hex"), "0303000102");
     assert.equal(time(new Date("2049-12-31T23:59:59Z")).toString("ascii", 2), "491231235959Z");
     assert.equal(time(new Date("2050-01-01T00:00:00Z")).toString("hex").slice(0, 4), "180f");
+  });
+
+  test("elements built in place equal X.690's definition, at every length boundary", () => {
+    // The definition, written out the slow way: tag ‖ length (short form below 128, else 0x80|k
+    // and k big-endian bytes) ‖ content.
+    const definedLength = (n: number) => {
+      if (n < 0x80) return Buffer.from([n]);
+      const bytes: number[] = [];
+      for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v & 0xff);
+      return Buffer.from([0x80 | bytes.length, ...bytes]);
+    };
+    const defined = (tag: number, content: Buffer) =>
+      Buffer.concat([Buffer.from([tag]), definedLength(content.length), content]);
+    for (const n of [0, 1, 127, 128, 129, 255, 256, 257, 65535, 65536, 65537, 16777215, 16777216]) {
+      const content = randomBytes(n);
+      assert.ok(tlv(0x04, content).equals(defined(0x04, content)), `tlv of ${n} bytes`);
+      // Split in three parts, so that the parts' offsets are exercised too.
+      const parts = [content.subarray(0, n / 3), content.subarray(n / 3, n / 2), content.subarray(n / 2)];
+      assert.ok(sequence(...parts).equals(defined(0x30, content)), `sequence of ${n} bytes`);
+      assert.ok(
+        bitString(content).equals(defined(0x03, Buffer.concat([Buffer.from([0]), content]))),
+        `bit string of ${n}`,
+      );
+    }
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 6 }), (items) => {
+        const buffers = items.map((i) => Buffer.from(i));
+        assert.ok(sequence(...buffers).equals(defined(0x30, Buffer.concat(buffers))));
+        assert.ok(set(...buffers).equals(defined(0x31, Buffer.concat([...buffers].sort(Buffer.compare)))));
+      }),
+    );
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 1, maxLength: 40 }), (magnitude) => {
+        let i = 0;
+        while (i < magnitude.length - 1 && magnitude[i] === 0) i++;
+        const trimmed = Buffer.from(magnitude.subarray(i));
+        const content = trimmed[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), trimmed]) : trimmed;
+        const built = unsignedInteger(magnitude);
+        assert.ok(built.equals(defined(0x02, content)));
+        // The magnitude is copied, never shared: changing it afterwards changes nothing built.
+        magnitude.fill(0x5a);
+        assert.ok(built.equals(defined(0x02, content)));
+      }),
+    );
+    // An OID is encoded once and shared; the same bytes every time.
+    assert.ok(oid("2.5.29.17").equals(oid("2.5.29.17")));
+    assert.equal(sequence(oid("2.5.29.17")).toString("hex"), "30050603551d11");
   });
 
   test("the reader never trusts a length", () => {
