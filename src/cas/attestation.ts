@@ -12,13 +12,13 @@ import { expectedReportData } from "../attestation/binding.ts";
 import { measurementProblems, settingsProblems } from "../attestation/validate.ts";
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
 import { certificatePem, issueDer } from "../crypto/certificate.ts";
+import { CryptoWorker } from "../crypto/crypto-worker.ts";
 import { encryptCompactWith } from "../crypto/jwe.ts";
-import { KeyAgreementWorker } from "../crypto/key-agreement-worker.ts";
 import { p256PointOf, spkiHash } from "../crypto/keys.ts";
 import type { PolicyService } from "../policy/schema.ts";
 import { parseTemplate, renderTemplate, renderTemplateText } from "../policy/templates.ts";
 import { ChallengeNonces, NonceError } from "./challenge-nonce.ts";
-import { type Evidence, verifyEvidence } from "./evidence.ts";
+import { type Evidence, verifyEvidenceOffloaded } from "./evidence.ts";
 import type { PolicyValues } from "./imports.ts";
 import { BUILT_IN_SERVICE_CA, caSigner, materialOf, type StoredSecret, volumeKeyName } from "./secrets.ts";
 import { CasError, type CasService, type PolicyRecord } from "./service.ts";
@@ -84,8 +84,8 @@ export class AttestationService {
   readonly #cas: CasService;
   readonly #nonces: ChallengeNonces;
   readonly #now: () => number;
-  /** The JWE's ECDH, off the event loop. */
-  readonly #agreement = new KeyAgreementWorker();
+  /** The JWE's ECDH and SEV-SNP's report signature, off the event loop. */
+  readonly #crypto = new CryptoWorker();
 
   constructor(cas: CasService, options: { now?: () => number; maxSpentNonces?: number } = {}) {
     this.#cas = cas;
@@ -95,12 +95,12 @@ export class AttestationService {
       maxSpent: options.maxSpentNonces ?? MAX_SPENT_NONCES,
       now: options.now,
     });
-    this.#agreement.start();
+    this.#crypto.start();
   }
 
-  /** Stop the key agreement thread. */
+  /** Stop the crypto thread. */
   close(): Promise<void> {
-    return this.#agreement.close();
+    return this.#crypto.close();
   }
 
   /** A nonce for `configId`: nothing is stored until it comes back (see challenge-nonce.ts). */
@@ -166,7 +166,7 @@ export class AttestationService {
       this.#nonces.unspend(request.nonce);
     } else {
       try {
-        verdict = verifyEvidence(this.#cas.trust, request.evidence);
+        verdict = await verifyEvidenceOffloaded(this.#cas.trust, request.evidence, this.#crypto.verify);
       } catch (error) {
         if (error instanceof VerificationError)
           return refuse(403, "evidence_refused", `evidence refused: ${error.message}`);
@@ -204,7 +204,7 @@ export class AttestationService {
     }
     let jwe: string;
     try {
-      jwe = await encryptCompactWith(this.#agreement.agree, Buffer.from(JSON.stringify(configuration)), spki, {
+      jwe = await encryptCompactWith(this.#crypto.agree, Buffer.from(JSON.stringify(configuration)), spki, {
         cty: "cloister-configuration+json",
       });
     } catch (error) {

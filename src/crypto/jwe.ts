@@ -55,7 +55,7 @@ const KNOWN = new Set(["alg", "enc", "epk", "apu", "apv", "cty", "typ", "kid"]);
 /**
  * ECDH-ES's key agreement: a fresh ephemeral key and its shared secret with the recipient's
  * point — the one costly step of sealing (two P-256 scalar multiplications), and so the step the
- * CAS hands to a worker thread (KeyAgreementWorker).
+ * CAS hands to a worker thread (CryptoWorker).
  */
 export interface KeyAgreement {
   /** The ephemeral public key, uncompressed (04 ‖ x ‖ y). */

@@ -8,9 +8,11 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, test } from "node:test";
+import type { SignatureCheck } from "../../src/attestation/pending-signature.ts";
 import { signSimReport } from "../../src/attestation/sim/evidence.ts";
 import { VerificationError } from "../../src/attestation/verdict.ts";
-import { verifyEvidence } from "../../src/cas/evidence.ts";
+import { type Evidence, verifyEvidence, verifyEvidenceOffloaded } from "../../src/cas/evidence.ts";
+import { CryptoWorker } from "../../src/crypto/crypto-worker.ts";
 import { spkiHash } from "../../src/crypto/keys.ts";
 import { makeIdentity, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
 
@@ -100,6 +102,69 @@ describe("collateral", () => {
     refused("format", () => verifyEvidence(trust, { tee: "tdx", quote: quote("sgx") }, at));
     refused("format", () => verifyEvidence(trust, { tee: "snp", quote: quote("sgx") }, at));
     refused("format", () => verifyEvidence(trust, { tee: "sim", quote: quote("sgx") }, at));
+  });
+
+  test("SEV-SNP's report signature on the crypto thread: the verdict and every refusal as on the event loop", async () => {
+    const trust = cas.running.service.trust;
+    const worker = new CryptoWorker();
+    let onThread = 0;
+    const checkOnThread = (check: SignatureCheck) => {
+      onThread++;
+      return worker.verify(check);
+    };
+    try {
+      const report = snpReport();
+      const here = verifyEvidence(trust, { tee: "snp", quote: report }, at);
+      assert.deepEqual(await verifyEvidenceOffloaded(trust, { tee: "snp", quote: report }, checkOnThread, at), here);
+      assert.equal(onThread, 1);
+      assert.equal(worker.threaded, true, "the signature was checked on the thread");
+
+      // Each altered report is refused for the same reason on both: a byte of the signature, a
+      // byte of what it signs, the report sent with a key that is not its chip's, no key at all.
+      const altered = (offset: number) => {
+        const bytes = Buffer.from(report, "base64");
+        bytes[offset]! ^= 1;
+        return bytes.toString("base64");
+      };
+      const cases: Evidence[] = [
+        { tee: "snp", quote: altered(0x2a0) },
+        { tee: "snp", quote: altered(0x50) },
+        { tee: "snp", quote: altered(0x1a0) },
+        { tee: "snp", quote: report, aux: cas.running.identity.certificatePem },
+        { tee: "snp", quote: quote("sgx") },
+      ];
+      for (const evidence of cases) {
+        let expected: unknown;
+        assert.throws(
+          () => verifyEvidence(trust, evidence, at),
+          (e) => {
+            expected = e;
+            return true;
+          },
+        );
+        await assert.rejects(verifyEvidenceOffloaded(trust, evidence, checkOnThread, at), (e: Error) => {
+          assert.equal(e.constructor, (expected as Error).constructor);
+          assert.equal(e.message, (expected as Error).message);
+          return true;
+        });
+      }
+      assert.ok(onThread >= 3, "the altered reports' signatures were checked on the thread");
+
+      // P-256 evidence is checked on the event loop: the thread is not asked.
+      const before = onThread;
+      await verifyEvidenceOffloaded(trust, { tee: "sgx", quote: quote("sgx") }, checkOnThread, at);
+      assert.equal(onThread, before);
+
+      // A stopped thread: the check is made on the calling thread, with the same answer.
+      await worker.close();
+      assert.deepEqual(await verifyEvidenceOffloaded(trust, { tee: "snp", quote: report }, worker.verify, at), here);
+      await assert.rejects(
+        verifyEvidenceOffloaded(trust, { tee: "snp", quote: altered(0x2a0) }, worker.verify, at),
+        /signature does not verify/,
+      );
+    } finally {
+      await worker.close();
+    }
   });
 
   test("simulated evidence only from an enrolled LAS", async () => {

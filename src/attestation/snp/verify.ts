@@ -3,8 +3,9 @@
  * the ASK or ASVK to the pinned ARK of its product (RSASSA-PSS), validity at a given time, and
  * the key's extensions against the report: the chip (hwID) and the TCB it was issued for.
  */
-import { createHash, type KeyObject, verify, X509Certificate } from "node:crypto";
+import { createHash, type KeyObject, X509Certificate } from "node:crypto";
 import { certificateExtensions, readElement } from "../../crypto/der.ts";
+import { type PendingSignature, settledNow } from "../pending-signature.ts";
 import { type Verdict, VerificationError } from "../verdict.ts";
 import { POLICY, parseReport, SnpAbiError, type SnpReport, type TcbVersion, tcbVersion } from "./abi.ts";
 import { SNP_ROOTS, type SnpProduct } from "./trust.ts";
@@ -50,6 +51,14 @@ const verifiedKeys = new Map<string, EndorsementKey>();
 const MAX_CACHED = 1024;
 
 export function verifySnpReport(evidence: Uint8Array, options: SnpVerifyOptions): SnpVerified {
+  return settledNow(prepareSnpReport(evidence, options));
+}
+
+/**
+ * verifySnpReport up to the report's signature, which the caller checks where it likes (see
+ * pending-signature.ts); the key's extensions are checked against the report after it.
+ */
+export function prepareSnpReport(evidence: Uint8Array, options: SnpVerifyOptions): PendingSignature<SnpVerified> {
   let report: SnpReport;
   try {
     report = parseReport(evidence);
@@ -69,14 +78,22 @@ export function verifySnpReport(evidence: Uint8Array, options: SnpVerifyOptions)
       `the ${keyType} chain is valid from ${ek.chainStarts.toISOString()} to ${ek.chainExpires.toISOString()}, not at ${at.toISOString()}`,
     );
   }
-  const signature = Buffer.concat([report.signatureR, report.signatureS]);
-  if (!verify("sha384", report.signed, { key: ek.publicKey, dsaEncoding: "ieee-p1363" }, signature)) {
-    throw new VerificationError("signature", `the report's signature does not verify with the ${keyType}`);
-  }
-  const turin = ek.product === "Turin";
-  const reportedTcb = tcbVersion(report.reportedTcb, turin);
-  checkKeyMatchesReport(ek, report, reportedTcb, keyType);
-  return { report, product: ek.product, key: keyType, reportedTcb, expires: ek.chainExpires };
+  return {
+    check: {
+      algorithm: "sha384",
+      data: report.signed,
+      key: ek.publicKey,
+      signature: Buffer.concat([report.signatureR, report.signatureS]),
+      dsaEncoding: "ieee-p1363",
+    },
+    failure: `the report's signature does not verify with the ${keyType}`,
+    afterwards: () => {
+      const turin = ek.product === "Turin";
+      const reportedTcb = tcbVersion(report.reportedTcb, turin);
+      checkKeyMatchesReport(ek, report, reportedTcb, keyType);
+      return { report, product: ek.product, key: keyType, reportedTcb, expires: ek.chainExpires };
+    },
+  };
 }
 
 /**

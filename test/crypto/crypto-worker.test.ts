@@ -1,25 +1,28 @@
 /**
- * The JWE's key agreement on a worker thread: what it seals opens with the recipient's key (by
- * this project's reader and by jose), answers go to their own callers however many are in
- * flight, a point off the curve is refused as on the calling thread, and a stopped thread
- * leaves agreements to the calling thread.
+ * The CAS's crypto worker thread. The JWE's key agreement: what it seals opens with the
+ * recipient's key (by this project's reader and by jose), answers go to their own callers
+ * however many are in flight, a point off the curve is refused as on the calling thread, and a
+ * stopped thread leaves agreements to the calling thread. Signature checks: the thread's answer
+ * is the calling thread's, for good, altered and unusable signatures, mixed with agreements in
+ * one batch.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync, randomBytes, sign } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { compactDecrypt } from "jose";
+import { checkSignature, type SignatureCheck } from "../../src/attestation/pending-signature.ts";
+import { CryptoWorker } from "../../src/crypto/crypto-worker.ts";
 import { agreeEphemeral, decryptCompact, encryptCompactWith, JweError } from "../../src/crypto/jwe.ts";
-import { KeyAgreementWorker } from "../../src/crypto/key-agreement-worker.ts";
 
 const p256 = () => generateKeyPairSync("ec", { namedCurve: "P-256" });
 const spkiOf = (k: ReturnType<typeof p256>) => k.publicKey.export({ type: "spki", format: "der" });
 
-describe("key agreement on a worker thread", () => {
-  const worker = new KeyAgreementWorker();
+describe("the crypto worker thread", () => {
+  const worker = new CryptoWorker();
   after(() => worker.close());
 
   test("a JWE sealed with the thread's agreement opens with the recipient's key, here and in jose", async () => {
@@ -54,7 +57,7 @@ describe("key agreement on a worker thread", () => {
   });
 
   test("stopped: pending agreements fail, later ones are made on the calling thread", async () => {
-    const own = new KeyAgreementWorker();
+    const own = new CryptoWorker();
     const recipient = p256();
     const point = spkiOf(recipient).subarray(-65);
     const pending = assert.rejects(own.agree(point), /stopped/);
@@ -66,13 +69,51 @@ describe("key agreement on a worker thread", () => {
     assert.equal(own.threaded, false, "no thread was started again");
   });
 
+  test("a signature check's answer is the calling thread's: good, altered, unusable", async () => {
+    const p384 = generateKeyPairSync("ec", { namedCurve: "P-384" });
+    const data = randomBytes(672);
+    const good: SignatureCheck = {
+      algorithm: "sha384",
+      data,
+      key: p384.publicKey,
+      signature: sign("sha384", data, { key: p384.privateKey, dsaEncoding: "ieee-p1363" }),
+      dsaEncoding: "ieee-p1363",
+    };
+    const flipped = (bytes: Uint8Array) => {
+      const copy = Buffer.from(bytes);
+      copy[copy.length - 1]! ^= 1;
+      return copy;
+    };
+    const checks: SignatureCheck[] = [
+      good,
+      { ...good, data: flipped(data) },
+      { ...good, signature: flipped(good.signature) },
+      { ...good, key: p256().publicKey },
+      { ...good, signature: good.signature.subarray(0, 10) },
+    ];
+    // Asked in one turn with key agreements: one batch of mixed questions.
+    const recipient = p256();
+    const [answers, sealed] = await Promise.all([
+      Promise.all(checks.map(worker.verify)),
+      encryptCompactWith(worker.agree, Buffer.from("mixed"), spkiOf(recipient)),
+    ]);
+    assert.deepEqual(answers, checks.map(checkSignature));
+    assert.deepEqual(answers, [true, false, false, false, false]);
+    assert.equal(decryptCompact(sealed, recipient.privateKey).plaintext.toString(), "mixed");
+    // What the calling thread cannot check at all (a key that cannot verify), the thread
+    // refuses too, with OpenSSL's reason.
+    const unusable = { ...good, key: generateKeyPairSync("x25519").publicKey };
+    assert.throws(() => checkSignature(unusable));
+    await assert.rejects(worker.verify(unusable), Error);
+  });
+
   test("an idle thread does not keep the process up, started or used", () => {
-    const module = join(import.meta.dirname, "..", "..", "src", "crypto", "key-agreement-worker.ts");
+    const module = join(import.meta.dirname, "..", "..", "src", "crypto", "crypto-worker.ts");
     const script = `
       import { createECDH } from "node:crypto";
-      import { KeyAgreementWorker } from ${JSON.stringify(module)};
-      new KeyAgreementWorker().start();
-      const used = new KeyAgreementWorker();
+      import { CryptoWorker } from ${JSON.stringify(module)};
+      new CryptoWorker().start();
+      const used = new CryptoWorker();
       await used.agree(createECDH("prime256v1").generateKeys());
       console.log("done");`;
     const dir = mkdtempSync(join(tmpdir(), "cloister-agreement-"));

@@ -1,0 +1,44 @@
+/**
+ * A verification that is complete but for one signature check. SEV-SNP's report signature is
+ * ECDSA P-384: ~0.7–1.4 ms of CPU, more than everything else an attestation costs the CAS, and
+ * done on the event loop it stalls every other runtime for that long. A verifier can instead
+ * hand back what it would check (`check`) and what it would do after (`afterwards`), so that the
+ * check runs elsewhere (the CAS's crypto worker thread) and the rest runs only once it passed:
+ * `settle` is the one way to the result, and it refuses unless the signature verified.
+ *
+ * Checks stay in the verifier's order: whatever the verifier checked before the signature it
+ * still checks before, and whatever after, after — so the same evidence is refused with the
+ * same reason wherever its signature is checked.
+ */
+import { type KeyObject, verify } from "node:crypto";
+import { VerificationError } from "./verdict.ts";
+
+export interface SignatureCheck {
+  readonly algorithm: "sha256" | "sha384";
+  readonly data: Uint8Array;
+  readonly key: KeyObject;
+  readonly signature: Uint8Array;
+  readonly dsaEncoding: "der" | "ieee-p1363";
+}
+
+export interface PendingSignature<T> {
+  readonly check: SignatureCheck;
+  /** Why the evidence is refused if the signature does not verify. */
+  readonly failure: string;
+  /** The rest of the verification; not named `then`, which would make this a thenable. */
+  readonly afterwards: () => T;
+}
+
+/** The check, on the calling thread. */
+export function checkSignature(check: SignatureCheck): boolean {
+  return verify(check.algorithm, check.data, { key: check.key, dsaEncoding: check.dsaEncoding }, check.signature);
+}
+
+/** The verification's result if its signature verified (`verified`); a refusal otherwise. */
+export function settle<T>(pending: PendingSignature<T>, verified: boolean): T {
+  if (verified !== true) throw new VerificationError("signature", pending.failure);
+  return pending.afterwards();
+}
+
+/** Prepare, check on the calling thread, settle: the synchronous verification. */
+export const settledNow = <T>(pending: PendingSignature<T>): T => settle(pending, checkSignature(pending.check));

@@ -1,0 +1,26 @@
+/**
+ * The body of CryptoWorker's thread: for each question it is sent (in batches), the answer —
+ * for an uncompressed P-256 point, a fresh ephemeral key and the ECDH shared secret (jwe.ts's
+ * agreeEphemeral); for a signature check, whether it verifies — or why there is none.
+ */
+import { parentPort } from "node:worker_threads";
+import { checkSignature } from "../attestation/pending-signature.ts";
+import { type Answer, asBuffer, type Question } from "./crypto-worker.ts";
+import { agreeEphemeral } from "./jwe.ts";
+
+parentPort!.on("message", (questions: Question[]) => {
+  parentPort!.postMessage(questions.map(answer));
+});
+
+function answer(question: Question): Answer {
+  const { id } = question;
+  try {
+    if ("signature" in question) return { id, verified: checkSignature(question.signature) === true };
+    const { epk, shared } = agreeEphemeral(asBuffer(question.point));
+    // Fresh arrays: a typed array is cloned with its whole backing buffer, which for a pooled
+    // Buffer would carry whatever else shares the pool.
+    return { id, epk: new Uint8Array(epk), shared: new Uint8Array(shared) };
+  } catch (error) {
+    return { id, error: error instanceof Error ? error.message : String(error) };
+  }
+}

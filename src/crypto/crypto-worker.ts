@@ -1,0 +1,146 @@
+/**
+ * The CAS's costliest public-key operations on a worker thread: ECDH-ES's key agreement, and
+ * the one signature an SEV-SNP report verification cannot remember (see
+ * attestation/pending-signature.ts: ECDSA P-384, ~0.7–1.4 ms). Sealing a configuration to a runtime's key costs
+ * two P-256 scalar multiplications (a fresh ephemeral key, then the shared secret): about 130 µs,
+ * the largest single step of an attestation on the CAS's event loop. Sent to a worker with its
+ * 65-byte point, it costs the event loop about 14 µs, and the CAS's second core does the rest
+ * (bench/attest-throughput). Only the point goes over, and only the ephemeral public key and
+ * the shared secret come back, within the process; the configuration itself never leaves the
+ * event loop (handing over the whole JWE was tried: cloning the configuration cost what it saved).
+ *
+ * P-256 signatures (DCAP quotes, simulated reports) are checked on the event loop: a round trip
+ * to the thread costs the event loop 50–700 µs on this machine (measured with
+ * process.threadCpuUsage, batches of 16 and of 1), as much as or more than the ~70–100 µs check.
+ *
+ * If the thread cannot start or dies, its pending work fails with the reason and later work is
+ * done on the calling thread: slower, never wrong.
+ */
+import { Worker } from "node:worker_threads";
+import { checkSignature, type SignatureCheck } from "../attestation/pending-signature.ts";
+import { agreeEphemeral, JweError, type KeyAgreement } from "./jwe.ts";
+
+export type Question =
+  | { readonly id: number; readonly point: Uint8Array }
+  | { readonly id: number; readonly signature: SignatureCheck };
+
+export type Answer =
+  | { readonly id: number; readonly epk: Uint8Array; readonly shared: Uint8Array }
+  | { readonly id: number; readonly verified: boolean }
+  | { readonly id: number; readonly error: string };
+
+interface Waiting {
+  resolve(answer: Answer): void;
+  reject(error: Error): void;
+}
+
+export class CryptoWorker {
+  #worker: Worker | undefined;
+  #failed = false;
+  #next = 0;
+  #batch: Question[] = [];
+  readonly #flush = () => {
+    const batch = this.#batch;
+    this.#batch = [];
+    if (batch.length > 0) this.#worker?.postMessage(batch);
+  };
+  readonly #pending = new Map<number, Waiting>();
+
+  /** The key agreement for the uncompressed P-256 point `point`. */
+  agree = async (point: Buffer): Promise<KeyAgreement> => {
+    if (this.#failed) return agreeEphemeral(point);
+    // A fresh array, not `point` itself: see the thread's note on pooled Buffers.
+    const answer = await this.#ask((id) => ({ id, point: new Uint8Array(point) }));
+    if ("error" in answer) throw new JweError(answer.error);
+    if (!("epk" in answer)) throw new Error("the crypto thread answered a key agreement with something else");
+    return { epk: asBuffer(answer.epk), shared: asBuffer(answer.shared) };
+  };
+
+  /** Whether `check`'s signature verifies. */
+  verify = async (check: SignatureCheck): Promise<boolean> => {
+    if (this.#failed) return checkSignature(check);
+    // Fresh arrays (pooled Buffers, again); the key is cloned by reference to the same key.
+    const signature = { ...check, data: new Uint8Array(check.data), signature: new Uint8Array(check.signature) };
+    const answer = await this.#ask((id) => ({ id, signature }));
+    if ("error" in answer) throw new Error(answer.error);
+    if (!("verified" in answer)) throw new Error("the crypto thread answered a signature check with something else");
+    return answer.verified === true;
+  };
+
+  #ask(question: (id: number) => Question): Promise<Answer> {
+    const worker = this.#start();
+    const id = this.#next++;
+    return new Promise<Answer>((resolve, reject) => {
+      // Referenced while an answer is awaited, so that the process waits for it; idle, not.
+      if (this.#pending.size === 0) worker.ref();
+      this.#pending.set(id, { resolve, reject });
+      // Questions asked in one turn of the event loop go over in one message: each message
+      // wakes the thread, and on a busy machine a wake-up costs the event loop its core for a
+      // while.
+      if (this.#batch.length === 0) setImmediate(this.#flush);
+      this.#batch.push(question(id));
+    });
+  }
+
+  /**
+   * Start the thread now rather than at the first question (starting takes tens of milliseconds,
+   * which the first runtime to attest would otherwise wait for).
+   */
+  start(): void {
+    if (!this.#failed) this.#start();
+  }
+
+  /** Whether work is being done on the thread (false before the first, and after a failure). */
+  get threaded(): boolean {
+    return this.#worker !== undefined;
+  }
+
+  /** Stop the thread; pending work fails, later work is done on the calling thread. */
+  async close(): Promise<void> {
+    const worker = this.#worker;
+    this.#worker = undefined;
+    this.#failed = true;
+    this.#failAll(new Error("the crypto thread was stopped"));
+    // Referenced again while it stops: an unreferenced thread's exit would not keep the event
+    // loop alive long enough to resolve terminate().
+    worker?.ref();
+    await worker?.terminate();
+  }
+
+  #start(): Worker {
+    if (this.#worker) return this.#worker;
+    const worker = new Worker(new URL("./crypto-worker-thread.ts", import.meta.url));
+    worker.on("message", (answers: Answer[]) => {
+      for (const answer of answers) {
+        const waiting = this.#pending.get(answer.id);
+        if (!waiting) continue;
+        this.#pending.delete(answer.id);
+        waiting.resolve(answer);
+      }
+      if (this.#pending.size === 0) worker.unref();
+    });
+    const fail = (error: Error) => {
+      if (this.#worker !== worker) return;
+      this.#worker = undefined;
+      this.#failed = true;
+      this.#failAll(new Error(`the crypto thread failed: ${error.message}`));
+    };
+    worker.on("error", fail);
+    worker.on("exit", (code) => fail(new Error(`it exited with code ${code}`)));
+    // The CAS's life is its server's: an idle thread must not keep the process up. (After the
+    // listeners: adding a "message" listener references the thread again.)
+    worker.unref();
+    this.#worker = worker;
+    return worker;
+  }
+
+  #failAll(error: Error): void {
+    for (const { reject } of this.#pending.values()) reject(error);
+    this.#pending.clear();
+  }
+}
+
+/** A Buffer over the same bytes (a structured clone arrives as a plain Uint8Array). */
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
