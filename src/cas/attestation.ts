@@ -170,7 +170,9 @@ export class AttestationService {
       } catch (error) {
         if (error instanceof VerificationError)
           return refuse(403, "evidence_refused", `evidence refused: ${error.message}`);
-        throw error;
+        // Not the evidence's fault (the crypto thread failed, say): refused all the same, and
+        // audited, as every decision is.
+        return refuse(500, "internal", `the evidence could not be verified: ${(error as Error).message}`);
       }
       const expected = expectedReportData(Buffer.from(request.nonce, "base64"), spki);
       const actual = Buffer.from(verdict.report_data, "hex");

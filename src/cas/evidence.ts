@@ -10,7 +10,7 @@ import { dcapVerdict, verifyDcapQuote } from "../attestation/dcap/verify.ts";
 import { evidenceKind } from "../attestation/evidence.ts";
 import { type PendingSignature, type SignatureCheck, settle, settledNow } from "../attestation/pending-signature.ts";
 import { simVerdict, verifySimEvidence } from "../attestation/sim/evidence.ts";
-import { parseReport } from "../attestation/snp/abi.ts";
+import { parseReport, SnpAbiError } from "../attestation/snp/abi.ts";
 import { prepareSnpReport, type SnpVerified, snpVerdict } from "../attestation/snp/verify.ts";
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
 import type { TrustStore } from "./trust-store.ts";
@@ -104,7 +104,13 @@ function snpCandidates(trust: TrustStore, evidence: Evidence, at: Date): (() => 
   const bytes = Buffer.from(evidence.quote, "base64");
   if (evidenceKind(bytes) !== "snp-report")
     throw new VerificationError("format", "the evidence is not an SEV-SNP report, as tee snp says");
-  const chip = parseReport(bytes).chipId.toString("hex");
+  let chip: string;
+  try {
+    chip = parseReport(bytes).chipId.toString("hex");
+  } catch (error) {
+    if (error instanceof SnpAbiError) throw new VerificationError("format", error.message);
+    throw error;
+  }
   const candidates = evidence.aux
     ? [evidence.aux.includes("BEGIN") ? evidence.aux : Buffer.from(evidence.aux, "base64")]
     : trust.amdKeysFor(chip);

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { generateKeyPairSync, type KeyObject, X509Certificate } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -196,6 +196,44 @@ describe("refusals", () => {
   test("simulated evidence for a policy without mode: simulation", async () => {
     const a = await prepare("strict/web");
     await refused(send("strict/web", a), 403, /simulated evidence, but the policy's attestation mode is hardware/);
+  });
+
+  test("SEV-SNP evidence: its signature checked on the crypto thread, then refused as not bound; a malformed report as malformed", async () => {
+    const vectors = join(import.meta.dirname, "..", "..", "..", "shared", "testvectors", "amd-snp");
+    const report = Buffer.from(readFileSync(join(vectors, "report_milan.hex"), "utf8").trim(), "hex");
+    const vcek = readFileSync(join(vectors, "vcek_milan.der")).toString("base64");
+    const snp = (quote: Buffer) => ({
+      config_id: "strict/web",
+      nonce: "",
+      evidence: { tee: "snp" as const, quote: quote.toString("base64"), aux: vcek },
+      spki: "",
+    });
+    const attestation = new AttestationService(cas.running.service);
+    try {
+      const { nonce } = attestation.challenge("strict/web");
+      const { spki } = await prepare("shop/web");
+      const request = { ...snp(report), nonce, spki: spki.toString("base64") };
+      // A real report, verified (its P-384 signature on the thread), but its report_data was not
+      // made for this nonce and key.
+      await assert.rejects(
+        attestation.attest(request),
+        (e: CasError) => e.status === 403 && /does not bind this nonce and key/.test(e.message),
+      );
+      // Padding after the report that is not zero: refused as malformed (403, not a 500), and
+      // the nonce left unspent, as for any evidence not shown bound to it.
+      const padded = {
+        ...request,
+        evidence: { ...request.evidence, quote: Buffer.concat([report, Buffer.from([1])]).toString("base64") },
+      };
+      for (let i = 0; i < 2; i++)
+        await assert.rejects(
+          attestation.attest(padded),
+          (e: CasError) =>
+            e.status === 403 && /evidence refused: format: byte 1184 after the 1184-byte report/.test(e.message),
+        );
+    } finally {
+      await attestation.close();
+    }
   });
 
   test("an unknown service or policy; a nonce for another service", async () => {

@@ -132,6 +132,7 @@ describe("collateral", () => {
         { tee: "snp", quote: altered(0x1a0) },
         { tee: "snp", quote: report, aux: cas.running.identity.certificatePem },
         { tee: "snp", quote: quote("sgx") },
+        { tee: "snp", quote: Buffer.concat([Buffer.from(report, "base64"), Buffer.from([1])]).toString("base64") },
       ];
       for (const evidence of cases) {
         let expected: unknown;
