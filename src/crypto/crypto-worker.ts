@@ -1,8 +1,8 @@
 /**
  * The CAS's costliest public-key operations on a worker thread: ECDH-ES's key agreement, and
- * the one signature an SEV-SNP report verification cannot remember (see
- * attestation/pending-signature.ts: ECDSA P-384, ~0.7–1.4 ms). Sealing a configuration to a runtime's key costs
- * two P-256 scalar multiplications (a fresh ephemeral key, then the shared secret): about 130 µs,
+ * the one signature an SEV-SNP report verification cannot remember (ECDSA P-384, ~0.7–1.4 ms;
+ * see attestation/pending-signature.ts). Sealing a configuration to a runtime's key costs two
+ * P-256 scalar multiplications (a fresh ephemeral key, then the shared secret): about 130 µs,
  * the largest single step of an attestation on the CAS's event loop. Sent to a worker with its
  * 65-byte point, it costs the event loop about 14 µs, and the CAS's second core does the rest
  * (bench/attest-throughput). Only the point goes over, and only the ephemeral public key and
@@ -59,7 +59,7 @@ export class CryptoWorker {
   /** Whether `check`'s signature verifies. */
   verify = async (check: SignatureCheck): Promise<boolean> => {
     if (this.#failed) return checkSignature(check);
-    // Fresh arrays (pooled Buffers, again); the key is cloned by reference to the same key.
+    // Fresh arrays (pooled Buffers, again); the KeyObject is cloned, its key data shared.
     const signature = { ...check, data: new Uint8Array(check.data), signature: new Uint8Array(check.signature) };
     const answer = await this.#ask((id) => ({ id, signature }));
     if ("error" in answer) throw new Error(answer.error);
