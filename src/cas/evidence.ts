@@ -25,18 +25,15 @@ export interface Evidence {
 
 export function verifyEvidence(trust: TrustStore, evidence: Evidence, at: Date = new Date()): Verdict {
   if (evidence.tee !== "snp") return verifyOnThisThread(trust, evidence.tee, evidence.quote, at);
-  let verdict: Verdict | undefined;
   let last: unknown;
-  for (const pending of snpCandidates(trust, evidence, at)) {
+  for (const prepare of snpCandidates(trust, evidence, at)) {
     try {
-      verdict = snpVerdict(settledNow(pending()));
-      break;
+      return snpVerdict(settledNow(prepare()));
     } catch (error) {
       last = error;
     }
   }
-  if (!verdict) throw last;
-  return verdict;
+  throw last;
 }
 
 /**
