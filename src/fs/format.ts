@@ -4,6 +4,7 @@
  *
  *   .cloister-fs/manifest          the sealed manifest: a public header, a sealed body
  *   .cloister-fs/objects/<id>      one object per protected file, never overwritten
+ *   .cloister-fs/lock              empty; locked by the runtime that has the tree open
  *   <path>                         files of not-protected regions, as they are
  *
  * The manifest body (AES-256-GCM under a key derived from the tree key) lists every protected
@@ -22,6 +23,8 @@ export const MANIFEST = `${META_DIR}/manifest`;
 export const OBJECTS = `${META_DIR}/objects`;
 /** A copy of each recent manifest by tag: the state to go back to when a commit was refused. */
 export const STATES = `${META_DIR}/states`;
+/** Empty; a runtime holds an exclusive lock on it while the tree is open (runtime/directory-lock.ts). */
+export const LOCK = `${META_DIR}/lock`;
 /** Plaintext bytes per chunk: large enough that per-chunk costs vanish next to AES-GCM itself. */
 export const DEFAULT_CHUNK_SIZE = 256 * 1024;
 export const NONCE_BYTES = 12;

@@ -1,36 +1,56 @@
 /**
- * One runtime per volume tree. Two runtimes on one tree directory (overlapping restarts) would
- * each remove the other's uncommitted objects as garbage. The lock is a Linux abstract socket
- * named after the tree's real path, held while the runtime runs: the kernel releases it when the
- * process ends, however it ends (SIGKILL included), so there is no stale lock file to judge and no
- * PID to be reused. What it does not cover: abstract names belong to a network namespace, so two
- * runtimes in different ones (each `cloister run` shares the host's) would not meet; and any local
- * user can bind the name first and keep the volume from opening — a denial of service, never two
- * runtimes sharing one tree. Whoever connects to the name is disconnected at once: a connection
- * held open must not delay the release. (The CAS's data directory lock, src/cas/data-dir-lock.ts,
- * uses a file lock instead, which namespaces do not divide.)
+ * One runtime per volume tree. Two runtimes on one tree directory (overlapping restarts, or two
+ * containers given the same volume) would each remove the other's uncommitted objects as
+ * garbage. The lock is an exclusive file lock (src/os/file-lock.ts) on `.cloister-fs/lock` in the
+ * tree, held while the runtime runs: it belongs to the file, so another path to the tree, a bind
+ * mount or another network or mount namespace meets it; the kernel releases it when the process
+ * ends, however it ends (SIGKILL included). The tree's directories are 0700, so only the
+ * runtime's user (and root) can open the file to take it first.
+ *
+ * The tree is the host's: the lock file is made with O_NOFOLLOW and O_EXCL, a lock file that is
+ * not a regular file (a symbolic link planted by the host) is refused, and the file locked must
+ * still be the one checked, so that a link swapped in between does not make the runtime create
+ * or lock a file elsewhere. (A first version used an abstract socket named after the tree's
+ * path, which a runtime in another network namespace did not meet and any local user could take
+ * first.)
  */
-import { createHash } from "node:crypto";
-import { createServer } from "node:net";
-import { realDirectory } from "./launcher.ts";
+import { closeSync, constants, mkdirSync, openSync } from "node:fs";
+import { join } from "node:path";
+import { LOCK, META_DIR, TreeError } from "../fs/format.ts";
+import { checkTreeDirectories } from "../fs/open.ts";
+import { makeDirectory } from "../fs/seal.ts";
+import { entryAt } from "../fs/walk.ts";
+import { FileLockHeld, lockFile } from "../os/file-lock.ts";
 
 export class VolumeInUse extends Error {}
 
-/** Hold the tree at `tree` until this process ends (or the returned release is called). */
-export async function lockTree(tree: string): Promise<() => Promise<void>> {
-  const name = `\0cloister-volume-${createHash("sha256").update(realDirectory(tree)).digest("hex").slice(0, 40)}`;
-  const server = createServer((socket) => socket.destroy());
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (error: NodeJS.ErrnoException) =>
-      reject(
-        error.code === "EADDRINUSE"
-          ? new VolumeInUse(`${tree} is in use by another runtime; one runtime per volume tree`)
-          : error,
-      ),
-    );
-    server.listen(name, resolve);
-  });
-  // Held, not waited on: the lock must not keep the process alive.
-  server.unref();
-  return () => new Promise<void>((resolve) => server.close(() => resolve()));
+/** Hold the tree at `tree` (made if missing) until this process ends or the returned release is called. */
+export function lockTree(tree: string): () => void {
+  makeDirectory(tree);
+  checkTreeDirectories(tree);
+  const meta = join(tree, META_DIR);
+  if (!entryAt(meta)) mkdirSync(meta, { mode: 0o700 });
+  checkTreeDirectories(tree);
+  const path = join(tree, LOCK);
+  try {
+    closeSync(openSync(path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  }
+  const checked = entryAt(path);
+  if (!checked?.isFile()) throw new TreeError(`${path}: not a regular file (a symbolic link?), refused`);
+  let release: () => void;
+  try {
+    release = lockFile(path);
+  } catch (error) {
+    if (error instanceof FileLockHeld)
+      throw new VolumeInUse(`${tree} is in use by another runtime; one runtime per volume tree`);
+    throw error;
+  }
+  const locked = entryAt(path);
+  if (!locked?.isFile() || locked.ino !== checked.ino || locked.dev !== checked.dev) {
+    release();
+    throw new TreeError(`${path}: replaced while it was being locked, refused`);
+  }
+  return release;
 }

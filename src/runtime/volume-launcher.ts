@@ -14,6 +14,7 @@ import { createReadStream, existsSync, mkdirSync, realpathSync, statSync } from 
 import { join } from "node:path";
 import type { Configuration } from "../cas/attestation.ts";
 import { CasClient, CasRequestError } from "../client/cas-client.ts";
+import { TreeError } from "../fs/format.ts";
 import { lockTree, VolumeInUse } from "./directory-lock.ts";
 import { fileDirectories, pathExists, planLaunch, resolveFileDirectories, STAGING, startLaunch } from "./launcher.ts";
 import { OverlayError, planOverlays } from "./overlays.ts";
@@ -85,9 +86,10 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
     const tree = join(input.volumesDir, policy, volume.name);
     try {
       // Held until this process ends: the kernel lets go of it then, however it ends.
-      await lockTree(tree);
+      lockTree(tree);
     } catch (error) {
       if (error instanceof VolumeInUse) throw new VolumeError(`volume ${volume.name}: ${error.message}`);
+      if (error instanceof TreeError) throw new VolumeError(`volume ${volume.name}: ${error.redacted}`);
       throw error;
     }
     volumes.push(await openVolume(volume, tree, plaintext, tags));

@@ -14,6 +14,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
@@ -22,9 +23,10 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { ConfiguredVolume } from "../../src/cas/attestation.ts";
 import type { CasRequestError } from "../../src/client/cas-client.ts";
-import { OBJECTS, regionsFrom, STATES } from "../../src/fs/format.ts";
+import { LOCK, OBJECTS, regionsFrom, STATES } from "../../src/fs/format.ts";
 import { openManifest } from "../../src/fs/open.ts";
 import { freshHeader, sealDirectory } from "../../src/fs/seal.ts";
+import { lockTree, VolumeInUse } from "../../src/runtime/directory-lock.ts";
 import { commitVolume, openVolume, TagConflict, type TagKeeper, VolumeError } from "../../src/runtime/volumes.ts";
 import type { TestCas } from "../helpers/cas.ts";
 import { type AttestationWorld, type Attested, startAttestationWorld } from "../helpers/runtime.ts";
@@ -142,6 +144,27 @@ describe("answers lost, the CAS moved on", () => {
     const before = readdirSync(join(tree, OBJECTS)).sort();
     await assert.rejects(openVolume(stale, tree, fresh("plain"), realTags), (e: Error) => e instanceof VolumeError);
     assert.deepEqual(readdirSync(join(tree, OBJECTS)).sort(), before);
+  });
+});
+
+describe("the runtime's lock in the tree", () => {
+  test("commits and their garbage collection leave the lock file, held; the tree reopens with it", async () => {
+    const tree = fresh("tree");
+    const release = lockTree(tree);
+    try {
+      const open = await openVolume(volume("v7"), tree, fresh("plain"), realTags);
+      for (const content of ["one", "two", "three"]) {
+        writeFileSync(join(open.plaintext, "a.txt"), content);
+        await commitVolume(open, realTags);
+      }
+      assert.ok(statSync(join(tree, LOCK)).isFile(), "the lock file is still there");
+      assert.throws(() => lockTree(tree), VolumeInUse, "and still held");
+      const reopened = await openVolume(volume("v7"), tree, fresh("plain"), realTags);
+      assert.equal(readFileSync(join(reopened.plaintext, "a.txt"), "utf8"), "three");
+      assert.deepEqual(readdirSync(reopened.plaintext), ["a.txt"], "the lock is not a file of the volume");
+    } finally {
+      release();
+    }
   });
 });
 
