@@ -14,6 +14,13 @@ import { DatabaseSync } from "node:sqlite";
 
 export class FileLockHeld extends Error {}
 
+/**
+ * Every lock held, so that none is garbage: a DatabaseSync nobody refers to is closed when it is
+ * collected, and its lock with it — a caller that keeps the lock for the life of the process
+ * and drops the release function (as a runtime does) would otherwise lose it at some GC.
+ */
+const held = new Set<DatabaseSync>();
+
 const SQLITE_BUSY = 5;
 
 /** Lock `path` (made if missing); throws FileLockHeld if another holder has it. */
@@ -30,5 +37,9 @@ export function lockFile(path: string): () => void {
     if ((error as { errcode?: number }).errcode === SQLITE_BUSY) throw new FileLockHeld(`${path} is locked`);
     throw error;
   }
-  return () => db.close();
+  held.add(db);
+  return () => {
+    held.delete(db);
+    if (db.isOpen) db.close();
+  };
 }

@@ -17,16 +17,21 @@ const dir = mkdtempSync(join(tmpdir(), "cloister-lock-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 const module = new URL("../../src/runtime/directory-lock.ts", import.meta.url).href;
 
-/** A process of its own holding the lock on `tree` (optionally in a new network namespace). */
+/**
+ * A process of its own holding the lock on `tree` (optionally in a new network namespace). It
+ * drops the release function, as a runtime does, and collects its garbage before it says so:
+ * the lock must outlive every reference to it.
+ */
 async function holder(tree: string, command: string[] = []) {
   const child = spawn(
     command[0] ?? process.execPath,
     [
       ...command.slice(1),
       ...(command.length > 0 ? [process.execPath] : []),
+      "--expose-gc",
       "--input-type=module",
       "-e",
-      `const { lockTree } = await import(${JSON.stringify(module)}); lockTree(${JSON.stringify(tree)}); console.log("held"); setInterval(() => {}, 1000);`,
+      `const { lockTree } = await import(${JSON.stringify(module)}); lockTree(${JSON.stringify(tree)}); for (let i = 0; i < 3; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 10)); } console.log("held"); setInterval(() => {}, 1000);`,
     ],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
@@ -64,9 +69,12 @@ test("a holder killed with SIGKILL leaves nothing behind", async () => {
   const tree = join(dir, "b");
   mkdirSync(tree);
   const child = await holder(tree);
-  assert.throws(() => lockTree(tree), VolumeInUse);
-  child.kill("SIGKILL");
-  await once(child, "exit");
+  try {
+    assert.throws(() => lockTree(tree), VolumeInUse);
+  } finally {
+    child.kill("SIGKILL");
+    await once(child, "exit");
+  }
   lockTree(tree)();
 });
 
@@ -80,11 +88,13 @@ test("a bind mount of the tree and a holder in another network namespace meet th
     assert.throws(() => lockTree(tree), VolumeInUse);
     const mounted = join(dir, "c-bound");
     mkdirSync(mounted);
-    spawnSync("mount", ["--bind", tree, mounted], { stdio: "inherit" });
+    assert.equal(spawnSync("mount", ["--bind", tree, mounted], { stdio: "inherit" }).status, 0, "mount --bind");
     try {
       assert.throws(() => lockTree(mounted), VolumeInUse);
     } finally {
-      spawnSync("umount", [mounted]);
+      // Lazily: a lock wrongly taken through the mount would keep it busy, and the test must
+      // fail on its assertion, not here.
+      spawnSync("umount", ["-l", mounted]);
       rmdirSync(mounted);
     }
   } finally {
