@@ -10,7 +10,7 @@
  * SEV-SNP: the Milan report and VCEK, against one ECDSA P-384 verification per report; and what
  * a verification costs the CAS's event loop (its thread's CPU, process.threadCpuUsage) when the
  * report's signature is checked there and when on the crypto worker thread, as the CAS does
- * (batches of 16 in flight).
+ * (batches of 16 in flight; in the CAS a check shares its message with a key agreement).
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";

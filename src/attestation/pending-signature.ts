@@ -42,3 +42,10 @@ export function settle<T>(pending: PendingSignature<T>, verified: boolean): T {
 
 /** Prepare, check on the calling thread, settle: the synchronous verification. */
 export const settledNow = <T>(pending: PendingSignature<T>): T => settle(pending, checkSignature(pending.check));
+
+/** The same pending verification, its result passed through `f` afterwards. */
+export const mapPending = <T, U>(pending: PendingSignature<T>, f: (t: T) => U): PendingSignature<U> => ({
+  check: pending.check,
+  failure: pending.failure,
+  afterwards: () => f(pending.afterwards()),
+});

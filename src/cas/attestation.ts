@@ -140,13 +140,19 @@ export class AttestationService {
     if (!service) return refuse(404, "unknown_service", `policy ${policyName} has no service ${serviceName}`);
 
     const spki = Buffer.from(request.spki, "base64");
-    if (!p256PointOf(spki)) {
+    const point = p256PointOf(spki);
+    if (!point) {
       return refuse(
         400,
         "bad_request",
         "spki: expected the runtime's P-256 public key (SubjectPublicKeyInfo, base64 DER)",
       );
     }
+    // The JWE's key agreement, asked now: it goes to the crypto thread in the same message as the
+    // evidence's signature check below (both asked in this turn of the event loop), one round
+    // trip for the two. Used only if the attestation is granted; a refusal drops it.
+    const agreement = this.#crypto.agree(point);
+    agreement.catch(() => {});
 
     const settings = record.policy.security.attestation;
     let verdict: Verdict;
@@ -171,8 +177,8 @@ export class AttestationService {
         if (error instanceof VerificationError)
           return refuse(403, "evidence_refused", `evidence refused: ${error.message}`);
         // Not the evidence's fault (the crypto thread failed, say): refused all the same, and
-        // audited, as every decision is.
-        return refuse(500, "internal", `the evidence could not be verified: ${(error as Error).message}`);
+        // audited, as every decision is — with no internal detail for the unauthenticated caller.
+        return refuse(500, "internal", "the evidence could not be verified (internal error)");
       }
       const expected = expectedReportData(Buffer.from(request.nonce, "base64"), spki);
       const actual = Buffer.from(verdict.report_data, "hex");
@@ -206,11 +212,23 @@ export class AttestationService {
     }
     let jwe: string;
     try {
-      jwe = await encryptCompactWith(this.#crypto.agree, Buffer.from(JSON.stringify(configuration)), spki, {
+      jwe = await encryptCompactWith(() => agreement, Buffer.from(JSON.stringify(configuration)), spki, {
         cty: "cloister-configuration+json",
       });
     } catch (error) {
       return refuse(500, "internal", `the configuration could not be sealed: ${(error as Error).message}`);
+    }
+    // The decision was made against `record`, read before the awaits above (the evidence's
+    // signature and the key agreement, on the crypto thread). If the policy changed meanwhile —
+    // a measurement withdrawn, say — the grant would outlive the update that forbade it: refuse,
+    // and let the runtime attest again against the new version. From here to the grant nothing
+    // waits, so the policy is the one the decision was made on when it is recorded.
+    if (this.#cas.policyHash(policyName) !== record.hash) {
+      return refuse(
+        409,
+        "policy_changed",
+        `policy ${policyName} changed while this attestation was being verified; attest again`,
+      );
     }
     this.#cas.grant(
       "runtime",

@@ -702,6 +702,11 @@ export class CasService {
     }
   }
 
+  /** The hash of `name`'s current version, as this CAS last wrote or read it; undefined if none. */
+  policyHash(name: string): string | undefined {
+    return this.#index.get(name);
+  }
+
   /** The secret values of a policy's current version: for the attestation flow, never for owners. */
   secretValues(name: string): { record: PolicyRecord; values: Record<string, StoredSecret> } | undefined {
     const loaded = this.#load(name);

@@ -1,7 +1,8 @@
 /**
  * The CAS's costliest public-key operations on a worker thread: ECDH-ES's key agreement, and
- * the one signature an SEV-SNP report verification cannot remember (ECDSA P-384, ~0.7–1.4 ms;
- * see attestation/pending-signature.ts). Sealing a configuration to a runtime's key costs two
+ * the one signature a warm evidence verification cannot remember (see
+ * attestation/pending-signature.ts) — ECDSA P-384 for SEV-SNP (~0.7–1.4 ms), P-256 for DCAP
+ * quotes and simulated reports (~70–110 µs). Sealing a configuration to a runtime's key costs two
  * P-256 scalar multiplications (a fresh ephemeral key, then the shared secret): about 130 µs,
  * the largest single step of an attestation on the CAS's event loop. Sent to a worker with its
  * 65-byte point, it costs the event loop about 14 µs, and the CAS's second core does the rest
@@ -9,9 +10,11 @@
  * the shared secret come back, within the process; the configuration itself never leaves the
  * event loop (handing over the whole JWE was tried: cloning the configuration cost what it saved).
  *
- * P-256 signatures (DCAP quotes, simulated reports) are checked on the event loop: a round trip
- * to the thread costs the event loop 50–700 µs on this machine (measured with
- * process.threadCpuUsage, batches of 16 and of 1), as much as or more than the ~70–100 µs check.
+ * A message to the thread and back costs the event loop 50–700 µs on this machine (measured with
+ * process.threadCpuUsage, batches of 16 and of 1) — more than a P-256 check. So the attestation
+ * flow asks for its key agreement and its evidence's signature check in the same turn of the
+ * event loop, and they go over in one message: the check adds a question to a message that is
+ * sent anyway, not a message of its own.
  *
  * If the thread cannot start or dies, its pending work fails with the reason and later work is
  * done on the calling thread: slower, never wrong.

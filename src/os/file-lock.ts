@@ -10,9 +10,14 @@
  * holder of the same file, and it keeps the descriptor open while the lock is held (closing any
  * descriptor of a file drops a process's fcntl locks on it).
  */
+import { readdirSync, statSync } from "node:fs";
 import { DatabaseSync } from "node:sqlite";
+import { pathToFileURL } from "node:url";
 
 export class FileLockHeld extends Error {}
+
+/** The file locked was not the one expected: its path was swapped while it was being opened. */
+export class FileLockMismatch extends Error {}
 
 /**
  * Every lock held, so that none is garbage: a DatabaseSync nobody refers to is closed when it is
@@ -23,23 +28,59 @@ const held = new Set<DatabaseSync>();
 
 const SQLITE_BUSY = 5;
 
-/** Lock `path` (made if missing); throws FileLockHeld if another holder has it. */
-export function lockFile(path: string): () => void {
-  const db = new DatabaseSync(path, { timeout: 0 });
+export interface LockOptions {
+  /**
+   * The file must exist already (default: it is made if missing). Opened without O_CREAT, so
+   * that a name swapped for a dangling symbolic link cannot make SQLite create a file elsewhere.
+   */
+  readonly existing?: boolean;
+  /** The file (device and inode) the lock must be on: checked on the open descriptor, not by name. */
+  readonly expect?: { readonly dev: number; readonly ino: number };
+}
+
+/** Lock `path`; throws FileLockHeld if another holder has it. */
+export function lockFile(path: string, options: LockOptions = {}): () => void {
+  let location: string | URL = path;
+  if (options.existing) {
+    location = pathToFileURL(path);
+    location.searchParams.set("mode", "rw");
+  }
+  const db = new DatabaseSync(location, { timeout: 0 });
   try {
     // The exclusive lock is taken by BEGIN EXCLUSIVE and held while the transaction stays open
-    // (closing the database ends it). Nothing is written: the file stays as it is (empty, for
-    // a new one), and no journal file appears beside it (node:sqlite's defensive mode refuses
-    // journal_mode OFF; MEMORY keeps the journal, were there one, in memory).
+    // (closing the database ends it). Nothing is written to an empty file, and no journal file
+    // appears beside it (node:sqlite's defensive mode refuses journal_mode OFF; MEMORY keeps
+    // the journal, were there one, in memory).
     db.exec("PRAGMA journal_mode = MEMORY; BEGIN EXCLUSIVE;");
   } catch (error) {
     db.close();
     if ((error as { errcode?: number }).errcode === SQLITE_BUSY) throw new FileLockHeld(`${path} is locked`);
     throw error;
   }
+  if (options.expect && !holdsDescriptorOf(options.expect)) {
+    db.close();
+    throw new FileLockMismatch(`${path}: the file opened is not the one checked (replaced meanwhile)`);
+  }
   held.add(db);
   return () => {
     held.delete(db);
     if (db.isOpen) db.close();
   };
+}
+
+/**
+ * Whether this process has a descriptor open on the file `file` (SQLite does not say which
+ * descriptor is its own; the caller has none of its own open on the file, so one that is, is
+ * SQLite's). /proc/self/fd/N is stat'ed through the descriptor itself, not by any name.
+ */
+function holdsDescriptorOf(file: { dev: number; ino: number }): boolean {
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      const stat = statSync(`/proc/self/fd/${fd}`);
+      if (stat.ino === file.ino && stat.dev === file.dev) return true;
+    } catch {
+      // closed since the listing, or not a file
+    }
+  }
+  return false;
 }

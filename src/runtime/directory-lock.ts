@@ -8,9 +8,12 @@
  * runtime's user (and root) can open the file to take it first.
  *
  * The tree is the host's: the lock file is made with O_NOFOLLOW and O_EXCL, a lock file that is
- * not a regular file (a symbolic link planted by the host) is refused, and the file locked must
- * still be the one checked, so that a link swapped in between does not make the runtime create
- * or lock a file elsewhere. (A first version used an abstract socket named after the tree's
+ * not an empty regular file (a symbolic link, a database planted by the host) is refused, SQLite
+ * opens it without O_CREAT, and the lock is confirmed on the open descriptor to be on the file
+ * checked — so that a name swapped in between makes the runtime neither create nor lock a file
+ * elsewhere. What a host that controls the directory can still do: unlink the lock file while
+ * a runtime holds it, so that a second runtime makes a new one and gets in — as it could copy
+ * the tree or withhold it; the CAS's tags still refuse the second runtime's commit as a fork. (A first version used an abstract socket named after the tree's
  * path, which a runtime in another network namespace did not meet and any local user could take
  * first.)
  */
@@ -20,7 +23,7 @@ import { LOCK, META_DIR, TreeError } from "../fs/format.ts";
 import { checkTreeDirectories } from "../fs/open.ts";
 import { makeDirectory } from "../fs/seal.ts";
 import { entryAt } from "../fs/walk.ts";
-import { FileLockHeld, lockFile } from "../os/file-lock.ts";
+import { FileLockHeld, FileLockMismatch, lockFile } from "../os/file-lock.ts";
 
 export class VolumeInUse extends Error {}
 
@@ -39,18 +42,18 @@ export function lockTree(tree: string): () => void {
   }
   const checked = entryAt(path);
   if (!checked?.isFile()) throw new TreeError(`${path}: not a regular file (a symbolic link?), refused`);
-  let release: () => void;
+  // A runtime's lock file is empty, and stays so: anything else (an SQLite database planted by
+  // the host, which SQLite would open and might rewrite) is not one.
+  if (checked.size !== 0) throw new TreeError(`${path}: not empty, so not a lock file a runtime made; refused`);
   try {
-    release = lockFile(path);
+    // Opened without O_CREAT, and the lock confirmed on the very file checked: a name swapped
+    // meanwhile (a host answering lookups itself, as a FUSE or virtiofs host can) neither makes
+    // the runtime create a file elsewhere nor leaves it locking some other file.
+    return lockFile(path, { existing: true, expect: checked });
   } catch (error) {
     if (error instanceof FileLockHeld)
       throw new VolumeInUse(`${tree} is in use by another runtime; one runtime per volume tree`);
-    throw error;
+    if (error instanceof FileLockMismatch) throw new TreeError(`${path}: replaced while it was being locked, refused`);
+    throw new TreeError(`${path}: cannot be locked: ${(error as Error).message}`);
   }
-  const locked = entryAt(path);
-  if (!locked?.isFile() || locked.ino !== checked.ino || locked.dev !== checked.dev) {
-    release();
-    throw new TreeError(`${path}: replaced while it was being locked, refused`);
-  }
-  return release;
 }

@@ -236,6 +236,44 @@ describe("refusals", () => {
     }
   });
 
+  test("a policy updated while the evidence is being verified: refused (409), not granted on the old version", async () => {
+    const digest = measureFile(readFileSync(program));
+    const text = (extra: string, measured: string) =>
+      `version: "1"\nname: race\n${extra}security:\n  attestation: {mode: simulation}\nservices:\n  - name: web\n    measurements: [{tee: sim, digest: ${measured}}]\n    command: [${program}]\nsecrets:\n  - {name: token, kind: ascii}\n`;
+    const created = await cas
+      .client(owner)
+      .request<{ hash: string }>("POST", "/v1/policies", { policy: text("", digest) });
+    const attestation = new AttestationService(cas.running.service);
+    try {
+      const request = await boundRequest("race/web", attestation.challenge("race/web").nonce);
+      // The attestation runs until it waits for the crypto thread; the update, which generates
+      // nothing new, lands while it waits: the measurement it presents is withdrawn.
+      const attempt = attestation.attest(request);
+      await cas.running.service.update(owner.hash, text(`predecessor: ${created.hash}\n`, "ab".repeat(32)), [], "race");
+      await assert.rejects(
+        attempt,
+        (e: CasError) =>
+          e.status === 409 && /policy race changed while this attestation was being verified/.test(e.message),
+      );
+      const audit = await cas
+        .client(owner)
+        .request<{ entries: { entry?: { action: string; outcome: string; reason: string } }[] }>("GET", "/v1/audit");
+      assert.ok(
+        audit.entries.some(
+          (e) => e.entry?.outcome === "refused" && /changed while this attestation/.test(e.entry.reason),
+        ),
+        "the refusal is audited",
+      );
+      // Attested again, against the new version: refused for its measurement.
+      await assert.rejects(
+        attestation.attest(await boundRequest("race/web", attestation.challenge("race/web").nonce)),
+        (e: CasError) => e.status === 403 && /is not allowed for race\/web/.test(e.message),
+      );
+    } finally {
+      await attestation.close();
+    }
+  });
+
   test("an unknown service or policy; a nonce for another service", async () => {
     await refused(
       runtime.request("POST", "/v1/attestation/challenge", { config_id: "noslash" }),

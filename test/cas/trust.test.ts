@@ -12,6 +12,7 @@ import type { SignatureCheck } from "../../src/attestation/pending-signature.ts"
 import { signSimReport } from "../../src/attestation/sim/evidence.ts";
 import { VerificationError } from "../../src/attestation/verdict.ts";
 import { type Evidence, verifyEvidence, verifyEvidenceOffloaded } from "../../src/cas/evidence.ts";
+import type { TrustStore } from "../../src/cas/trust-store.ts";
 import { CryptoWorker } from "../../src/crypto/crypto-worker.ts";
 import { spkiHash } from "../../src/crypto/keys.ts";
 import { makeIdentity, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
@@ -104,7 +105,7 @@ describe("collateral", () => {
     refused("format", () => verifyEvidence(trust, { tee: "sim", quote: quote("sgx") }, at));
   });
 
-  test("SEV-SNP's report signature on the crypto thread: the verdict and every refusal as on the event loop", async () => {
+  test("evidence's signature on the crypto thread: the verdict and every refusal as on the event loop", async () => {
     const trust = cas.running.service.trust;
     const worker = new CryptoWorker();
     let onThread = 0;
@@ -151,10 +152,40 @@ describe("collateral", () => {
       }
       assert.ok(onThread >= 3, "the altered reports' signatures were checked on the thread");
 
-      // P-256 evidence is checked on the event loop: the thread is not asked.
-      const before = onThread;
-      await verifyEvidenceOffloaded(trust, { tee: "sgx", quote: quote("sgx") }, checkOnThread, at);
-      assert.equal(onThread, before);
+      // DCAP quotes too (P-256): the same verdict, the quote's signature checked on the thread;
+      // an altered quote refused for the same reason.
+      for (const tee of ["sgx", "tdx"] as const) {
+        const before: number = onThread;
+        assert.deepEqual(
+          await verifyEvidenceOffloaded(trust, { tee, quote: quote(tee) }, checkOnThread, at),
+          verifyEvidence(trust, { tee, quote: quote(tee) }, at),
+        );
+        assert.equal(onThread, before + 1);
+        const bytes = Buffer.from(quote(tee), "base64");
+        bytes[60]! ^= 1; // in the signed report body
+        const altered: Evidence = { tee, quote: bytes.toString("base64") };
+        assert.throws(() => verifyEvidence(trust, altered, at), /not signed by the attestation key/);
+        await assert.rejects(
+          verifyEvidenceOffloaded(trust, altered, checkOnThread, at),
+          /not signed by the attestation key/,
+        );
+      }
+
+      // The thread failing is not the evidence's answer: with two keys known for the chip, the
+      // failure on the first (the right one) is not replaced by the second's refusal — it stays
+      // an internal error (an audited 500), not a 403 for evidence that would have verified.
+      const other = (await makeIdentity("not an AMD key")).certificatePem;
+      const twoKeys = { amdKeysFor: () => [readFileSync(join(VECTORS, "amd-snp", "vcek_milan.der")), other] };
+      const failed = new Error("the crypto thread failed: it exited with code 1");
+      await assert.rejects(
+        verifyEvidenceOffloaded(
+          twoKeys as unknown as TrustStore,
+          { tee: "snp", quote: report },
+          () => Promise.reject(failed),
+          at,
+        ),
+        (e) => e === failed,
+      );
 
       // A stopped thread: the check is made on the calling thread, with the same answer.
       await worker.close();
@@ -179,6 +210,33 @@ describe("collateral", () => {
     const v = verifyEvidence(trust, { tee: "sim", quote: evidence });
     assert.equal(v.simulated, true);
     assert.equal(v.measurements.digest, "cd".repeat(32));
+    // With the signature checked on the crypto thread: the same verdict; a report signed by
+    // another key than the one it names, refused the same way.
+    const worker = new CryptoWorker();
+    try {
+      const now = new Date();
+      assert.deepEqual(
+        await verifyEvidenceOffloaded(trust, { tee: "sim", quote: evidence }, worker.verify, now),
+        verifyEvidence(trust, { tee: "sim", quote: evidence }, now),
+      );
+      assert.equal(worker.threaded, true);
+      const parsed = JSON.parse(Buffer.from(evidence, "base64").toString());
+      const other = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
+      parsed.signature = signSimReport(
+        other,
+        "cd".repeat(32),
+        Buffer.alloc(64, 1),
+        new Date(parsed.report.time),
+      ).signature;
+      const forged = Buffer.from(JSON.stringify(parsed)).toString("base64");
+      assert.throws(() => verifyEvidence(trust, { tee: "sim", quote: forged }), /signature does not verify/);
+      await assert.rejects(
+        verifyEvidenceOffloaded(trust, { tee: "sim", quote: forged }, worker.verify),
+        /signature does not verify/,
+      );
+    } finally {
+      await worker.close();
+    }
   });
 
   test("what was imported survives a restart, sealed; a tampered row stops the CAS", async () => {

@@ -6,7 +6,17 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync, mkdtempSync, readdirSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -128,6 +138,17 @@ test("what the host plants at the lock's path is refused, and nothing is made wh
     (e: Error) => e instanceof TreeError && /not a directory/.test(e.message),
   );
   assert.deepEqual(readdirSync(join(dir, "f-meta")), [], "nothing made in the linked directory");
+
+  // A lock file with content is not one a runtime made (an SQLite database the host planted,
+  // say, which SQLite would open and might rewrite): refused, and left as it was.
+  const planted = join(dir, "h");
+  mkdirSync(join(planted, ".cloister-fs"), { recursive: true });
+  writeFileSync(join(planted, ".cloister-fs", "lock"), "SQLite format 3\0");
+  assert.throws(
+    () => lockTree(planted),
+    (e: Error) => e instanceof TreeError && /lock: not empty/.test(e.message),
+  );
+  assert.equal(readFileSync(join(planted, ".cloister-fs", "lock"), "utf8"), "SQLite format 3\0");
 
   // An existing regular lock file (left by an earlier runtime) is simply locked again.
   const kept = join(dir, "g");

@@ -5,6 +5,7 @@
  * and the TCB status merged from the platform, the QE and (for TDX) the TDX module.
  */
 import { createHash, createPublicKey, type KeyObject, verify, type X509Certificate } from "node:crypto";
+import { type PendingSignature, settledNow } from "../pending-signature.ts";
 import { type Verdict, VerificationError } from "../verdict.ts";
 import { DcapAbiError, parseQuote, type Quote } from "./abi.ts";
 import {
@@ -88,6 +89,19 @@ export function verifyDcapQuote(
   collateral: Collateral,
   options: DcapVerifyOptions = {},
 ): DcapVerified {
+  return settledNow(prepareDcapQuote(evidence, collateral, options));
+}
+
+/**
+ * verifyDcapQuote up to the quote's own signature, which the caller checks where it likes (see
+ * pending-signature.ts); the TCB levels are evaluated after it. (The QE report's signature is
+ * checked here: a QE's report recurs, and a checked one is remembered.)
+ */
+export function prepareDcapQuote(
+  evidence: Uint8Array,
+  collateral: Collateral,
+  options: DcapVerifyOptions = {},
+): PendingSignature<DcapVerified> {
   const at = options.at ?? new Date();
   const anchor = options.anchor ?? ROOT;
   let quote: Quote;
@@ -167,26 +181,27 @@ export function verifyDcapQuote(
     if (verifiedQeReports.size > 4096) verifiedQeReports.clear();
     verifiedQeReports.add(qeKey);
   }
-  if (
-    !verify(
-      "sha256",
-      quote.signed,
-      { key: attestationKeyOf(quote.attestationKey), dsaEncoding: "ieee-p1363" },
-      quote.signature,
-    )
-  ) {
-    throw new VerificationError("signature", "the quote is not signed by the attestation key");
-  }
-
-  const qe = qeTcb(coll.qeIdentity, cert.qeReport);
-  const platform = platformTcb(tcbInfo, chain.extension, quote.td);
-  const module = quote.td ? moduleTcb(tcbInfo, quote.td) : undefined;
-  let status = converge(platform.status, qe.status);
-  if (module) status = converge(status, module.status);
-  if (status === "Revoked") throw new VerificationError("Revoked", "the platform's TCB is revoked");
-  const advisories = [...new Set([...platform.advisories, ...qe.advisories, ...(module?.advisories ?? [])])].sort();
-  const expires = new Date(Math.min(coll.until.getTime(), chain.until.getTime()));
-  return { quote, status, advisories, platform, qe, module, pck: chain.extension, expires };
+  return {
+    check: {
+      algorithm: "sha256",
+      data: quote.signed,
+      key: attestationKeyOf(quote.attestationKey),
+      signature: quote.signature,
+      dsaEncoding: "ieee-p1363",
+    },
+    failure: "the quote is not signed by the attestation key",
+    afterwards: () => {
+      const qe = qeTcb(coll.qeIdentity, cert.qeReport);
+      const platform = platformTcb(tcbInfo, chain.extension, quote.td);
+      const module = quote.td ? moduleTcb(tcbInfo, quote.td) : undefined;
+      let status = converge(platform.status, qe.status);
+      if (module) status = converge(status, module.status);
+      if (status === "Revoked") throw new VerificationError("Revoked", "the platform's TCB is revoked");
+      const advisories = [...new Set([...platform.advisories, ...qe.advisories, ...(module?.advisories ?? [])])].sort();
+      const expires = new Date(Math.min(coll.until.getTime(), chain.until.getTime()));
+      return { quote, status, advisories, platform, qe, module, pck: chain.extension, expires };
+    },
+  };
 }
 
 export function dcapVerdict(v: DcapVerified): Verdict {

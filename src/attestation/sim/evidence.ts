@@ -4,10 +4,11 @@
  * and every verdict made from it says `simulated`. Policies accept it only with
  * `security.attestation.mode: simulation`.
  */
-import { createHash, createPublicKey, type KeyObject, sign, verify } from "node:crypto";
+import { createHash, createPublicKey, type KeyObject, sign } from "node:crypto";
 import { z } from "zod";
 import { spkiHash } from "../../crypto/keys.ts";
 import { canonicalJson } from "../../policy/canonical.ts";
+import { type PendingSignature, settledNow } from "../pending-signature.ts";
 import { type Verdict, VerificationError } from "../verdict.ts";
 
 export const SIM_FORMAT = "cloister-sim-v1";
@@ -102,6 +103,14 @@ function lasKey(spkiBase64: string): { key: KeyObject; hash: string } {
 }
 
 export function verifySimEvidence(bytes: Uint8Array, options: SimVerifyOptions): SimEvidence {
+  return settledNow(prepareSimEvidence(bytes, options));
+}
+
+/**
+ * verifySimEvidence up to the report's signature, which the caller checks where it likes (see
+ * pending-signature.ts); the report's age is checked after it.
+ */
+export function prepareSimEvidence(bytes: Uint8Array, options: SimVerifyOptions): PendingSignature<SimEvidence> {
   let evidence: SimEvidence;
   try {
     evidence = SimEvidence.parse(JSON.parse(Buffer.from(bytes).toString("utf8")));
@@ -117,15 +126,27 @@ export function verifySimEvidence(bytes: Uint8Array, options: SimVerifyOptions):
       `LAS key ${evidence.report.las_key.slice(0, 16)}… is not enrolled in this CAS`,
     );
   }
-  if (!verify("sha256", signed(evidence.report), las.key, Buffer.from(evidence.signature, "base64"))) {
-    throw new VerificationError("signature", "the simulated report's signature does not verify");
-  }
-  const at = options.at ?? new Date();
-  const age = (at.getTime() - new Date(evidence.report.time).getTime()) / 1000;
-  const maxAge = options.maxAgeSeconds ?? 300;
-  if (age > maxAge || age < -60)
-    throw new VerificationError("expired", `the simulated report is ${Math.round(age)} s old (at most ${maxAge} s)`);
-  return evidence;
+  return {
+    check: {
+      algorithm: "sha256",
+      data: signed(evidence.report),
+      key: las.key,
+      signature: Buffer.from(evidence.signature, "base64"),
+      dsaEncoding: "der",
+    },
+    failure: "the simulated report's signature does not verify",
+    afterwards: () => {
+      const at = options.at ?? new Date();
+      const age = (at.getTime() - new Date(evidence.report.time).getTime()) / 1000;
+      const maxAge = options.maxAgeSeconds ?? 300;
+      if (age > maxAge || age < -60)
+        throw new VerificationError(
+          "expired",
+          `the simulated report is ${Math.round(age)} s old (at most ${maxAge} s)`,
+        );
+      return evidence;
+    },
+  };
 }
 
 export function simVerdict(e: SimEvidence): Verdict {
