@@ -13,7 +13,7 @@ import { measurementProblems, settingsProblems } from "../attestation/validate.t
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
 import { certificatePem, issueDer } from "../crypto/certificate.ts";
 import { CryptoWorker } from "../crypto/crypto-worker.ts";
-import { encryptCompactWith } from "../crypto/jwe.ts";
+import { encryptCompactWith, type KeyAgreement } from "../crypto/jwe.ts";
 import { p256PointOf, spkiHash } from "../crypto/keys.ts";
 import type { PolicyService } from "../policy/schema.ts";
 import { parseTemplate, renderTemplate, renderTemplateText } from "../policy/templates.ts";
@@ -133,6 +133,8 @@ export class AttestationService {
     }
 
     const { policy: policyName, service: serviceName } = splitConfigId(configId);
+    // Read with the policy, nothing waiting in between: compared again just before the grant.
+    const generation = this.#cas.policyGeneration(policyName);
     const loaded = this.#cas.secretValues(policyName);
     if (!loaded) return refuse(404, "unknown_service", `no policy ${policyName}`);
     const { record } = loaded;
@@ -148,11 +150,16 @@ export class AttestationService {
         "spki: expected the runtime's P-256 public key (SubjectPublicKeyInfo, base64 DER)",
       );
     }
-    // The JWE's key agreement, asked now: it goes to the crypto thread in the same message as the
-    // evidence's signature check below (both asked in this turn of the event loop), one round
-    // trip for the two. Used only if the attestation is granted; a refusal drops it.
-    const agreement = this.#crypto.agree(point);
-    agreement.catch(() => {});
+    // The JWE's key agreement, asked once the evidence has passed every check but its signature
+    // (not before: made-up evidence must not cost the crypto thread an agreement), in the same
+    // turn as that signature check, so that the two go to the thread in one message. Used only
+    // if the attestation is granted; a refusal drops it.
+    let agreement: Promise<KeyAgreement> | undefined;
+    const agree = () => {
+      if (agreement) return;
+      agreement = this.#crypto.agree(point);
+      agreement.catch(() => {});
+    };
 
     const settings = record.policy.security.attestation;
     let verdict: Verdict;
@@ -172,7 +179,9 @@ export class AttestationService {
       this.#nonces.unspend(request.nonce);
     } else {
       try {
-        verdict = await verifyEvidenceOffloaded(this.#cas.trust, request.evidence, this.#crypto.verify);
+        verdict = await verifyEvidenceOffloaded(this.#cas.trust, request.evidence, this.#crypto.verify, {
+          onPrepared: agree,
+        });
       } catch (error) {
         if (error instanceof VerificationError)
           return refuse(403, "evidence_refused", `evidence refused: ${error.message}`);
@@ -212,18 +221,24 @@ export class AttestationService {
     }
     let jwe: string;
     try {
-      jwe = await encryptCompactWith(() => agreement, Buffer.from(JSON.stringify(configuration)), spki, {
-        cty: "cloister-configuration+json",
-      });
+      jwe = await encryptCompactWith(
+        () => agreement ?? this.#crypto.agree(point),
+        Buffer.from(JSON.stringify(configuration)),
+        spki,
+        {
+          cty: "cloister-configuration+json",
+        },
+      );
     } catch (error) {
       return refuse(500, "internal", `the configuration could not be sealed: ${(error as Error).message}`);
     }
     // The decision was made against `record`, read before the awaits above (the evidence's
     // signature and the key agreement, on the crypto thread). If the policy changed meanwhile —
-    // a measurement withdrawn, say — the grant would outlive the update that forbade it: refuse,
+    // a measurement withdrawn, or the policy deleted (and perhaps made again with the same
+    // text) — the grant would outlive the change that forbade it: refuse,
     // and let the runtime attest again against the new version. From here to the grant nothing
     // waits, so the policy is the one the decision was made on when it is recorded.
-    if (this.#cas.policyHash(policyName) !== record.hash) {
+    if (this.#cas.policyGeneration(policyName) !== generation) {
       return refuse(
         409,
         "policy_changed",

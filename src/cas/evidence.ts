@@ -53,12 +53,22 @@ export async function verifyEvidenceOffloaded(
   trust: TrustStore,
   evidence: Evidence,
   checkSignature: (check: SignatureCheck) => Promise<boolean>,
-  at: Date = new Date(),
+  options: {
+    readonly at?: Date;
+    /**
+     * Called once the evidence has passed every check but its signature, in the same turn as
+     * the signature check is asked for (the CAS asks for its key agreement there, so that the
+     * two share a message to the thread); once per endorsement key tried.
+     */
+    readonly onPrepared?: () => void;
+  } = {},
 ): Promise<Verdict> {
+  const at = options.at ?? new Date();
   let last: unknown;
   for (const prepare of candidates(trust, evidence, at)) {
     try {
       const pending = prepare();
+      options.onPrepared?.();
       return settle(pending, await checkSignature(pending.check));
     } catch (error) {
       if (!(error instanceof VerificationError)) throw error;

@@ -99,6 +99,12 @@ export class CasService {
   /** Policy name → current hash, rebuilt from the verified audit log: catches a restored record. */
   readonly #index: Map<string, string>;
   /**
+   * How many times each policy was created, updated or deleted since this CAS started: what an
+   * attestation compares before its grant (a hash alone would not tell a policy deleted and
+   * created again with the same text from the one it read).
+   */
+  readonly #generations = new Map<string, number>();
+  /**
    * Volume tags by "policy\0volume", rebuilt from the verified audit log like the index: the
    * log's volume.commit entries are where the tags live.
    */
@@ -205,6 +211,7 @@ export class CasService {
       throw new CasError(409, "exists", `policy ${policy.name} already exists; update it instead`);
     }
     this.#index.set(policy.name, hash);
+    this.#changed(policy.name);
     this.#declareVolumes(actor, policy.name, policy, hash);
     this.#checkpointIfDue();
     return { name: policy.name, hash, version: 1 };
@@ -271,6 +278,7 @@ export class CasService {
       throw new CasError(409, "conflict", `${name} was updated concurrently; fetch it and apply your change again`);
     }
     this.#index.set(name, hash);
+    this.#changed(name);
     this.#declareVolumes(actor, name, policy, hash);
     this.#checkpointIfDue();
     return { name, hash, version: next.version };
@@ -336,6 +344,7 @@ export class CasService {
     );
     if (!ok) throw new CasError(409, "conflict", `${name} changed while it was being deleted; try again`);
     this.#index.delete(name);
+    this.#changed(name);
     for (const key of this.#volumes.keys()) if (key.startsWith(`${name}\0`)) this.#volumes.delete(key);
     this.#cache.delete(name);
     this.#openedSecrets.delete(name);
@@ -702,9 +711,13 @@ export class CasService {
     }
   }
 
-  /** The hash of `name`'s current version, as this CAS last wrote or read it; undefined if none. */
-  policyHash(name: string): string | undefined {
-    return this.#index.get(name);
+  /** A number that changes whenever `name` is created, updated or deleted (see #generations). */
+  policyGeneration(name: string): number {
+    return this.#generations.get(name) ?? 0;
+  }
+
+  #changed(name: string): void {
+    this.#generations.set(name, this.policyGeneration(name) + 1);
   }
 
   /** The secret values of a policy's current version: for the attestation flow, never for owners. */

@@ -10,7 +10,7 @@
  * holder of the same file, and it keeps the descriptor open while the lock is held (closing any
  * descriptor of a file drops a process's fcntl locks on it).
  */
-import { readdirSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { DatabaseSync } from "node:sqlite";
 import { pathToFileURL } from "node:url";
 
@@ -52,14 +52,19 @@ export function lockFile(path: string, options: LockOptions = {}): () => void {
     // appears beside it (node:sqlite's defensive mode refuses journal_mode OFF; MEMORY keeps
     // the journal, were there one, in memory).
     db.exec("PRAGMA journal_mode = MEMORY; BEGIN EXCLUSIVE;");
+    // A file SQLite cannot open for writing it opens read-only, without a word, and then BEGIN
+    // EXCLUSIVE holds only a shared (read) lock, which a second holder shares: the lock counts
+    // only on a descriptor open for reading and writing — on the file expected, if one is.
+    const expected = options.expect ?? statSync(path);
+    if (!holdsReadWriteDescriptorOf(expected)) {
+      throw options.expect
+        ? new FileLockMismatch(`${path}: not the file checked (replaced meanwhile), or not writable`)
+        : new Error(`${path}: not writable, so it cannot be locked exclusively`);
+    }
   } catch (error) {
     db.close();
     if ((error as { errcode?: number }).errcode === SQLITE_BUSY) throw new FileLockHeld(`${path} is locked`);
     throw error;
-  }
-  if (options.expect && !holdsDescriptorOf(options.expect)) {
-    db.close();
-    throw new FileLockMismatch(`${path}: the file opened is not the one checked (replaced meanwhile)`);
   }
   held.add(db);
   return () => {
@@ -69,15 +74,18 @@ export function lockFile(path: string, options: LockOptions = {}): () => void {
 }
 
 /**
- * Whether this process has a descriptor open on the file `file` (SQLite does not say which
- * descriptor is its own; the caller has none of its own open on the file, so one that is, is
- * SQLite's). /proc/self/fd/N is stat'ed through the descriptor itself, not by any name.
+ * Whether this process has a descriptor open for reading and writing on the file `file` (SQLite
+ * does not say which descriptor is its own; the caller has none of its own open on the file, so
+ * one that is, is SQLite's). /proc/self/fd/N is stat'ed through the descriptor itself, not by
+ * any name; /proc/self/fdinfo/N gives its open flags (octal; O_RDWR is 2 in the access bits).
  */
-function holdsDescriptorOf(file: { dev: number; ino: number }): boolean {
+function holdsReadWriteDescriptorOf(file: { dev: number; ino: number }): boolean {
   for (const fd of readdirSync("/proc/self/fd")) {
     try {
       const stat = statSync(`/proc/self/fd/${fd}`);
-      if (stat.ino === file.ino && stat.dev === file.dev) return true;
+      if (stat.ino !== file.ino || stat.dev !== file.dev) continue;
+      const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"));
+      if (flags && (Number.parseInt(flags[1]!, 8) & 3) === 2) return true;
     } catch {
       // closed since the listing, or not a file
     }

@@ -264,6 +264,22 @@ describe("refusals", () => {
         ),
         "the refusal is audited",
       );
+      // Deleted and made again with the very same text — the same hash — while an attestation
+      // waits: still a change (the secrets are new), so refused too; a hash alone would not see it.
+      const same = text("", digest);
+      cas.running.service.delete(owner.hash, "race", []);
+      const first = await cas.running.service.create(owner.hash, same, []);
+      const waitingRequest = await boundRequest("race/web", attestation.challenge("race/web").nonce);
+      const waiting = attestation.attest(waitingRequest);
+      cas.running.service.delete(owner.hash, "race", []);
+      const second = await cas.running.service.create(owner.hash, same, []);
+      assert.equal(second.hash, first.hash, "the same text, the same hash");
+      await assert.rejects(
+        waiting,
+        (e: CasError) => e.status === 409 && /changed while this attestation/.test(e.message),
+      );
+      await cas.running.service.update(owner.hash, text(`predecessor: ${second.hash}\n`, "ab".repeat(32)), [], "race");
+
       // Attested again, against the new version: refused for its measurement.
       await assert.rejects(
         attestation.attest(await boundRequest("race/web", attestation.challenge("race/web").nonce)),

@@ -116,7 +116,10 @@ describe("collateral", () => {
     try {
       const report = snpReport();
       const here = verifyEvidence(trust, { tee: "snp", quote: report }, at);
-      assert.deepEqual(await verifyEvidenceOffloaded(trust, { tee: "snp", quote: report }, checkOnThread, at), here);
+      assert.deepEqual(
+        await verifyEvidenceOffloaded(trust, { tee: "snp", quote: report }, checkOnThread, { at }),
+        here,
+      );
       assert.equal(onThread, 1);
       assert.equal(worker.threaded, true, "the signature was checked on the thread");
 
@@ -144,7 +147,7 @@ describe("collateral", () => {
             return true;
           },
         );
-        await assert.rejects(verifyEvidenceOffloaded(trust, evidence, checkOnThread, at), (e: Error) => {
+        await assert.rejects(verifyEvidenceOffloaded(trust, evidence, checkOnThread, { at }), (e: Error) => {
           assert.equal(e.constructor, (expected as Error).constructor);
           assert.equal(e.message, (expected as Error).message);
           return true;
@@ -157,7 +160,7 @@ describe("collateral", () => {
       for (const tee of ["sgx", "tdx"] as const) {
         const before: number = onThread;
         assert.deepEqual(
-          await verifyEvidenceOffloaded(trust, { tee, quote: quote(tee) }, checkOnThread, at),
+          await verifyEvidenceOffloaded(trust, { tee, quote: quote(tee) }, checkOnThread, { at }),
           verifyEvidence(trust, { tee, quote: quote(tee) }, at),
         );
         assert.equal(onThread, before + 1);
@@ -166,7 +169,7 @@ describe("collateral", () => {
         const altered: Evidence = { tee, quote: bytes.toString("base64") };
         assert.throws(() => verifyEvidence(trust, altered, at), /not signed by the attestation key/);
         await assert.rejects(
-          verifyEvidenceOffloaded(trust, altered, checkOnThread, at),
+          verifyEvidenceOffloaded(trust, altered, checkOnThread, { at }),
           /not signed by the attestation key/,
         );
       }
@@ -182,16 +185,44 @@ describe("collateral", () => {
           twoKeys as unknown as TrustStore,
           { tee: "snp", quote: report },
           () => Promise.reject(failed),
-          at,
+          { at },
         ),
         (e) => e === failed,
       );
 
+      // onPrepared (where the CAS asks for its key agreement) runs only for evidence that passed
+      // every check but its signature — never for made-up evidence — and before the signature
+      // check is asked for, in the same turn.
+      const events: string[] = [];
+      const recording = (check: SignatureCheck) => {
+        events.push("check");
+        return worker.verify(check);
+      };
+      await verifyEvidenceOffloaded(trust, { tee: "sgx", quote: quote("sgx") }, recording, {
+        at,
+        onPrepared: () => events.push("prepared"),
+      });
+      assert.deepEqual(events, ["prepared", "check"]);
+      events.length = 0;
+      for (const madeUp of [
+        { tee: "sgx", quote: Buffer.from("not a quote").toString("base64") },
+        { tee: "snp", quote: quote("sgx") },
+        { tee: "sim", quote: Buffer.from("{}").toString("base64") },
+      ] as Evidence[])
+        await assert.rejects(
+          verifyEvidenceOffloaded(trust, madeUp, recording, { at, onPrepared: () => events.push("prepared") }),
+          VerificationError,
+        );
+      assert.deepEqual(events, [], "nothing asked of the thread for made-up evidence");
+
       // A stopped thread: the check is made on the calling thread, with the same answer.
       await worker.close();
-      assert.deepEqual(await verifyEvidenceOffloaded(trust, { tee: "snp", quote: report }, worker.verify, at), here);
+      assert.deepEqual(
+        await verifyEvidenceOffloaded(trust, { tee: "snp", quote: report }, worker.verify, { at }),
+        here,
+      );
       await assert.rejects(
-        verifyEvidenceOffloaded(trust, { tee: "snp", quote: altered(0x2a0) }, worker.verify, at),
+        verifyEvidenceOffloaded(trust, { tee: "snp", quote: altered(0x2a0) }, worker.verify, { at }),
         /signature does not verify/,
       );
     } finally {
@@ -216,7 +247,7 @@ describe("collateral", () => {
     try {
       const now = new Date();
       assert.deepEqual(
-        await verifyEvidenceOffloaded(trust, { tee: "sim", quote: evidence }, worker.verify, now),
+        await verifyEvidenceOffloaded(trust, { tee: "sim", quote: evidence }, worker.verify, { at: now }),
         verifyEvidence(trust, { tee: "sim", quote: evidence }, now),
       );
       assert.equal(worker.threaded, true);

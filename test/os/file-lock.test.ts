@@ -4,7 +4,18 @@
  * no file made through a link, and no lock on a file other than the one checked.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -48,4 +59,27 @@ test("the lock is confirmed on the file expected, by its open descriptor", () =>
   // As if `path` had been swapped for another file between the check and the open.
   assert.throws(() => lockFile(path, { existing: true, expect: { dev, ino } }), FileLockMismatch);
   lockFile(path, { existing: true, expect: statSync(path) })(); // and the failed attempt let go
+});
+
+test("a file that can be opened only for reading is not locked: SQLite would hold a shared lock", () => {
+  // A read-only bind mount: even root cannot open the file for writing there, and SQLite then
+  // opens it read-only without a word.
+  const source = join(dir, "ro-source");
+  const mounted = join(dir, "ro");
+  mkdirSync(source);
+  mkdirSync(mounted);
+  writeFileSync(join(source, "d.lock"), "");
+  const mount = (...args: string[]) => assert.equal(spawnSync("mount", args, { stdio: "inherit" }).status, 0);
+  mount("--bind", source, mounted);
+  try {
+    mount("-o", "remount,ro,bind", mounted);
+    const path = join(mounted, "d.lock");
+    assert.throws(() => lockFile(path), /not writable/);
+    assert.throws(() => lockFile(path, { existing: true, expect: statSync(path) }), FileLockMismatch);
+    // And nothing stays locked: the writable path to the same file locks.
+    lockFile(join(source, "d.lock"))();
+  } finally {
+    spawnSync("umount", ["-l", mounted]);
+    rmdirSync(mounted);
+  }
 });
