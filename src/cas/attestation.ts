@@ -18,7 +18,7 @@ import { p256PointOf, spkiHash } from "../crypto/keys.ts";
 import type { PolicyService } from "../policy/schema.ts";
 import { parseTemplate, renderTemplate, renderTemplateText } from "../policy/templates.ts";
 import { ChallengeNonces, NonceError } from "./challenge-nonce.ts";
-import { type Evidence, verifyEvidenceOffloaded } from "./evidence.ts";
+import { type Evidence, verifyEvidence } from "./evidence.ts";
 import type { PolicyValues } from "./imports.ts";
 import { BUILT_IN_SERVICE_CA, caSigner, materialOf, type StoredSecret, volumeKeyName } from "./secrets.ts";
 import { CasError, type CasService, type PolicyRecord } from "./service.ts";
@@ -179,7 +179,7 @@ export class AttestationService {
       this.#nonces.unspend(request.nonce);
     } else {
       try {
-        verdict = await verifyEvidenceOffloaded(this.#cas.trust, request.evidence, this.#crypto.verify, {
+        verdict = await verifyEvidence(this.#cas.trust, request.evidence, this.#crypto.verify, {
           onPrepared: agree,
         });
       } catch (error) {

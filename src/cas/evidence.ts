@@ -8,13 +8,7 @@ import { splitPem } from "../attestation/dcap/collateral.ts";
 import { pckExtension } from "../attestation/dcap/pck.ts";
 import { dcapVerdict, prepareDcapQuote } from "../attestation/dcap/verify.ts";
 import { evidenceKind } from "../attestation/evidence.ts";
-import {
-  mapPending,
-  type PendingSignature,
-  type SignatureCheck,
-  settle,
-  settledNow,
-} from "../attestation/pending-signature.ts";
+import { mapPending, type PendingSignature, type SignatureCheck, settle } from "../attestation/pending-signature.ts";
 import { prepareSimEvidence, simVerdict } from "../attestation/sim/evidence.ts";
 import { parseReport, SnpAbiError } from "../attestation/snp/abi.ts";
 import { prepareSnpReport, snpVerdict } from "../attestation/snp/verify.ts";
@@ -29,27 +23,14 @@ export interface Evidence {
   readonly aux?: string | undefined;
 }
 
-export function verifyEvidence(trust: TrustStore, evidence: Evidence, at: Date = new Date()): Verdict {
-  let last: unknown;
-  for (const prepare of candidates(trust, evidence, at)) {
-    try {
-      return settledNow(prepare());
-    } catch (error) {
-      // Only a refusal moves on to the next key; anything else is not the evidence's answer.
-      if (!(error instanceof VerificationError)) throw error;
-      last = error;
-    }
-  }
-  throw last;
-}
-
 /**
- * verifyEvidence, with the evidence's own signature — the one check a warm verification cannot
- * remember: ECDSA P-384 for SEV-SNP (~0.7–1.4 ms), P-256 for DCAP quotes and simulated reports —
- * checked by `checkSignature` (the CAS's crypto thread), so that the event loop goes on serving
- * while it runs. Every other check, in the same order, and the same refusals.
+ * The runtime's evidence verified, with its own signature — the one check a warm verification
+ * cannot remember: ECDSA P-384 for SEV-SNP (~0.7–1.4 ms), P-256 for DCAP quotes and simulated
+ * reports — checked by `checkSignature` (the CAS's crypto thread, so that the event loop goes on
+ * serving while it runs; or `checkSignature` of pending-signature.ts, on this thread). Every other
+ * check runs here, in the verifiers' own order, so the refusals are the same either way.
  */
-export async function verifyEvidenceOffloaded(
+export async function verifyEvidence(
   trust: TrustStore,
   evidence: Evidence,
   checkSignature: (check: SignatureCheck) => Promise<boolean>,
@@ -71,6 +52,7 @@ export async function verifyEvidenceOffloaded(
       options.onPrepared?.();
       return settle(pending, await checkSignature(pending.check));
     } catch (error) {
+      // Only a refusal moves on to the next key; anything else is not the evidence's answer.
       if (!(error instanceof VerificationError)) throw error;
       last = error;
     }

@@ -8,10 +8,10 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, test } from "node:test";
-import type { SignatureCheck } from "../../src/attestation/pending-signature.ts";
+import { checkSignature, type SignatureCheck } from "../../src/attestation/pending-signature.ts";
 import { signSimReport } from "../../src/attestation/sim/evidence.ts";
 import { VerificationError } from "../../src/attestation/verdict.ts";
-import { type Evidence, verifyEvidence, verifyEvidenceOffloaded } from "../../src/cas/evidence.ts";
+import { type Evidence, verifyEvidence } from "../../src/cas/evidence.ts";
 import type { TrustStore } from "../../src/cas/trust-store.ts";
 import { CryptoWorker } from "../../src/crypto/crypto-worker.ts";
 import { spkiHash } from "../../src/crypto/keys.ts";
@@ -28,6 +28,9 @@ const vcekPem = () =>
 const snpReport = () =>
   Buffer.from(readFileSync(join(VECTORS, "amd-snp", "report_milan.hex"), "utf8").trim(), "hex").toString("base64");
 const at = new Date("2025-07-01T00:00:00Z");
+/** Evidence verified with its signature checked on this thread: what the crypto thread's answers must equal. */
+const verifyHere = (trust: TrustStore, evidence: Evidence, when?: Date) =>
+  verifyEvidence(trust, evidence, async (check) => checkSignature(check), { at: when });
 
 let cas: TestCas;
 let admin: TestIdentity;
@@ -90,19 +93,19 @@ describe("collateral", () => {
     await assert.rejects(c.request("POST", "/v1/collateral", {}), { status: 400 });
   });
 
-  test("evidence is verified with what was imported; the declared TEE must be what the evidence is", () => {
+  test("evidence is verified with what was imported; the declared TEE must be what the evidence is", async () => {
     const trust = cas.running.service.trust;
     assert.equal(
-      verifyEvidence(trust, { tee: "sgx", quote: quote("sgx") }, at).status,
+      (await verifyHere(trust, { tee: "sgx", quote: quote("sgx") }, at)).status,
       "ConfigurationAndSWHardeningNeeded",
     );
-    assert.equal(verifyEvidence(trust, { tee: "tdx", quote: quote("tdx") }, at).status, "UpToDate");
-    assert.equal(verifyEvidence(trust, { tee: "snp", quote: snpReport() }, at).tee, "snp");
-    const refused = (check: string, f: () => unknown) =>
-      assert.throws(f, (e: unknown) => e instanceof VerificationError && e.check === check);
-    refused("format", () => verifyEvidence(trust, { tee: "tdx", quote: quote("sgx") }, at));
-    refused("format", () => verifyEvidence(trust, { tee: "snp", quote: quote("sgx") }, at));
-    refused("format", () => verifyEvidence(trust, { tee: "sim", quote: quote("sgx") }, at));
+    assert.equal((await verifyHere(trust, { tee: "tdx", quote: quote("tdx") }, at)).status, "UpToDate");
+    assert.equal((await verifyHere(trust, { tee: "snp", quote: snpReport() }, at)).tee, "snp");
+    const refused = (check: string, p: Promise<unknown>) =>
+      assert.rejects(p, (e: unknown) => e instanceof VerificationError && e.check === check);
+    await refused("format", verifyHere(trust, { tee: "tdx", quote: quote("sgx") }, at));
+    await refused("format", verifyHere(trust, { tee: "snp", quote: quote("sgx") }, at));
+    await refused("format", verifyHere(trust, { tee: "sim", quote: quote("sgx") }, at));
   });
 
   test("evidence's signature on the crypto thread: the verdict and every refusal as on the event loop", async () => {
@@ -115,11 +118,8 @@ describe("collateral", () => {
     };
     try {
       const report = snpReport();
-      const here = verifyEvidence(trust, { tee: "snp", quote: report }, at);
-      assert.deepEqual(
-        await verifyEvidenceOffloaded(trust, { tee: "snp", quote: report }, checkOnThread, { at }),
-        here,
-      );
+      const here = await verifyHere(trust, { tee: "snp", quote: report }, at);
+      assert.deepEqual(await verifyEvidence(trust, { tee: "snp", quote: report }, checkOnThread, { at }), here);
       assert.equal(onThread, 1);
       assert.equal(worker.threaded, true, "the signature was checked on the thread");
 
@@ -140,14 +140,11 @@ describe("collateral", () => {
       ];
       for (const evidence of cases) {
         let expected: unknown;
-        assert.throws(
-          () => verifyEvidence(trust, evidence, at),
-          (e) => {
-            expected = e;
-            return true;
-          },
-        );
-        await assert.rejects(verifyEvidenceOffloaded(trust, evidence, checkOnThread, { at }), (e: Error) => {
+        await assert.rejects(verifyHere(trust, evidence, at), (e) => {
+          expected = e;
+          return true;
+        });
+        await assert.rejects(verifyEvidence(trust, evidence, checkOnThread, { at }), (e: Error) => {
           assert.equal(e.constructor, (expected as Error).constructor);
           assert.equal(e.message, (expected as Error).message);
           return true;
@@ -160,16 +157,16 @@ describe("collateral", () => {
       for (const tee of ["sgx", "tdx"] as const) {
         const before: number = onThread;
         assert.deepEqual(
-          await verifyEvidenceOffloaded(trust, { tee, quote: quote(tee) }, checkOnThread, { at }),
-          verifyEvidence(trust, { tee, quote: quote(tee) }, at),
+          await verifyEvidence(trust, { tee, quote: quote(tee) }, checkOnThread, { at }),
+          await verifyHere(trust, { tee, quote: quote(tee) }, at),
         );
         assert.equal(onThread, before + 1);
         const bytes = Buffer.from(quote(tee), "base64");
         bytes[60]! ^= 1; // in the signed report body
         const altered: Evidence = { tee, quote: bytes.toString("base64") };
-        assert.throws(() => verifyEvidence(trust, altered, at), /not signed by the attestation key/);
+        await assert.rejects(verifyHere(trust, altered, at), /not signed by the attestation key/);
         await assert.rejects(
-          verifyEvidenceOffloaded(trust, altered, checkOnThread, { at }),
+          verifyEvidence(trust, altered, checkOnThread, { at }),
           /not signed by the attestation key/,
         );
       }
@@ -181,12 +178,9 @@ describe("collateral", () => {
       const twoKeys = { amdKeysFor: () => [readFileSync(join(VECTORS, "amd-snp", "vcek_milan.der")), other] };
       const failed = new Error("the crypto thread failed: it exited with code 1");
       await assert.rejects(
-        verifyEvidenceOffloaded(
-          twoKeys as unknown as TrustStore,
-          { tee: "snp", quote: report },
-          () => Promise.reject(failed),
-          { at },
-        ),
+        verifyEvidence(twoKeys as unknown as TrustStore, { tee: "snp", quote: report }, () => Promise.reject(failed), {
+          at,
+        }),
         (e) => e === failed,
       );
 
@@ -198,7 +192,7 @@ describe("collateral", () => {
         events.push("check");
         return worker.verify(check);
       };
-      await verifyEvidenceOffloaded(trust, { tee: "sgx", quote: quote("sgx") }, recording, {
+      await verifyEvidence(trust, { tee: "sgx", quote: quote("sgx") }, recording, {
         at,
         onPrepared: () => events.push("prepared"),
       });
@@ -210,19 +204,16 @@ describe("collateral", () => {
         { tee: "sim", quote: Buffer.from("{}").toString("base64") },
       ] as Evidence[])
         await assert.rejects(
-          verifyEvidenceOffloaded(trust, madeUp, recording, { at, onPrepared: () => events.push("prepared") }),
+          verifyEvidence(trust, madeUp, recording, { at, onPrepared: () => events.push("prepared") }),
           VerificationError,
         );
       assert.deepEqual(events, [], "nothing asked of the thread for made-up evidence");
 
       // A stopped thread: the check is made on the calling thread, with the same answer.
       await worker.close();
-      assert.deepEqual(
-        await verifyEvidenceOffloaded(trust, { tee: "snp", quote: report }, worker.verify, { at }),
-        here,
-      );
+      assert.deepEqual(await verifyEvidence(trust, { tee: "snp", quote: report }, worker.verify, { at }), here);
       await assert.rejects(
-        verifyEvidenceOffloaded(trust, { tee: "snp", quote: altered(0x2a0) }, worker.verify, { at }),
+        verifyEvidence(trust, { tee: "snp", quote: altered(0x2a0) }, worker.verify, { at }),
         /signature does not verify/,
       );
     } finally {
@@ -236,9 +227,9 @@ describe("collateral", () => {
       JSON.stringify(signSimReport(privateKey, "cd".repeat(32), Buffer.alloc(64, 1))),
     ).toString("base64");
     const trust = cas.running.service.trust;
-    assert.throws(() => verifyEvidence(trust, { tee: "sim", quote: evidence }), /not enrolled/);
+    await assert.rejects(verifyHere(trust, { tee: "sim", quote: evidence }), /not enrolled/);
     await cas.client(admin).request("POST", "/v1/las", { key: spkiHash(privateKey) });
-    const v = verifyEvidence(trust, { tee: "sim", quote: evidence });
+    const v = await verifyHere(trust, { tee: "sim", quote: evidence });
     assert.equal(v.simulated, true);
     assert.equal(v.measurements.digest, "cd".repeat(32));
     // With the signature checked on the crypto thread: the same verdict; a report signed by
@@ -247,8 +238,8 @@ describe("collateral", () => {
     try {
       const now = new Date();
       assert.deepEqual(
-        await verifyEvidenceOffloaded(trust, { tee: "sim", quote: evidence }, worker.verify, { at: now }),
-        verifyEvidence(trust, { tee: "sim", quote: evidence }, now),
+        await verifyEvidence(trust, { tee: "sim", quote: evidence }, worker.verify, { at: now }),
+        await verifyHere(trust, { tee: "sim", quote: evidence }, now),
       );
       assert.equal(worker.threaded, true);
       const parsed = JSON.parse(Buffer.from(evidence, "base64").toString());
@@ -260,9 +251,9 @@ describe("collateral", () => {
         new Date(parsed.report.time),
       ).signature;
       const forged = Buffer.from(JSON.stringify(parsed)).toString("base64");
-      assert.throws(() => verifyEvidence(trust, { tee: "sim", quote: forged }), /signature does not verify/);
+      await assert.rejects(verifyHere(trust, { tee: "sim", quote: forged }), /signature does not verify/);
       await assert.rejects(
-        verifyEvidenceOffloaded(trust, { tee: "sim", quote: forged }, worker.verify),
+        verifyEvidence(trust, { tee: "sim", quote: forged }, worker.verify),
         /signature does not verify/,
       );
     } finally {
