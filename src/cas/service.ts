@@ -210,8 +210,7 @@ export class CasService {
       this.#refuse(actor, "policy.create", policy.name, hash, "a policy of that name was created concurrently");
       throw new CasError(409, "exists", `policy ${policy.name} already exists; update it instead`);
     }
-    this.#index.set(policy.name, hash);
-    this.#changed(policy.name);
+    this.#indexed(policy.name, hash);
     this.#declareVolumes(actor, policy.name, policy, hash);
     this.#checkpointIfDue();
     return { name: policy.name, hash, version: 1 };
@@ -277,8 +276,7 @@ export class CasService {
       this.#refuse(actor, "policy.update", name, hash, "lost a concurrent update");
       throw new CasError(409, "conflict", `${name} was updated concurrently; fetch it and apply your change again`);
     }
-    this.#index.set(name, hash);
-    this.#changed(name);
+    this.#indexed(name, hash);
     this.#declareVolumes(actor, name, policy, hash);
     this.#checkpointIfDue();
     return { name, hash, version: next.version };
@@ -343,8 +341,7 @@ export class CasService {
       ),
     );
     if (!ok) throw new CasError(409, "conflict", `${name} changed while it was being deleted; try again`);
-    this.#index.delete(name);
-    this.#changed(name);
+    this.#indexed(name, undefined);
     for (const key of this.#volumes.keys()) if (key.startsWith(`${name}\0`)) this.#volumes.delete(key);
     this.#cache.delete(name);
     this.#openedSecrets.delete(name);
@@ -716,7 +713,10 @@ export class CasService {
     return this.#generations.get(name) ?? 0;
   }
 
-  #changed(name: string): void {
+  /** A policy written (its new hash) or deleted (undefined): the index and its generation move together. */
+  #indexed(name: string, hash: string | undefined): void {
+    if (hash === undefined) this.#index.delete(name);
+    else this.#index.set(name, hash);
     this.#generations.set(name, this.policyGeneration(name) + 1);
   }
 
