@@ -38,6 +38,25 @@ export type AuditEntry = z.output<typeof AuditEntry>;
 
 const GENESIS = "0".repeat(64);
 
+/**
+ * An entry's canonical JSON (RFC 8785, what canonicalJson writes), by JSON.stringify of an object
+ * whose keys are put in their sorted order: the entry is flat, of strings, null and one integer,
+ * so this is the same text (test/cas/audit.test.ts holds the two together) at a fifth of
+ * canonicalJson's cost — one is written for every attestation.
+ */
+export function entryJson(e: AuditEntry): string {
+  return JSON.stringify({
+    action: e.action,
+    actor: e.actor,
+    outcome: e.outcome,
+    policy_hash: e.policy_hash,
+    reason: e.reason,
+    seq: e.seq,
+    target: e.target,
+    time: e.time,
+  });
+}
+
 export const entryDigest = (entryJson: string): string => createHash("sha256").update(entryJson).digest("hex");
 
 export function chainHash(previous: string, digest: string): string {
@@ -63,7 +82,7 @@ export class AuditLog {
   /** The row that appends `entry` (without seq: it is given here) after `previous`. */
   row(previous: AuditRow | undefined, entry: Omit<AuditEntry, "seq">): AuditRow {
     const seq = (previous?.seq ?? 0) + 1;
-    const json = canonicalJson({ ...entry, seq });
+    const json = entryJson({ ...entry, seq });
     const chain = chainHash(previous?.chain ?? GENESIS, entryDigest(json));
     return { seq, entry: json, chain, mac: this.#mac(seq, chain) };
   }

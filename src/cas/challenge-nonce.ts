@@ -19,6 +19,7 @@
  * replayed just after.
  */
 import { createHmac, createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytesPooled } from "../crypto/random-pool.ts";
 
 export const NONCE_BYTES = 32;
 const EXPIRY_BYTES = 6;
@@ -76,7 +77,7 @@ export class ChallengeNonces {
     const expires = this.#now() + this.#ttlMs;
     const nonce = Buffer.allocUnsafe(NONCE_BYTES);
     nonce.writeUIntBE(expires, 0, EXPIRY_BYTES);
-    randomBytes(RANDOM_BYTES).copy(nonce, EXPIRY_BYTES);
+    randomBytesPooled(RANDOM_BYTES).copy(nonce, EXPIRY_BYTES);
     this.#mac(configId, nonce.subarray(0, EXPIRY_BYTES + RANDOM_BYTES)).copy(nonce, EXPIRY_BYTES + RANDOM_BYTES);
     return { nonce, expires };
   }

@@ -12,18 +12,27 @@ export class Metrics {
   readonly #requests = new Map<string, number>();
   readonly #latency = new Map<string, Series>();
 
+  /** Label sets by route, method and status, escaped once (every request is counted). */
+  readonly #labels = new Map<string, { requests: string; latency: string }>();
+
   request(route: string, method: string, status: number, elapsedMs: number): void {
-    const key = `route="${escapeLabel(route)}",method="${method}",status="${status}"`;
-    this.#requests.set(key, (this.#requests.get(key) ?? 0) + 1);
-    const lkey = `route="${escapeLabel(route)}",method="${method}"`;
-    const series = this.#latency.get(lkey) ?? { count: 0, sum: 0, buckets: BUCKETS.map(() => 0) };
+    const id = `${route}\0${method}\0${status}`;
+    let labels = this.#labels.get(id);
+    if (!labels) {
+      const latency = `route="${escapeLabel(route)}",method="${escapeLabel(method)}"`;
+      labels = { requests: `${latency},status="${status}"`, latency };
+      this.#labels.set(id, labels);
+    }
+    this.#requests.set(labels.requests, (this.#requests.get(labels.requests) ?? 0) + 1);
+    let series = this.#latency.get(labels.latency);
+    if (!series) {
+      series = { count: 0, sum: 0, buckets: BUCKETS.map(() => 0) };
+      this.#latency.set(labels.latency, series);
+    }
     const seconds = elapsedMs / 1000;
     series.count++;
     series.sum += seconds;
-    BUCKETS.forEach((b, i) => {
-      if (seconds <= b) series.buckets[i]!++;
-    });
-    this.#latency.set(lkey, series);
+    for (let i = 0; i < BUCKETS.length; i++) if (seconds <= BUCKETS[i]!) series.buckets[i]!++;
   }
 
   render(gauges: Record<string, number>): string {

@@ -527,8 +527,9 @@ export class CasService {
 
   /** Record a grant decided outside this service (the attestation flow). */
   grant(actor: string, action: string, target: string, hash: string | null, reason: string): void {
-    this.#store.appendAudit((prev) => this.#auditRow(prev, actor, action, target, hash, "granted", reason));
-    this.#checkpointIfDue();
+    this.#checkpointIfDue(
+      this.#store.appendAudit((prev) => this.#auditRow(prev, actor, action, target, hash, "granted", reason)),
+    );
   }
 
   /** Record a refusal that happened outside this service (e.g. a request without identity). */
@@ -776,13 +777,15 @@ export class CasService {
   }
 
   #refuse(actor: string, action: string, target: string, hash: string | null, reason: string): void {
-    this.#store.appendAudit((prev) => this.#auditRow(prev, actor, action, target, hash, "refused", reason));
-    this.#checkpointIfDue();
+    this.#checkpointIfDue(
+      this.#store.appendAudit((prev) => this.#auditRow(prev, actor, action, target, hash, "refused", reason)),
+    );
   }
 
-  #checkpointIfDue(): void {
+  /** `appended`: the row just written, when the caller has it (saves reading it back). */
+  #checkpointIfDue(appended?: AuditRow): void {
     const every = this.#options.checkpointEvery ?? 100;
-    const last = this.#store.lastAudit();
+    const last = appended ?? this.#store.lastAudit();
     if (last && last.seq % every === 0) this.#store.addCheckpoint(this.#audit.checkpoint(last, this.#now()));
   }
 }

@@ -6,7 +6,7 @@
  * this natively is about twenty times faster than through a pure-JavaScript ASN.1 library.
  * Tests parse every result back with OpenSSL and with @peculiar/x509.
  */
-import { createHash, createPublicKey, type KeyObject, randomBytes, sign, X509Certificate } from "node:crypto";
+import { createHash, createPublicKey, type KeyObject, sign, X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
 import {
   bitString,
@@ -30,6 +30,7 @@ import {
   unsignedInteger,
   utf8String,
 } from "./der.ts";
+import { randomBytesPooled } from "./random-pool.ts";
 
 export type CertificateRequest = CertificateProfile &
   (
@@ -198,7 +199,7 @@ export function issueDer(request: CertificateRequest, signer: Signer): Buffer {
     }
   }
   // A positive serial number of 128 random bits (RFC 5280 allows up to 20 octets).
-  const serial = randomBytes(16);
+  const serial = randomBytesPooled(16);
   serial[0] = (serial[0]! & 0x7f) | 0x01;
   const tbs = sequence(
     explicit(0, smallInteger(2)),
@@ -219,8 +220,12 @@ export const issue = (request: CertificateRequest, signer: Signer): X509Certific
   new X509Certificate(issueDer(request, signer));
 
 export function certificatePem(der: Uint8Array): string {
-  const b64 = Buffer.from(der).toString("base64");
-  return `-----BEGIN CERTIFICATE-----\n${b64.replace(/.{64}/g, "$&\n").replace(/\n$/, "")}\n-----END CERTIFICATE-----\n`;
+  const b64 = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString("base64");
+  // Lines of 64 characters (RFC 7468), cut by slicing: a regular expression over the base64 was
+  // a fiftieth of the CAS's event-loop time per attestation.
+  let pem = "-----BEGIN CERTIFICATE-----\n";
+  for (let i = 0; i < b64.length; i += 64) pem += `${b64.slice(i, i + 64)}\n`;
+  return `${pem}-----END CERTIFICATE-----\n`;
 }
 
 /** The signer of a self-signed certificate: the subject's own key and name. */

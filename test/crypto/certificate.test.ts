@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import fc from "fast-check";
-import { issue, keyIdentifier, selfSigner, signerFor } from "../../src/crypto/certificate.ts";
+import { certificatePem, issue, keyIdentifier, selfSigner, signerFor } from "../../src/crypto/certificate.ts";
 import {
   bitString,
   namedBits,
@@ -328,5 +328,28 @@ describe("issued certificates", () => {
       selfSigner("long", k.privateKey),
     );
     assert.equal(new Date(c.validTo).toISOString(), "2060-01-01T00:00:00.000Z");
+  });
+});
+
+describe("PEM", () => {
+  test("certificatePem writes what OpenSSL writes, at every line-length boundary", () => {
+    // Subject names of growing length move the DER, and so the base64, across 64-character
+    // lines: full last lines, one character over, and everything between.
+    const k = keys["P-256"]!();
+    const lastLines = new Set<number>();
+    for (let extra = 0; extra < 64; extra++) {
+      const name = `pem ${"x".repeat(extra)}`;
+      const der = issue(
+        { commonName: name, subjectPublicKey: k.publicKey, ca: true, notBefore: now, notAfter: inDays(1) },
+        selfSigner(name, k.privateKey),
+      ).raw;
+      const pem = certificatePem(der);
+      assert.equal(pem, new X509Certificate(der).toString(), `with ${der.length} bytes of DER`);
+      lastLines.add((Math.ceil(der.length / 3) * 4) % 64);
+      // A Uint8Array view into a larger buffer encodes only its own bytes.
+      const padded = Buffer.concat([Buffer.from("junk"), der, Buffer.from("junk")]);
+      assert.equal(certificatePem(new Uint8Array(padded.buffer, padded.byteOffset + 4, der.length)), pem);
+    }
+    assert.ok(lastLines.has(0), "a base64 text ending on a line boundary was covered");
   });
 });
