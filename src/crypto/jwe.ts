@@ -22,9 +22,9 @@ import {
   createSecretKey,
   diffieHellman,
   type KeyObject,
-  randomBytes,
 } from "node:crypto";
 import { p256SpkiPoint } from "./keys.ts";
+import { randomBytesPooled } from "./random-pool.ts";
 
 export const JWE_ALG = "ECDH-ES+A256KW";
 export const JWE_ENC = "A256GCM";
@@ -87,17 +87,11 @@ export function encryptCompact(
   return sealCompact(plaintext, agreeEphemeral(p256Point(recipient)), header);
 }
 
-/** As encryptCompact, with the key agreement made by `agree` (on a worker thread, say). */
-export async function encryptCompactWith(
-  agree: (point: Buffer) => Promise<KeyAgreement>,
-  plaintext: Uint8Array,
-  recipient: KeyObject | Buffer,
-  header: Pick<JweHeader, "cty" | "typ" | "kid"> = {},
-): Promise<string> {
-  return sealCompact(plaintext, await agree(p256Point(recipient)), header);
-}
-
-function sealCompact(
+/**
+ * The compact JWE of `plaintext` with a key agreement already made (agreeEphemeral, on a worker
+ * thread, say) for the recipient's point: the rest of sealing, cheap and synchronous.
+ */
+export function sealCompact(
   plaintext: Uint8Array,
   { epk, shared }: KeyAgreement,
   header: Pick<JweHeader, "cty" | "typ" | "kid">,
@@ -115,10 +109,10 @@ function sealCompact(
   };
   const encodedHeader = Buffer.from(JSON.stringify(protectedHeader)).toString("base64url");
   const kek = concatKdf(shared, JWE_ALG, 256);
-  const cek = randomBytes(CEK_BYTES);
+  const cek = randomBytesPooled(CEK_BYTES);
   const wrap = createCipheriv("id-aes256-wrap", createSecretKey(kek), KEY_WRAP_IV);
   const encryptedKey = Buffer.concat([wrap.update(cek), wrap.final()]);
-  const iv = randomBytes(IV_BYTES);
+  const iv = randomBytesPooled(IV_BYTES);
   const gcm = createCipheriv("aes-256-gcm", createSecretKey(cek), iv);
   gcm.setAAD(Buffer.from(encodedHeader, "ascii"));
   const ciphertext = Buffer.concat([gcm.update(plaintext), gcm.final()]);

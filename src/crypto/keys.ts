@@ -1,5 +1,5 @@
 /** Key helpers over node:crypto. */
-import { createHash, createPublicKey, ECDH, type KeyObject } from "node:crypto";
+import { createHash, createPublicKey, type KeyObject } from "node:crypto";
 
 /**
  * The name of an identity: lowercase hex SHA-256 of its public key's SubjectPublicKeyInfo
@@ -14,23 +14,6 @@ export function spkiHash(key: KeyObject | string): string {
 
 /** DER of a P-256 SubjectPublicKeyInfo up to the point: id-ecPublicKey, prime256v1, BIT STRING. */
 export const P256_SPKI_PREFIX = Buffer.from("3059301306072a8648ce3d020106082a8648ce3d030107034200", "hex");
-
-/**
- * The uncompressed point (04 ‖ x ‖ y) of a P-256 SubjectPublicKeyInfo, after checking that it
- * is one — exactly this encoding, and a point on the curve (OpenSSL decodes it) — or undefined.
- * For keys received once and used once (a runtime's ephemeral key): a KeyObject costs five
- * times as much to make, most of it in Node's own argument checks.
- */
-export function p256PointOf(spki: Uint8Array): Buffer | undefined {
-  const point = p256SpkiPoint(spki);
-  if (!point) return undefined;
-  try {
-    ECDH.convertKey(point, "prime256v1", undefined, undefined, "uncompressed");
-  } catch {
-    return undefined;
-  }
-  return point;
-}
 
 /**
  * The uncompressed point of a P-256 SubjectPublicKeyInfo by its encoding alone, not checked to

@@ -79,12 +79,13 @@ interface Attempt {
 }
 
 /** What a runtime does before it sends its evidence. */
-async function prepare(configId: string, measured = program): Promise<Attempt> {
+async function prepare(configId: string, measured = program, boundSpki?: Buffer): Promise<Attempt> {
   const { nonce } = await runtime.request<{ nonce: string }>("POST", "/v1/attestation/challenge", {
     config_id: configId,
   });
   const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
-  const spki = publicKey.export({ type: "spki", format: "der" });
+  // `boundSpki`: evidence bound to a key of the test's choosing (one that is not a key, say).
+  const spki = boundSpki ?? publicKey.export({ type: "spki", format: "der" });
   const evidence = await new LasProvider(las.url, measured).evidence(
     expectedReportData(Buffer.from(nonce, "base64"), spki),
   );
@@ -115,6 +116,21 @@ const send = (configId: string, a: Attempt, override: Partial<{ nonce: string; q
   });
 
 const refused = refusedWith;
+
+interface AttestationEntry {
+  readonly action: string;
+  readonly target: string;
+  readonly outcome: string;
+  readonly reason: string;
+}
+
+/** The audit log's attestation entries about `configId`, oldest first. */
+async function attestationsOf(configId: string): Promise<AttestationEntry[]> {
+  const audit = await cas.client(owner).request<{ entries: { entry?: AttestationEntry }[] }>("GET", "/v1/audit");
+  return audit.entries
+    .map((e) => e.entry)
+    .filter((e): e is AttestationEntry => e?.action === "attestation" && e.target === configId);
+}
 
 describe("the flow", () => {
   test("evidence in, a configuration only K can open out, with a service certificate for K", async () => {
@@ -174,17 +190,19 @@ describe("refusals", () => {
 
   test("a runtime key that is not a P-256 point: another curve, off the curve, cut short", async () => {
     const p384 = generateKeyPairSync("ec", { namedCurve: "P-384" }).publicKey.export({ type: "spki", format: "der" });
-    for (const spki of [
-      p384,
-      flipLastByte((await prepare("shop/web")).spki),
-      (await prepare("shop/web")).spki.subarray(0, 60),
-    ]) {
-      const a = await prepare("shop/web");
-      await refused(
-        send("shop/web", a, { spki: spki.toString("base64") }),
-        400,
-        /expected the runtime's P-256 public key/,
-      );
+    const offCurve = flipLastByte((await prepare("shop/web")).spki);
+    for (const [spki, why] of [
+      [p384, /expected the runtime's P-256 public key \(SubjectPublicKeyInfo, base64 DER\)$/],
+      [offCurve, /expected the runtime's P-256 public key .*: the point is not on the curve$/],
+      [(await prepare("shop/web")).spki.subarray(0, 60), /expected the runtime's P-256 public key/],
+    ] as const) {
+      // Evidence bound to that very key: only the key is wrong.
+      const a = await prepare("shop/web", program, spki);
+      const grantsBefore = (await attestationsOf("shop/web")).filter((e) => e.outcome === "granted").length;
+      await refused(send("shop/web", a), 400, why);
+      const entries = await attestationsOf("shop/web");
+      assert.equal(entries.filter((e) => e.outcome === "granted").length, grantsBefore, "nothing granted");
+      assert.match(entries.at(-1)!.reason, why);
     }
   });
 

@@ -16,10 +16,18 @@ import { after, describe, test } from "node:test";
 import { compactDecrypt } from "jose";
 import { checkSignature, type SignatureCheck } from "../../src/attestation/pending-signature.ts";
 import { CryptoWorker } from "../../src/crypto/crypto-worker.ts";
-import { agreeEphemeral, decryptCompact, encryptCompactWith, JweError } from "../../src/crypto/jwe.ts";
+import { agreeEphemeral, decryptCompact, JweError, type KeyAgreement, sealCompact } from "../../src/crypto/jwe.ts";
+import { p256SpkiPoint } from "../../src/crypto/keys.ts";
 
 const p256 = () => generateKeyPairSync("ec", { namedCurve: "P-256" });
 const spkiOf = (k: ReturnType<typeof p256>) => k.publicKey.export({ type: "spki", format: "der" });
+/** A JWE to `spki` with the agreement made by `agree` (the CAS's way: agreement, then sealCompact). */
+const sealWith = async (
+  agree: (point: Buffer) => Promise<KeyAgreement>,
+  plaintext: Buffer,
+  spki: Buffer,
+  header: { cty?: string } = {},
+) => sealCompact(plaintext, await agree(p256SpkiPoint(spki)!), header);
 
 describe("the crypto worker thread", () => {
   const worker = new CryptoWorker();
@@ -27,7 +35,7 @@ describe("the crypto worker thread", () => {
 
   test("a JWE sealed with the thread's agreement opens with the recipient's key, here and in jose", async () => {
     const recipient = p256();
-    const jwe = await encryptCompactWith(worker.agree, Buffer.from("for K only"), spkiOf(recipient), { cty: "text" });
+    const jwe = await sealWith(worker.agree, Buffer.from("for K only"), spkiOf(recipient), { cty: "text" });
     assert.equal(worker.threaded, true, "the agreement was made on the thread");
     assert.equal(decryptCompact(jwe, recipient.privateKey).plaintext.toString(), "for K only");
     const opened = await compactDecrypt(jwe, recipient.privateKey);
@@ -38,7 +46,7 @@ describe("the crypto worker thread", () => {
   test("200 in flight at once: each answer reaches its own caller", async () => {
     const recipients = Array.from({ length: 200 }, p256);
     const sealed = await Promise.all(
-      recipients.map((r, i) => encryptCompactWith(worker.agree, Buffer.from(`message ${i}`), spkiOf(r))),
+      recipients.map((r, i) => sealWith(worker.agree, Buffer.from(`message ${i}`), spkiOf(r))),
     );
     for (const [i, jwe] of sealed.entries())
       assert.equal(decryptCompact(jwe, recipients[i]!.privateKey).plaintext.toString(), `message ${i}`);
@@ -64,7 +72,7 @@ describe("the crypto worker thread", () => {
     await own.close();
     await pending;
     assert.equal(own.threaded, false);
-    const jwe = await encryptCompactWith(own.agree, Buffer.from("still sealed"), spkiOf(recipient));
+    const jwe = await sealWith(own.agree, Buffer.from("still sealed"), spkiOf(recipient));
     assert.equal(decryptCompact(jwe, recipient.privateKey).plaintext.toString(), "still sealed");
     assert.equal(own.threaded, false, "no thread was started again");
   });
@@ -95,7 +103,7 @@ describe("the crypto worker thread", () => {
     const recipient = p256();
     const [answers, sealed] = await Promise.all([
       Promise.all(checks.map(worker.verify)),
-      encryptCompactWith(worker.agree, Buffer.from("mixed"), spkiOf(recipient)),
+      sealWith(worker.agree, Buffer.from("mixed"), spkiOf(recipient)),
     ]);
     assert.deepEqual(answers, checks.map(checkSignature));
     assert.deepEqual(answers, [true, false, false, false, false]);
