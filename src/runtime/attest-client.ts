@@ -1,16 +1,46 @@
 /**
  * The runtime's side of the attestation protocol (DESIGN.md §5): a nonce from the CAS, an
  * ephemeral P-256 key K made here, evidence binding both from the provider, and the
- * configuration back as a JWE that only K opens. K never leaves this process.
+ * configuration back as a JWE that only K opens. K never leaves this process. Attested again
+ * (a few times at most) if the policy changed while the CAS was deciding.
  */
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { expectedReportData } from "../attestation/binding.ts";
 import type { EvidenceProvider } from "../attestation/providers/provider.ts";
 import type { Configuration } from "../cas/attestation.ts";
-import type { CasClient } from "../client/cas-client.ts";
+import { type CasClient, CasRequestError } from "../client/cas-client.ts";
 import { decryptCompact } from "../crypto/jwe.ts";
 
+/**
+ * Attempts at most, when the CAS answers 409 `policy_changed`: the policy was updated while the
+ * CAS verified this runtime's evidence, and it refuses to grant on the version it read (see
+ * docs/cas.md). Nothing was released; a fresh attempt — new nonce, new key, new evidence — is
+ * decided on the new version. A policy that changes at every attempt is not waited out.
+ */
+export const POLICY_CHANGED_ATTEMPTS = 3;
+
 export async function obtainConfiguration(
+  cas: CasClient,
+  configId: string,
+  provider: EvidenceProvider,
+): Promise<{ configuration: Configuration; key: KeyObject }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await attestOnce(cas, configId, provider);
+    } catch (error) {
+      if (!(error instanceof CasRequestError && error.code === "policy_changed")) throw error;
+      if (attempt >= POLICY_CHANGED_ATTEMPTS)
+        throw new CasRequestError(
+          error.status,
+          error.code,
+          `${error.message} (refused ${attempt} times in a row: the policy changes faster than this runtime attests)`,
+          error.details,
+        );
+    }
+  }
+}
+
+async function attestOnce(
   cas: CasClient,
   configId: string,
   provider: EvidenceProvider,

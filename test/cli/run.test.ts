@@ -21,6 +21,7 @@ const marker = join(dir, "started");
 let cas: TestCas;
 let las: RunningLas;
 let env: Record<string, string>;
+let owner: Awaited<ReturnType<typeof makeIdentity>>;
 
 before(async () => {
   writeFileSync(
@@ -29,7 +30,7 @@ before(async () => {
     { mode: 0o755 },
   );
   writeFileSync(trap, `#!/bin/sh\ntrap 'exit 42' TERM\necho ready\nwhile true; do sleep 0.05; done\n`, { mode: 0o755 });
-  const owner = await makeIdentity("owner");
+  owner = await makeIdentity("owner");
   cas = await startTestCas({ admins: [owner.hash] });
   const { key } = await loadOrCreateNodeKey(join(dir, "las.pem"));
   las = await startLas({ listen: "127.0.0.1:0", key });
@@ -135,5 +136,69 @@ describe("cloister run", () => {
       CLOISTER_CAS_KEY: "ab".repeat(32),
     });
     await neverStarts(["--config-id", "runme/svc", "--tee", "auto", app], /no TEE found .*--tee sim/);
+  });
+
+  test("a policy updated while the CAS verifies the evidence: attested again, on the new version; refused three times, given up", async () => {
+    const racy = (version: number, predecessor?: string) => `version: "1"
+name: racy
+${predecessor ? `predecessor: ${predecessor}\n` : ""}security:
+  attestation: {mode: simulation}
+services:
+  - name: svc
+    measurements: [{tee: sim, digest: ${measureFile(Buffer.from(require_("node:fs").readFileSync(app)))}}]
+    command: [${app}]
+    environment: {GREETING: "version-${version}"}
+    pwd: ${dir}
+    files:
+      - {path: /etc/cloister-run-test/secret.conf, content: "password=racy"}
+`;
+    const service = cas.running.service;
+    let current = (await service.create(owner.hash, racy(1), [])).hash;
+    let version = 1;
+    // A seam on the real CAS (it runs in this process): while `updatesLeft` lasts, each time the
+    // attestation flow reads policy racy, an update to it is made to land in the same turn of the
+    // event loop — while the CAS waits for its crypto thread, between reading and granting: the
+    // race the CAS refuses with 409 policy_changed.
+    let updatesLeft = 0;
+    const secretValues = service.secretValues;
+    service.secretValues = function (this: typeof service, name: string) {
+      const read = secretValues.call(this, name);
+      if (name === "racy" && updatesLeft > 0) {
+        updatesLeft--;
+        setImmediate(() => {
+          void service.update(owner.hash, racy(++version, current), [], "racy").then((s) => {
+            current = s.hash;
+          });
+        });
+      }
+      return read;
+    };
+    const refusals = async () =>
+      (
+        await cas
+          .client(owner)
+          .request<{ entries: { entry?: { action: string; target: string; reason: string } }[] }>("GET", "/v1/audit")
+      ).entries.filter(
+        (e) =>
+          e.entry?.action === "attestation" && e.entry.target === "racy/svc" && /changed while/.test(e.entry.reason),
+      ).length;
+    try {
+      updatesLeft = 1;
+      const r = await runCli(["run", "--config-id", "racy/svc", "--tee", "sim", app], { env });
+      assert.equal(r.code, 7, r.stderr);
+      assert.equal(updatesLeft, 0);
+      assert.equal(await refusals(), 1, "the first attempt was refused");
+      assert.match(r.stdout, /GREETING=version-2/, "granted on the version that landed meanwhile");
+      assert.doesNotMatch(r.stderr, /changed|refused/, "the retry is silent");
+
+      updatesLeft = 3;
+      await neverStarts(
+        ["--config-id", "racy/svc", "--tee", "sim", app],
+        /^cloister: policy racy changed while this attestation was being verified.*\(refused 3 times in a row/,
+      );
+      assert.equal(await refusals(), 4);
+    } finally {
+      service.secretValues = secretValues;
+    }
   });
 });
