@@ -68,6 +68,14 @@ function cpuMs(pid: number, whole = false): number {
   return (ticks * 1000) / CLOCK_TICKS;
 }
 
+/** The machine's CPU time from /proc/stat, in ticks: all of it, and the part spent idle. */
+function machineTicks(): { total: number; idle: number } {
+  const fields = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is counted within user).
+  const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { total, idle: fields[3]! + fields[4]! };
+}
+
 const dir = mkdtempSync(join(tmpdir(), "cloister-bench-attest-"));
 const admin = await selfSignedP256("bench", 1);
 const child = spawn(
@@ -91,7 +99,22 @@ try {
   // that the CPU the load generator takes from the CAS's two cores is as little as it can be;
   // the CAS receives the same requests as from node:https.
   const sharedContext = createSecureContext({ minVersion: "TLSv1.3" });
-  const pool = new Http1Pool(url.hostname, Number(url.port), sharedContext, SOCKETS);
+  /** Where the runtimes' flows go: the CAS, then Node's floor (bench/support/https-floor.ts). */
+  interface Target {
+    readonly host: string;
+    readonly port: number;
+    readonly pool: Http1Pool;
+    /** The server's process, for its CPU. */
+    readonly pid: number;
+  }
+  let target: Target = {
+    host: url.hostname,
+    port: Number(url.port),
+    pool: new Http1Pool(url.hostname, Number(url.port), sharedContext, SOCKETS),
+    pid: child.pid!,
+  };
+  /** The sizes of the CAS's answers (the floor answers with as many bytes). */
+  const answerBytes = { challenge: 0, configuration: 0 };
   const measurement = measureFile(readFileSync(PROGRAM));
   const json = <T>({ status, body }: Http1Response): T => {
     if (status !== 200) throw new Error(`${status} ${body}`);
@@ -121,10 +144,17 @@ try {
    * has (one TLS handshake per flow); otherwise on the shared keep-alive connections.
    */
   const flow = async (fresh = false) => {
-    const own = fresh ? await Http1Connection.open(url.hostname, Number(url.port), sharedContext) : pool;
+    const { host, port, pool } = target;
+    const own = fresh ? await Http1Connection.open(host, port, sharedContext) : pool;
     try {
-      const post = async <T>(path: string, body: unknown) => json<T>(await own.post(path, body));
+      let bytes = 0;
+      const post = async <T>(path: string, body: unknown) => {
+        const response = await own.post(path, body);
+        bytes = response.body.length;
+        return json<T>(response);
+      };
       const { nonce } = await post<{ nonce: string }>("/v1/attestation/challenge", { config_id: "bench/svc" });
+      answerBytes.challenge = bytes;
       const spki = runtimeKey();
       const evidence = signSimReport(lasKey, measurement, expectedReportData(Buffer.from(nonce, "base64"), spki));
       const r = await post<{ configuration: string }>("/v1/attestation", {
@@ -134,6 +164,7 @@ try {
         spki: spki.toString("base64"),
       });
       if (r.configuration.split(".").length !== 5) throw new Error("not a JWE");
+      answerBytes.configuration = bytes;
     } finally {
       if (own instanceof Http1Connection) own.close();
     }
@@ -150,16 +181,20 @@ try {
   });
   /**
    * CPU spent per flow during `run`, in ms: by the CAS's event loop (its main thread), by the
-   * whole CAS, and by this process (the load generator).
+   * whole CAS, and by this process (the load generator); and the share of the machine's CPU time
+   * left idle meanwhile.
    */
   const withCpuPerFlow = async <T extends { n: number }>(run: () => Promise<T>) => {
-    const before = [cpuMs(child.pid!), cpuMs(child.pid!, true), process.cpuUsage()] as const;
+    const { pid } = target;
+    const before = [cpuMs(pid), cpuMs(pid, true), process.cpuUsage(), machineTicks()] as const;
     const result = await run();
     const own = process.cpuUsage(before[2]);
+    const machine = machineTicks();
     return {
+      idle: (machine.idle - before[3].idle) / (machine.total - before[3].total),
       ...result,
-      loopCpuMs: (cpuMs(child.pid!) - before[0]) / result.n,
-      casCpuMs: (cpuMs(child.pid!, true) - before[1]) / result.n,
+      loopCpuMs: (cpuMs(pid) - before[0]) / result.n,
+      casCpuMs: (cpuMs(pid, true) - before[1]) / result.n,
       generatorCpuMs: (own.user + own.system) / 1000 / result.n,
     };
   };
@@ -208,6 +243,7 @@ try {
     await Promise.all(flows);
     return { ...summary(latencies, start), mostInFlight, latencies };
   };
+  keysFor(2500);
   await closedLoop(1); // warm up: connections, JIT
   keysFor(SECONDS * 2500);
   const capacity = await withCpuPerFlow(() => closedLoop(SECONDS));
@@ -224,21 +260,60 @@ try {
   for (let round = 0; round < 3; round++) rounds.push(await openLoop(RATE, SECONDS));
   keysFor(SECONDS * 1500);
   const fresh = await withCpuPerFlow(() => closedLoop(SECONDS, CLIENTS, true));
+  // Node's floor: the same flows against a bare node:https server with canned answers of the
+  // CAS's sizes — what HTTP and TLS cost by themselves here, in this same run.
+  const floorProcess = spawn(
+    process.execPath,
+    [
+      join(import.meta.dirname, "support", "https-floor.ts"),
+      String(answerBytes.challenge),
+      String(answerBytes.configuration),
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  let floor: { kept: typeof fresh; fresh: typeof fresh };
+  try {
+    const floorPort = await new Promise<number>((resolve, reject) => {
+      let said = "";
+      floorProcess.stdout.on("data", (d: Buffer) => {
+        said += d;
+        const m = /listening (\d+)/.exec(said);
+        if (m) resolve(Number(m[1]));
+      });
+      floorProcess.on("exit", (code) => reject(new Error(`https-floor exited with ${code}`)));
+    });
+    target.pool.close();
+    target = {
+      host: "127.0.0.1",
+      port: floorPort,
+      pool: new Http1Pool("127.0.0.1", floorPort, sharedContext, SOCKETS),
+      pid: floorProcess.pid!,
+    };
+    keysFor(5000);
+    await closedLoop(1);
+    keysFor(SECONDS * 5000);
+    const kept = await withCpuPerFlow(() => closedLoop(SECONDS));
+    keysFor(SECONDS * 1500);
+    floor = { kept, fresh: await withCpuPerFlow(() => closedLoop(SECONDS, CLIENTS, true)) };
+  } finally {
+    floorProcess.kill("SIGTERM");
+  }
   const atRate = {
     ...percentiles(rounds.flatMap((r) => r.latencies)),
     perSecond: rounds.reduce((sum, r) => sum + r.perSecond, 0) / rounds.length,
     mostInFlight: Math.max(...rounds.map((r) => r.mostInFlight)),
   };
   const ms = (x: number) => `${x.toFixed(1)} ms`;
+  const percent = (x: number) => `${(100 * x).toFixed(0)} %`;
   console.log(`attest-throughput: one CAS, ${SECONDS} s per measurement`);
   console.log(
-    `capacity, ${CLIENTS} runtimes in a closed loop: ${capacity.perSecond.toFixed(0)} flows/s  (p50 ${ms(capacity.p50)}, p99 ${ms(capacity.p99)}; ${capacity.n} flows)`,
+    `capacity, ${CLIENTS} runtimes in a closed loop: ${capacity.perSecond.toFixed(0)} flows/s  (p50 ${ms(capacity.p50)}, p99 ${ms(capacity.p99)}; ${capacity.n} flows; the machine ${percent(capacity.idle)} idle)`,
   );
   console.log(
     `latency at ${RATE} flows/s offered (Poisson): p50 ${ms(atRate.p50)}  p99 ${ms(atRate.p99)}  (3 × ${SECONDS} s pooled, ${atRate.n} flows; p99 per round ${rounds.map((r) => ms(r.p99)).join(", ")}; ${atRate.perSecond.toFixed(0)} flows/s completed, at most ${atRate.mostInFlight} in flight)`,
   );
   console.log(
-    `a TLS handshake per flow, ${CLIENTS} runtimes in a closed loop: ${fresh.perSecond.toFixed(0)} flows/s  (p50 ${ms(fresh.p50)}, p99 ${ms(fresh.p99)}; ${fresh.n} flows)`,
+    `a TLS handshake per flow, ${CLIENTS} runtimes in a closed loop: ${fresh.perSecond.toFixed(0)} flows/s  (p50 ${ms(fresh.p50)}, p99 ${ms(fresh.p99)}; ${fresh.n} flows; the machine ${percent(fresh.idle)} idle)`,
   );
   const ceiling = (cpu: number) => `${cpu.toFixed(3)} ms, at most ${(1000 / cpu).toFixed(0)} flows/s on one core`;
   console.log(
@@ -248,9 +323,13 @@ try {
   const machine = (r: typeof fresh) =>
     `CAS ${r.casCpuMs.toFixed(3)} + load generator ${r.generatorCpuMs.toFixed(3)} ms, at most ${((cores * 1000) / (r.casCpuMs + r.generatorCpuMs)).toFixed(0)} flows/s on ${cores} cores`;
   console.log(`CPU per flow in all: ${machine(capacity)} kept alive; ${machine(fresh)} with a handshake per flow`);
+  const times = (cas: number, bare: number) => `${(cas / bare).toFixed(1)}×`;
+  console.log(
+    `Node's floor (a bare node:https server, canned answers of the same sizes; bench/support/https-floor.ts): event loop ${floor.kept.loopCpuMs.toFixed(3)} ms per flow kept alive (${floor.kept.perSecond.toFixed(0)} flows/s), ${floor.fresh.loopCpuMs.toFixed(3)} ms with a handshake per flow (${floor.fresh.perSecond.toFixed(0)} flows/s); the CAS's event loop is ${times(capacity.loopCpuMs, floor.kept.loopCpuMs)} and ${times(fresh.loopCpuMs, floor.fresh.loopCpuMs)} that, the CAS's whole process ${times(capacity.casCpuMs, floor.kept.casCpuMs)} and ${times(fresh.casCpuMs, floor.fresh.casCpuMs)}`,
+  );
   if (keysMadeDuring > 0) console.log(`(runtime keys made while measuring, not before: ${keysMadeDuring})`);
   console.log("targets: capacity ≥ 1,000 flows/s; p99 ≤ 50 ms at 1,000 flows/s");
-  pool.close();
+  target.pool.close();
 } finally {
   child.kill("SIGTERM");
   await new Promise((r) => child.on("exit", r));
