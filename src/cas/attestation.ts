@@ -154,8 +154,9 @@ export class AttestationService {
     if (!point) return notAKey();
     // The JWE's key agreement, asked once the evidence has passed every check but its signature
     // (not before: made-up evidence must not cost the crypto thread an agreement), in the same
-    // turn as that signature check, so that the two go to the thread in one message. Used only
-    // if the attestation is granted; a refusal drops it.
+    // turn as that signature check, so that the two go to the thread in one message. Awaited
+    // once the evidence is accepted (where a point off the curve is found); a refusal before
+    // that drops it.
     let agreement: Promise<KeyAgreement> | undefined;
     const agree = () => {
       if (agreement) return;
@@ -235,8 +236,9 @@ export class AttestationService {
       jwe = sealCompact(Buffer.from(JSON.stringify(configuration)), keyAgreement, {
         cty: "cloister-configuration+json",
       });
-    } catch (error) {
-      return refuse(500, "internal", `the configuration could not be sealed: ${(error as Error).message}`);
+    } catch {
+      // Not the caller's doing; no internal detail for an unauthenticated caller (as above).
+      return refuse(500, "internal", "the configuration could not be sealed (internal error)");
     }
     // The decision was made against `record`, read before the awaits above (the evidence's
     // signature and the key agreement, on the crypto thread). If the policy changed meanwhile —

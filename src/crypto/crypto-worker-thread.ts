@@ -5,7 +5,7 @@
  */
 import { parentPort } from "node:worker_threads";
 import { checkSignature } from "../attestation/pending-signature.ts";
-import { type Answer, asBuffer, type Question } from "./crypto-worker.ts";
+import { type Answer, asBuffer, errorAnswer, type Question } from "./crypto-worker.ts";
 import { agreeEphemeral } from "./jwe.ts";
 
 parentPort!.on("message", (questions: Question[]) => {
@@ -21,6 +21,6 @@ function answer(question: Question): Answer {
     // Buffer would carry whatever else shares the pool.
     return { id, epk: new Uint8Array(epk), shared: new Uint8Array(shared) };
   } catch (error) {
-    return { id, error: error instanceof Error ? error.message : String(error) };
+    return errorAnswer(id, error);
   }
 }

@@ -30,7 +30,8 @@ export type Question =
 export type Answer =
   | { readonly id: number; readonly epk: Uint8Array; readonly shared: Uint8Array }
   | { readonly id: number; readonly verified: boolean }
-  | { readonly id: number; readonly error: string };
+  /** `refused`: the point was refused (a JweError on the thread); otherwise the thread failed. */
+  | { readonly id: number; readonly error: string; readonly refused: boolean };
 
 interface Waiting {
   resolve(answer: Answer): void;
@@ -54,7 +55,7 @@ export class CryptoWorker {
     if (this.#failed) return agreeEphemeral(point);
     // A fresh array, not `point` itself: see the thread's note on pooled Buffers.
     const answer = await this.#ask((id) => ({ id, point: new Uint8Array(point) }));
-    if ("error" in answer) throw new JweError(answer.error);
+    if ("error" in answer) throw errorOf(answer);
     if (!("epk" in answer)) throw new Error("the crypto thread answered a key agreement with something else");
     return { epk: asBuffer(answer.epk), shared: asBuffer(answer.shared) };
   };
@@ -141,6 +142,19 @@ export class CryptoWorker {
     for (const { reject } of this.#pending.values()) reject(error);
     this.#pending.clear();
   }
+}
+
+/**
+ * The error a thread's answer stands for: a JweError if the point was refused (the caller's
+ * input), a plain Error if the thread failed (the CAS's fault: a 500, never a 400).
+ */
+export function errorOf(answer: { readonly error: string; readonly refused: boolean }): Error {
+  return answer.refused ? new JweError(answer.error) : new Error(`the crypto thread failed: ${answer.error}`);
+}
+
+/** An answer for `error` thrown on the thread (see errorOf). */
+export function errorAnswer(id: number, error: unknown): Answer {
+  return { id, error: error instanceof Error ? error.message : String(error), refused: error instanceof JweError };
 }
 
 /** A Buffer over the same bytes (a structured clone arrives as a plain Uint8Array). */

@@ -24,12 +24,14 @@ let offset = 0;
 export function randomBytesPooled(length: number): Buffer {
   if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`randomBytesPooled: bad length ${length}`);
   // Large requests are not worth a block; they go to OpenSSL directly.
-  if (length > BLOCK_BYTES / 8) return randomFillSync(Buffer.allocUnsafe(length));
+  if (length > BLOCK_BYTES / 8) return randomFillSync(Buffer.allocUnsafeSlow(length));
   if (offset + length > block.length) {
     block = randomFillSync(Buffer.allocUnsafeSlow(BLOCK_BYTES));
     offset = 0;
   }
-  const out = Buffer.allocUnsafe(length);
+  // Memory of its own (allocUnsafe would place it in Node's shared 8 KiB slab, beside unrelated
+  // buffers that a structured clone or a careless subarray could carry along).
+  const out = Buffer.allocUnsafeSlow(length);
   block.copy(out, 0, offset, offset + length);
   block.fill(0, offset, offset + length);
   offset += length;

@@ -13,9 +13,10 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
+import { Worker } from "node:worker_threads";
 import { compactDecrypt } from "jose";
 import { checkSignature, type SignatureCheck } from "../../src/attestation/pending-signature.ts";
-import { CryptoWorker } from "../../src/crypto/crypto-worker.ts";
+import { type Answer, CryptoWorker, errorOf } from "../../src/crypto/crypto-worker.ts";
 import { agreeEphemeral, decryptCompact, JweError, type KeyAgreement, sealCompact } from "../../src/crypto/jwe.ts";
 import { p256SpkiPoint } from "../../src/crypto/keys.ts";
 
@@ -62,6 +63,29 @@ describe("the crypto worker thread", () => {
       worker.agree(point),
       (e: Error) => e instanceof JweError && /not on the curve/.test(e.message),
     );
+  });
+
+  test("only a point the thread refuses is a JweError (a 400); a failure of the thread is not", async () => {
+    // The thread itself, sent a question no CryptoWorker would send (no point): it fails.
+    const thread = new Worker(new URL("../../src/crypto/crypto-worker-thread.ts", import.meta.url));
+    try {
+      const offCurve = Buffer.from(spkiOf(p256()).subarray(-65));
+      offCurve[64]! ^= 1;
+      thread.postMessage([
+        { id: 1, point: undefined },
+        { id: 2, point: new Uint8Array(offCurve) },
+      ]);
+      const [failed, refused] = await new Promise<Answer[]>((resolve) => thread.once("message", resolve));
+      assert.ok(failed && "error" in failed && refused && "error" in refused);
+      assert.equal(failed.refused, false);
+      assert.equal(refused.refused, true);
+      assert.ok(!(errorOf(failed) instanceof JweError));
+      assert.match(errorOf(failed).message, /^the crypto thread failed: /);
+      assert.ok(errorOf(refused) instanceof JweError);
+      assert.match(errorOf(refused).message, /not on the curve/);
+    } finally {
+      await thread.terminate();
+    }
   });
 
   test("stopped: pending agreements fail, later ones are made on the calling thread", async () => {
