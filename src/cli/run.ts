@@ -66,11 +66,14 @@ the program's; 1 with one line saying why when it was never started.`,
             lasUrl: opts.las ?? io.env.CLOISTER_LAS_ADDR,
             program: measured,
           });
-          ({ configuration: config, key: serviceKey } = await obtainConfiguration(
-            new CasClient({ url, casKey: pin.toLowerCase() }),
-            configId,
-            provider,
-          ));
+          // One client: the challenge and the attestation share its (pinned) connection, which
+          // is closed once the configuration is in, not left open while the program runs.
+          const cas = new CasClient({ url, casKey: pin.toLowerCase() });
+          try {
+            ({ configuration: config, key: serviceKey } = await obtainConfiguration(cas, configId, provider));
+          } finally {
+            cas.close();
+          }
         } catch (error) {
           if (error instanceof CasRequestError) throw new CliError(error.message);
           if (error instanceof ProviderError || error instanceof CasPinError || error instanceof CasUnreachableError)

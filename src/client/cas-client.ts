@@ -1,14 +1,19 @@
 /**
  * A client of the CAS: mutual TLS with the caller's identity, and the CAS pinned by the hash
- * of its key. The pin is checked on the connection before any request byte is sent, so a
- * policy (which may hold explicit secret values) never reaches an impostor.
+ * of its key. The pin is checked on every connection before any request byte is sent on it, so
+ * a policy (which may hold explicit secret values) never reaches an impostor. A client's
+ * connections are kept alive between its requests (a runtime's challenge and attestation share
+ * one TLS handshake), unreferenced while idle so that they never keep a process up; close()
+ * ends them.
  */
+import type { ClientRequestArgs } from "node:http";
+import type { Duplex } from "node:stream";
 import { connect, type TLSSocket } from "node:tls";
 import { spkiHash } from "../crypto/keys.ts";
 
 // Not `import … from "node:http"`: an ES import enumerates the module's exports, and reading
 // http's lazy WebSocket getters loads undici — about 25 ms of every `cloister run` start.
-const { request: httpRequest } = process.getBuiltinModule("node:http");
+const { request: httpRequest, Agent } = process.getBuiltinModule("node:http");
 
 export interface CasClientOptions {
   /** https://host:port */
@@ -104,29 +109,59 @@ export async function fetchCasKey(options: Omit<CasClientOptions, "casKey">): Pr
   return key;
 }
 
-export class CasClient {
+/**
+ * node:http's connection pool over pinned TLS connections: each connection it asks for is opened
+ * and its key checked (connectTls) before the agent may send on it; between requests it is kept
+ * alive, unreferenced (the agent's default), and reused.
+ */
+class PinnedAgent extends Agent {
   readonly #options: CasClientOptions;
 
   constructor(options: CasClientOptions) {
+    super({ keepAlive: true });
     this.#options = options;
   }
 
-  /** One request on a fresh, pinned connection. Returns the parsed JSON body (undefined for 204). */
+  override createConnection(_options: ClientRequestArgs, callback?: (error: Error | null, stream: Duplex) => void) {
+    // With an error, node:http's agent takes no stream (its typings ask for one regardless).
+    const done = callback as ((error: Error | null, stream?: Duplex) => void) | undefined;
+    const { url, casKey } = this.#options;
+    connectTls(this.#options).then(
+      ({ socket, key }) => {
+        if (key === casKey.toLowerCase()) return done?.(null, socket);
+        socket.destroy();
+        done?.(
+          new CasPinError(`the CAS at ${url} has key ${key}, not the pinned ${casKey}: refusing to talk to it`, key),
+        );
+      },
+      (error: Error) => done?.(error),
+    );
+    return undefined;
+  }
+}
+
+export class CasClient {
+  readonly #options: CasClientOptions;
+  readonly #agent: PinnedAgent;
+
+  constructor(options: CasClientOptions) {
+    this.#options = options;
+    this.#agent = new PinnedAgent(options);
+  }
+
+  /** Close the connections kept for later requests (a later request opens a new one). */
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  /** One request on a pinned connection. Returns the parsed JSON body (undefined for 204). */
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const { socket, key } = await connectTls(this.#options);
-    if (key !== this.#options.casKey.toLowerCase()) {
-      socket.destroy();
-      throw new CasPinError(
-        `the CAS at ${this.#options.url} has key ${key}, not the pinned ${this.#options.casKey}: refusing to talk to it`,
-        key,
-      );
-    }
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body), "utf8");
     return new Promise<T>((resolve, reject) => {
-      // Plain http over the already verified TLS socket: no agent, no second handshake.
+      // Plain http over the verified TLS connections of the agent.
       const req = httpRequest(
         {
-          createConnection: () => socket,
+          agent: this.#agent,
           method,
           path,
           host: target(this.#options.url).host,
@@ -140,7 +175,6 @@ export class CasClient {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
           res.on("end", () => {
-            socket.destroy();
             const text = Buffer.concat(chunks).toString("utf8");
             const status = res.statusCode ?? 0;
             let json: unknown;

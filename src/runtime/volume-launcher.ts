@@ -43,6 +43,10 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
       } catch (error) {
         if (error instanceof CasRequestError && error.status === 409) throw new TagConflict(error.message);
         throw error;
+      } finally {
+        // Commits are minutes apart: a connection kept that long would be closed by the CAS,
+        // perhaps just as the next commit is sent on it. A fresh one each time.
+        cas.close();
       }
     },
   };

@@ -82,10 +82,14 @@ function require_(m: "node:fs") {
 
 describe("cloister run", () => {
   test("the program gets the policy's argv, environment, directory and in-memory files, and its exit code is ours", async () => {
+    let connections = 0;
+    const count = () => connections++;
+    cas.running.app.server.on("secureConnection", count);
     const r = await runCli(["run", "--config-id", "runme/svc", "--tee", "sim", "--", app, "--host-arg-ignored"], {
       env,
-    });
+    }).finally(() => cas.running.app.server.off("secureConnection", count));
     assert.equal(r.code, 7, r.stderr);
+    assert.equal(connections, 1, "the challenge and the attestation share one TLS connection to the CAS");
     const token = /--token=([A-Za-z0-9]{16}) two words/.exec(r.stdout)?.[1];
     assert.ok(token, r.stdout);
     assert.match(r.stdout, new RegExp(`env: .*TOKEN=${token}`));
