@@ -32,9 +32,11 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
   const { config } = input;
   const policy = config.config_id.slice(0, config.config_id.lastIndexOf("/"));
   const leaf = config.certificate_chain.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/)![0];
-  const cas = new CasClient({ ...input.cas, keyPem: input.serviceKeyPem, certificatePem: leaf });
   const tags: TagKeeper = {
     commit: async (volume, previous, next) => {
+      // A client (and so a connection) per commit: commits are minutes apart, and a connection
+      // kept that long would be closed by the CAS, perhaps just as the next commit is sent on it.
+      const cas = new CasClient({ ...input.cas, keyPem: input.serviceKeyPem, certificatePem: leaf });
       try {
         await cas.request("POST", `/v1/volumes/${encodeURIComponent(policy)}/${encodeURIComponent(volume)}/tag`, {
           previous,
@@ -44,8 +46,6 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
         if (error instanceof CasRequestError && error.status === 409) throw new TagConflict(error.message);
         throw error;
       } finally {
-        // Commits are minutes apart: a connection kept that long would be closed by the CAS,
-        // perhaps just as the next commit is sent on it. A fresh one each time.
         cas.close();
       }
     },
