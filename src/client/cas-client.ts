@@ -157,6 +157,10 @@ export class CasClient {
   /** One request on a pinned connection. Returns the parsed JSON body (undefined for 204). */
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body), "utf8");
+    return this.#send<T>(method, path, payload, false);
+  }
+
+  #send<T>(method: string, path: string, payload: Buffer | undefined, retried: boolean): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       // Plain http over the verified TLS connections of the agent.
       const req = httpRequest(
@@ -200,7 +204,22 @@ export class CasClient {
       req.on("timeout", () =>
         req.destroy(new CasUnreachableError(`the CAS did not answer within ${this.#options.timeoutMs ?? 30_000} ms`)),
       );
-      req.on("error", reject);
+      req.on("error", (error: NodeJS.ErrnoException) => {
+        // A kept connection the CAS closed while it was idle, found closed only as this request
+        // went out on it (no answer came): the CAS never read the request. Once more, on a new
+        // connection (pinned like every other) — node:http's documented way (`reusedSocket`).
+        if (!retried && req.reusedSocket && (error.code === "ECONNRESET" || error.code === "EPIPE")) {
+          resolve(this.#send<T>(method, path, payload, true));
+          return;
+        }
+        reject(
+          error instanceof CasPinError || error instanceof CasUnreachableError || error instanceof CasRequestError
+            ? error
+            : new CasUnreachableError(
+                `lost the connection to the CAS at ${this.#options.url}: ${error.code ?? error.message}`,
+              ),
+        );
+      });
       req.end(payload);
     });
   }
