@@ -33,11 +33,7 @@ function writeHeader(out: Buffer, tag: number, n: number): number {
 // certificate before, with ~40 µs the ECDSA signature itself).
 
 /** One element: tag, DER length, content. */
-export function tlv(tag: number, content: Uint8Array): Der {
-  const out = Buffer.allocUnsafe(1 + lengthSize(content.length) + content.length);
-  out.set(content, writeHeader(out, tag, content.length));
-  return out;
-}
+export const tlv = (tag: number, content: Uint8Array): Der => elementOf(tag, [content]);
 
 /** One element whose content is `parts`, one after another. */
 function elementOf(tag: number, parts: readonly Uint8Array[]): Der {
