@@ -66,7 +66,7 @@ export class CryptoWorker {
     // Fresh arrays (pooled Buffers, again); the KeyObject is cloned, its key data shared.
     const signature = { ...check, data: new Uint8Array(check.data), signature: new Uint8Array(check.signature) };
     const answer = await this.#ask((id) => ({ id, signature }));
-    if ("error" in answer) throw new Error(answer.error);
+    if ("error" in answer) throw errorOf(answer);
     if (!("verified" in answer)) throw new Error("the crypto thread answered a signature check with something else");
     return answer.verified === true;
   };
