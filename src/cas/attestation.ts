@@ -13,7 +13,7 @@ import { measurementProblems, settingsProblems } from "../attestation/validate.t
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
 import { certificatePem, issueDer } from "../crypto/certificate.ts";
 import { CryptoWorker } from "../crypto/crypto-worker.ts";
-import { JweError, type KeyAgreement, sealCompact } from "../crypto/jwe.ts";
+import { JweError, type KeyManagement, sealCompact } from "../crypto/jwe.ts";
 import { p256SpkiPoint, spkiHash } from "../crypto/keys.ts";
 import type { PolicyService } from "../policy/schema.ts";
 import { parseTemplate, renderTemplate, renderTemplateText } from "../policy/templates.ts";
@@ -84,7 +84,7 @@ export class AttestationService {
   readonly #cas: CasService;
   readonly #nonces: ChallengeNonces;
   readonly #now: () => number;
-  /** The JWE's ECDH and SEV-SNP's report signature, off the event loop. */
+  /** The JWE's key management and the evidence's signature, off the event loop. */
   readonly #crypto = new CryptoWorker();
 
   constructor(cas: CasService, options: { now?: () => number; maxSpentNonces?: number } = {}) {
@@ -152,16 +152,16 @@ export class AttestationService {
         `spki: expected the runtime's P-256 public key (SubjectPublicKeyInfo, base64 DER)${detail}`,
       );
     if (!point) return notAKey();
-    // The JWE's key agreement, asked once the evidence has passed every check but its signature
-    // (not before: made-up evidence must not cost the crypto thread an agreement), in the same
-    // turn as that signature check, so that the two go to the thread in one message. Awaited
-    // once the evidence is accepted (where a point off the curve is found); a refusal before
-    // that drops it.
-    let agreement: Promise<KeyAgreement> | undefined;
+    // The JWE's key management (its key agreement first), asked once the evidence has passed
+    // every check but its signature (not before: made-up evidence must not cost the crypto thread
+    // an agreement), in the same turn as that signature check, so that the two go to the thread
+    // in one message. Awaited once the evidence is accepted (where a point off the curve is
+    // found); a refusal before that drops it.
+    let management: Promise<KeyManagement> | undefined;
     const agree = () => {
-      if (agreement) return;
-      agreement = this.#crypto.agree(point);
-      agreement.catch(() => {});
+      if (management) return;
+      management = this.#crypto.manageKey(point);
+      management.catch(() => {});
     };
 
     const settings = record.policy.security.attestation;
@@ -217,9 +217,9 @@ export class AttestationService {
 
     // Before the certificate is issued: the agreement is where a point off the curve is found.
     // (Asked with the signature check, it is answered in the same message: nothing to wait for.)
-    let keyAgreement: KeyAgreement;
+    let keys: KeyManagement;
     try {
-      keyAgreement = await (agreement ?? this.#crypto.agree(point));
+      keys = await (management ?? this.#crypto.manageKey(point));
     } catch (error) {
       if (error instanceof JweError) return notAKey(": the point is not on the curve");
       return refuse(500, "internal", "the configuration could not be sealed (internal error)");
@@ -233,15 +233,15 @@ export class AttestationService {
     }
     let jwe: string;
     try {
-      jwe = sealCompact(Buffer.from(JSON.stringify(configuration)), keyAgreement, {
-        cty: "cloister-configuration+json",
-      });
+      jwe = sealCompact(Buffer.from(JSON.stringify(configuration)), keys, { cty: "cloister-configuration+json" });
     } catch {
       // Not the caller's doing; no internal detail for an unauthenticated caller (as above).
       return refuse(500, "internal", "the configuration could not be sealed (internal error)");
+    } finally {
+      keys.cek.fill(0); // sealed or not, the content key is not needed again
     }
     // The decision was made against `record`, read before the awaits above (the evidence's
-    // signature and the key agreement, on the crypto thread). If the policy changed meanwhile —
+    // signature and the key management, on the crypto thread). If the policy changed meanwhile —
     // a measurement withdrawn, or the policy deleted (and perhaps made again with the same
     // text) — the grant would outlive the change that forbade it: refuse,
     // and let the runtime attest again against the new version. From here to the grant nothing

@@ -1,34 +1,38 @@
 /**
- * The CAS's costliest public-key operations on a worker thread: ECDH-ES's key agreement, and
+ * The CAS's costliest public-key operations on a worker thread: ECDH-ES's key management, and
  * the one signature a warm evidence verification cannot remember (see
  * attestation/pending-signature.ts) — ECDSA P-384 for SEV-SNP (~0.7–1.4 ms), P-256 for DCAP
  * quotes and simulated reports (~70–110 µs). Sealing a configuration to a runtime's key costs two
- * P-256 scalar multiplications (a fresh ephemeral key, then the shared secret): about 130 µs,
- * the largest single step of an attestation on the CAS's event loop. Sent to a worker with its
- * 65-byte point, it costs the event loop about 14 µs, and the CAS's second core does the rest
- * (bench/attest-throughput). Only the point goes over, and only the ephemeral public key and
- * the shared secret come back, within the process; the configuration itself never leaves the
- * event loop (handing over the whole JWE was tried: cloning the configuration cost what it saved).
+ * P-256 scalar multiplications (a fresh ephemeral key, then the shared secret): about 130 µs, the
+ * largest single step of an attestation on the CAS's event loop; the KDF and the key wrap after
+ * them (a hash and a cipher set up) about 20 µs more. Sent to a worker with its 65-byte point, it
+ * costs the event loop about 14 µs, and the CAS's second core does the rest
+ * (bench/attest-throughput). Only the point goes over, and only the ephemeral public key, the
+ * content key and the wrapped content key come back, within the process; the configuration
+ * itself never leaves the event loop (handing over the whole JWE was tried: cloning the
+ * configuration cost what it saved).
  *
  * A message to the thread and back costs the event loop 50–700 µs on this machine (measured with
  * process.threadCpuUsage, batches of 16 and of 1) — more than a P-256 check. So the attestation
- * flow asks for its key agreement and its evidence's signature check in the same turn of the
+ * flow asks for its key management and its evidence's signature check in the same turn of the
  * event loop, and they go over in one message: the check adds a question to a message that is
- * sent anyway, not a message of its own.
+ * sent anyway, not a message of its own. (The service certificate's signature was tried on the
+ * thread too: it can only be asked once the evidence is accepted, so as a second message, whose
+ * cost to both threads took what it saved — docs/benchmarks.md.)
  *
  * If the thread cannot start or dies, its pending work fails with the reason and later work is
  * done on the calling thread: slower, never wrong.
  */
 import { Worker } from "node:worker_threads";
 import { checkSignature, type SignatureCheck } from "../attestation/pending-signature.ts";
-import { agreeEphemeral, JweError, type KeyAgreement } from "./jwe.ts";
+import { JweError, type KeyManagement, manageKey } from "./jwe.ts";
 
 export type Question =
   | { readonly id: number; readonly point: Uint8Array }
   | { readonly id: number; readonly signature: SignatureCheck };
 
 export type Answer =
-  | { readonly id: number; readonly epk: Uint8Array; readonly shared: Uint8Array }
+  | { readonly id: number; readonly epk: Uint8Array; readonly cek: Uint8Array; readonly encryptedKey: Uint8Array }
   | { readonly id: number; readonly verified: boolean }
   /** `refused`: the point was refused (a JweError on the thread); otherwise the thread failed. */
   | { readonly id: number; readonly error: string; readonly refused: boolean };
@@ -50,14 +54,14 @@ export class CryptoWorker {
   };
   readonly #pending = new Map<number, Waiting>();
 
-  /** The key agreement for the uncompressed P-256 point `point`. */
-  agree = async (point: Buffer): Promise<KeyAgreement> => {
-    if (this.#failed) return agreeEphemeral(point);
+  /** A JWE's key management for the uncompressed P-256 point `point` (jwe.ts's manageKey). */
+  manageKey = async (point: Buffer): Promise<KeyManagement> => {
+    if (this.#failed) return manageKey(point);
     // A fresh array, not `point` itself: see the thread's note on pooled Buffers.
     const answer = await this.#ask((id) => ({ id, point: new Uint8Array(point) }));
     if ("error" in answer) throw errorOf(answer);
-    if (!("epk" in answer)) throw new Error("the crypto thread answered a key agreement with something else");
-    return { epk: asBuffer(answer.epk), shared: asBuffer(answer.shared) };
+    if (!("epk" in answer)) throw new Error("the crypto thread answered a key management with something else");
+    return { epk: asBuffer(answer.epk), cek: asBuffer(answer.cek), encryptedKey: asBuffer(answer.encryptedKey) };
   };
 
   /** Whether `check`'s signature verifies. */

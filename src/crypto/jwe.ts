@@ -54,8 +54,7 @@ const KNOWN = new Set(["alg", "enc", "epk", "apu", "apv", "cty", "typ", "kid"]);
 
 /**
  * ECDH-ES's key agreement: a fresh ephemeral key and its shared secret with the recipient's
- * point — the one costly step of sealing (two P-256 scalar multiplications), and so the step the
- * CAS hands to a worker thread (CryptoWorker).
+ * point — the one costly step of sealing (two P-256 scalar multiplications).
  */
 export interface KeyAgreement {
   /** The ephemeral public key, uncompressed (04 ‖ x ‖ y). */
@@ -76,6 +75,33 @@ export function agreeEphemeral(point: Buffer): KeyAgreement {
 }
 
 /**
+ * ECDH-ES+A256KW's key management for one JWE (RFC 7518 §4.6): the key agreement, the Concat
+ * KDF's key-encryption key, a fresh content key and that key wrapped — everything of sealing
+ * but the content's own encryption, and none of it depending on the content. So it is the part
+ * the CAS hands to a worker thread (CryptoWorker), in one piece: each cipher and hash made costs
+ * the event loop its set-up, whatever the size of what it then processes.
+ */
+export interface KeyManagement {
+  /** The ephemeral public key, uncompressed (04 ‖ x ‖ y). */
+  readonly epk: Buffer;
+  /** The content-encryption key (A256GCM), fresh. */
+  readonly cek: Buffer;
+  /** The content-encryption key wrapped (A256KW) under the agreed key. */
+  readonly encryptedKey: Buffer;
+}
+
+/** The key management for the uncompressed P-256 point `point`, on this thread. */
+export function manageKey(point: Buffer): KeyManagement {
+  const { epk, shared } = agreeEphemeral(point);
+  const kek = concatKdf(shared, JWE_ALG, 256);
+  shared.fill(0);
+  const cek = randomBytesPooled(CEK_BYTES);
+  const wrap = createCipheriv("id-aes256-wrap", createSecretKey(kek), KEY_WRAP_IV);
+  kek.fill(0);
+  return { epk, cek, encryptedKey: Buffer.concat([wrap.update(cek), wrap.final()]) };
+}
+
+/**
  * Encrypt `plaintext` to the P-256 public key `recipient` (a KeyObject, or its
  * SubjectPublicKeyInfo DER); `header` adds cty, typ or kid.
  */
@@ -84,16 +110,16 @@ export function encryptCompact(
   recipient: KeyObject | Buffer,
   header: Pick<JweHeader, "cty" | "typ" | "kid"> = {},
 ): string {
-  return sealCompact(plaintext, agreeEphemeral(p256Point(recipient)), header);
+  return sealCompact(plaintext, manageKey(p256Point(recipient)), header);
 }
 
 /**
- * The compact JWE of `plaintext` with a key agreement already made (agreeEphemeral, on a worker
- * thread, say) for the recipient's point: the rest of sealing, cheap and synchronous.
+ * The compact JWE of `plaintext` with its key management already done (manageKey, on a worker
+ * thread, say): the content's encryption, cheap and synchronous.
  */
 export function sealCompact(
   plaintext: Uint8Array,
-  { epk, shared }: KeyAgreement,
+  { epk, cek, encryptedKey }: KeyManagement,
   header: Pick<JweHeader, "cty" | "typ" | "kid">,
 ): string {
   const protectedHeader: JweHeader = {
@@ -108,10 +134,6 @@ export function sealCompact(
     },
   };
   const encodedHeader = Buffer.from(JSON.stringify(protectedHeader)).toString("base64url");
-  const kek = concatKdf(shared, JWE_ALG, 256);
-  const cek = randomBytesPooled(CEK_BYTES);
-  const wrap = createCipheriv("id-aes256-wrap", createSecretKey(kek), KEY_WRAP_IV);
-  const encryptedKey = Buffer.concat([wrap.update(cek), wrap.final()]);
   const iv = randomBytesPooled(IV_BYTES);
   const gcm = createCipheriv("aes-256-gcm", createSecretKey(cek), iv);
   gcm.setAAD(Buffer.from(encodedHeader, "ascii"));

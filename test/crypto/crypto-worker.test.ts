@@ -1,10 +1,10 @@
 /**
- * The CAS's crypto worker thread. The JWE's key agreement: what it seals opens with the
+ * The CAS's crypto worker thread. The JWE's key management: what it seals opens with the
  * recipient's key (by this project's reader and by jose), answers go to their own callers
  * however many are in flight, a point off the curve is refused as on the calling thread, and a
- * stopped thread leaves agreements to the calling thread. Signature checks: the thread's answer
- * is the calling thread's, for good, altered and unusable signatures, mixed with agreements in
- * one batch.
+ * stopped thread leaves key management to the calling thread. Signature checks: the thread's
+ * answer is the calling thread's, for good, altered and unusable signatures, mixed with key
+ * management in one batch.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -17,14 +17,14 @@ import { Worker } from "node:worker_threads";
 import { compactDecrypt } from "jose";
 import { checkSignature, type SignatureCheck } from "../../src/attestation/pending-signature.ts";
 import { type Answer, CryptoWorker, errorOf } from "../../src/crypto/crypto-worker.ts";
-import { agreeEphemeral, decryptCompact, JweError, type KeyAgreement, sealCompact } from "../../src/crypto/jwe.ts";
+import { agreeEphemeral, decryptCompact, JweError, type KeyManagement, sealCompact } from "../../src/crypto/jwe.ts";
 import { p256SpkiPoint } from "../../src/crypto/keys.ts";
 
 const p256 = () => generateKeyPairSync("ec", { namedCurve: "P-256" });
 const spkiOf = (k: ReturnType<typeof p256>) => k.publicKey.export({ type: "spki", format: "der" });
-/** A JWE to `spki` with the agreement made by `agree` (the CAS's way: agreement, then sealCompact). */
+/** A JWE to `spki` with the key management done by `agree` (the CAS's way: that, then sealCompact). */
 const sealWith = async (
-  agree: (point: Buffer) => Promise<KeyAgreement>,
+  agree: (point: Buffer) => Promise<KeyManagement>,
   plaintext: Buffer,
   spki: Buffer,
   header: { cty?: string } = {},
@@ -34,9 +34,9 @@ describe("the crypto worker thread", () => {
   const worker = new CryptoWorker();
   after(() => worker.close());
 
-  test("a JWE sealed with the thread's agreement opens with the recipient's key, here and in jose", async () => {
+  test("a JWE sealed with the thread's key management opens with the recipient's key, here and in jose", async () => {
     const recipient = p256();
-    const jwe = await sealWith(worker.agree, Buffer.from("for K only"), spkiOf(recipient), { cty: "text" });
+    const jwe = await sealWith(worker.manageKey, Buffer.from("for K only"), spkiOf(recipient), { cty: "text" });
     assert.equal(worker.threaded, true, "the agreement was made on the thread");
     assert.equal(decryptCompact(jwe, recipient.privateKey).plaintext.toString(), "for K only");
     const opened = await compactDecrypt(jwe, recipient.privateKey);
@@ -47,12 +47,14 @@ describe("the crypto worker thread", () => {
   test("200 in flight at once: each answer reaches its own caller", async () => {
     const recipients = Array.from({ length: 200 }, p256);
     const sealed = await Promise.all(
-      recipients.map((r, i) => sealWith(worker.agree, Buffer.from(`message ${i}`), spkiOf(r))),
+      recipients.map((r, i) => sealWith(worker.manageKey, Buffer.from(`message ${i}`), spkiOf(r))),
     );
     for (const [i, jwe] of sealed.entries())
       assert.equal(decryptCompact(jwe, recipients[i]!.privateKey).plaintext.toString(), `message ${i}`);
     const epks = new Set(sealed.map((jwe) => jwe.split(".")[0]));
     assert.equal(epks.size, 200, "a fresh ephemeral key each time");
+    const wrapped = new Set(sealed.map((jwe) => jwe.split(".")[1]));
+    assert.equal(wrapped.size, 200, "a fresh content key each time");
   });
 
   test("a point off the curve is refused, as on the calling thread", async () => {
@@ -60,7 +62,7 @@ describe("the crypto worker thread", () => {
     point[64]! ^= 1;
     assert.throws(() => agreeEphemeral(point), JweError);
     await assert.rejects(
-      worker.agree(point),
+      worker.manageKey(point),
       (e: Error) => e instanceof JweError && /not on the curve/.test(e.message),
     );
   });
@@ -88,15 +90,15 @@ describe("the crypto worker thread", () => {
     }
   });
 
-  test("stopped: pending agreements fail, later ones are made on the calling thread", async () => {
+  test("stopped: pending key management fails, later is done on the calling thread", async () => {
     const own = new CryptoWorker();
     const recipient = p256();
     const point = spkiOf(recipient).subarray(-65);
-    const pending = assert.rejects(own.agree(point), /stopped/);
+    const pending = assert.rejects(own.manageKey(point), /stopped/);
     await own.close();
     await pending;
     assert.equal(own.threaded, false);
-    const jwe = await sealWith(own.agree, Buffer.from("still sealed"), spkiOf(recipient));
+    const jwe = await sealWith(own.manageKey, Buffer.from("still sealed"), spkiOf(recipient));
     assert.equal(decryptCompact(jwe, recipient.privateKey).plaintext.toString(), "still sealed");
     assert.equal(own.threaded, false, "no thread was started again");
   });
@@ -127,7 +129,7 @@ describe("the crypto worker thread", () => {
     const recipient = p256();
     const [answers, sealed] = await Promise.all([
       Promise.all(checks.map(worker.verify)),
-      sealWith(worker.agree, Buffer.from("mixed"), spkiOf(recipient)),
+      sealWith(worker.manageKey, Buffer.from("mixed"), spkiOf(recipient)),
     ]);
     assert.deepEqual(answers, checks.map(checkSignature));
     assert.deepEqual(answers, [true, false, false, false, false]);
@@ -146,7 +148,7 @@ describe("the crypto worker thread", () => {
       import { CryptoWorker } from ${JSON.stringify(module)};
       new CryptoWorker().start();
       const used = new CryptoWorker();
-      await used.agree(createECDH("prime256v1").generateKeys());
+      await used.manageKey(createECDH("prime256v1").generateKeys());
       console.log("done");`;
     const dir = mkdtempSync(join(tmpdir(), "cloister-agreement-"));
     writeFileSync(join(dir, "idle.mjs"), script);
