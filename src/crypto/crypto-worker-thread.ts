@@ -9,7 +9,10 @@ import { type Answer, asBuffer, errorAnswer, type Question } from "./crypto-work
 import { manageKey } from "./jwe.ts";
 
 parentPort!.on("message", (questions: Question[]) => {
-  parentPort!.postMessage(questions.map(answer));
+  const answers = questions.map(answer);
+  parentPort!.postMessage(answers);
+  // Copied out by postMessage: the content keys need not stay in this thread's memory.
+  for (const sent of answers) if ("cek" in sent) sent.cek.fill(0);
 });
 
 function answer(question: Question): Answer {

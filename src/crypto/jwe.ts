@@ -215,7 +215,9 @@ export function concatKdf(
   for (let round = 1; round <= rounds; round++) {
     output.push(createHash("sha256").update(uint32(round)).update(sharedSecret).update(otherInfo).digest());
   }
-  return Buffer.concat(output).subarray(0, keyBits / 8);
+  const key = Buffer.concat(output).subarray(0, keyBits / 8);
+  for (const round of output) round.fill(0); // the key lives in `key` alone, for its holder to clear
+  return key;
 }
 
 function parseHeader(encoded: string): JweHeader {
