@@ -118,8 +118,14 @@ export class AttestationService {
     // ChallengeNonces.unspend): only bound evidence may fill the spent set.
     let spent = false;
     let bound = false;
+    // The JWE's key management, once asked (below): a refusal clears its content key.
+    let management: Promise<KeyManagement> | undefined;
     const refuse = (status: number, code: string, reason: string): never => {
       if (spent && !bound) this.#nonces.unspend(request.nonce);
+      management?.then(
+        (keys) => keys.cek.fill(0),
+        () => {},
+      );
       this.#cas.refuse("runtime", "attestation", configId, reason);
       throw new CasError(status, code, reason);
     };
@@ -157,7 +163,6 @@ export class AttestationService {
     // an agreement), in the same turn as that signature check, so that the two go to the thread
     // in one message. Awaited once the evidence is accepted (where a point off the curve is
     // found); a refusal before that drops it.
-    let management: Promise<KeyManagement> | undefined;
     const agree = () => {
       if (management) return;
       management = this.#crypto.manageKey(point);
@@ -219,26 +224,29 @@ export class AttestationService {
     // (Asked with the signature check, it is answered in the same message: nothing to wait for.)
     let keys: KeyManagement;
     try {
-      keys = await (management ?? this.#crypto.manageKey(point));
+      management ??= this.#crypto.manageKey(point);
+      keys = await management;
     } catch (error) {
       if (error instanceof JweError) return notAKey(": the point is not on the curve");
       return refuse(500, "internal", "the configuration could not be sealed (internal error)");
     }
-    let configuration: Configuration;
-    try {
-      configuration = this.#configure(record, loaded.values, service, configId, spki, verdict);
-    } catch (error) {
-      if (error instanceof CasError) refuse(error.status, error.code, error.message);
-      throw error;
-    }
     let jwe: string;
     try {
-      jwe = sealCompact(Buffer.from(JSON.stringify(configuration)), keys, { cty: "cloister-configuration+json" });
-    } catch {
-      // Not the caller's doing; no internal detail for an unauthenticated caller (as above).
-      return refuse(500, "internal", "the configuration could not be sealed (internal error)");
+      let configuration: Configuration;
+      try {
+        configuration = this.#configure(record, loaded.values, service, configId, spki, verdict);
+      } catch (error) {
+        if (error instanceof CasError) refuse(error.status, error.code, error.message);
+        throw error;
+      }
+      try {
+        jwe = sealCompact(Buffer.from(JSON.stringify(configuration)), keys, { cty: "cloister-configuration+json" });
+      } catch {
+        // Not the caller's doing; no internal detail for an unauthenticated caller (as above).
+        return refuse(500, "internal", "the configuration could not be sealed (internal error)");
+      }
     } finally {
-      keys.cek.fill(0); // sealed or not, the content key is not needed again
+      keys.cek.fill(0); // sealed, refused or failed: the content key is not needed again
     }
     // The decision was made against `record`, read before the awaits above (the evidence's
     // signature and the key management, on the crypto thread). If the policy changed meanwhile —

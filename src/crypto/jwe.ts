@@ -93,12 +93,20 @@ export interface KeyManagement {
 /** The key management for the uncompressed P-256 point `point`, on this thread. */
 export function manageKey(point: Buffer): KeyManagement {
   const { epk, shared } = agreeEphemeral(point);
-  const kek = concatKdf(shared, JWE_ALG, 256);
-  shared.fill(0);
+  let kek: Buffer | undefined;
   const cek = randomBytesPooled(CEK_BYTES);
-  const wrap = createCipheriv("id-aes256-wrap", createSecretKey(kek), KEY_WRAP_IV);
-  kek.fill(0);
-  return { epk, cek, encryptedKey: Buffer.concat([wrap.update(cek), wrap.final()]) };
+  try {
+    kek = concatKdf(shared, JWE_ALG, 256);
+    const wrap = createCipheriv("id-aes256-wrap", createSecretKey(kek), KEY_WRAP_IV);
+    return { epk, cek, encryptedKey: Buffer.concat([wrap.update(cek), wrap.final()]) };
+  } catch (error) {
+    cek.fill(0);
+    throw error;
+  } finally {
+    // Best effort, as clearing memory from JavaScript is: OpenSSL's own copies are out of reach.
+    shared.fill(0);
+    kek?.fill(0);
+  }
 }
 
 /**
@@ -215,8 +223,14 @@ export function concatKdf(
   for (let round = 1; round <= rounds; round++) {
     output.push(createHash("sha256").update(uint32(round)).update(sharedSecret).update(otherInfo).digest());
   }
-  const key = Buffer.concat(output).subarray(0, keyBits / 8);
-  for (const round of output) round.fill(0); // the key lives in `key` alone, for its holder to clear
+  // Memory of its own, not Node's shared pool slab (see random-pool.ts), and the rounds cleared:
+  // clearing `key` then clears this module's copies of it.
+  const key = Buffer.allocUnsafeSlow(keyBits / 8);
+  let at = 0;
+  for (const round of output) {
+    at += round.copy(key, at);
+    round.fill(0);
+  }
   return key;
 }
 
