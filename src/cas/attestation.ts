@@ -85,10 +85,19 @@ export class AttestationService {
   readonly #nonces: ChallengeNonces;
   readonly #now: () => number;
   /** The JWE's key management and the evidence's signature, off the event loop. */
-  readonly #crypto = new CryptoWorker();
+  readonly #crypto: CryptoWorker;
 
-  constructor(cas: CasService, options: { now?: () => number; maxSpentNonces?: number } = {}) {
+  constructor(
+    cas: CasService,
+    options: {
+      now?: () => number;
+      maxSpentNonces?: number;
+      /** Its own, by default; tests pass one that fails. Closed by close(). */
+      crypto?: CryptoWorker;
+    } = {},
+  ) {
     this.#cas = cas;
+    this.#crypto = options.crypto ?? new CryptoWorker();
     this.#now = options.now ?? Date.now;
     this.#nonces = new ChallengeNonces({
       ttlMs: NONCE_TTL_MS,

@@ -177,21 +177,27 @@ export function decryptCompact(jwe: string, key: KeyObject): { plaintext: Buffer
   } catch {
     throw new JweError("header epk: not a point on P-256");
   }
+  const shared = diffieHellman({ privateKey: key, publicKey: epk });
   const kek = concatKdf(
-    diffieHellman({ privateKey: key, publicKey: epk }),
+    shared,
     JWE_ALG,
     256,
     header.apu === undefined ? Buffer.alloc(0) : base64url(header.apu, "header apu"),
     header.apv === undefined ? Buffer.alloc(0) : base64url(header.apv, "header apv"),
   );
+  shared.fill(0);
   let cek: Buffer;
   try {
     const unwrap = createDecipheriv("id-aes256-wrap", createSecretKey(kek), KEY_WRAP_IV);
     cek = Buffer.concat([unwrap.update(encryptedKey), unwrap.final()]);
   } catch {
     throw new JweError("the content key does not unwrap: encrypted for another key, or altered");
+  } finally {
+    kek.fill(0); // best effort, as in manageKey
   }
-  const gcm = createDecipheriv("aes-256-gcm", createSecretKey(cek), iv);
+  const contentKey = createSecretKey(cek);
+  cek.fill(0);
+  const gcm = createDecipheriv("aes-256-gcm", contentKey, iv);
   gcm.setAAD(Buffer.from(encodedHeader, "ascii"));
   gcm.setAuthTag(tag);
   try {

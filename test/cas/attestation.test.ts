@@ -15,6 +15,7 @@ import { AttestationService, type Configuration, expectedReportData, NONCE_TTL_M
 import { RateLimiter, sourceOf } from "../../src/cas/rate-limit.ts";
 import type { CasError } from "../../src/cas/service.ts";
 import { CasClient } from "../../src/client/cas-client.ts";
+import { CryptoWorker } from "../../src/crypto/crypto-worker.ts";
 import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
 import { makeIdentity, refusedWith, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
 
@@ -203,6 +204,35 @@ describe("refusals", () => {
       const entries = await attestationsOf("shop/web");
       assert.equal(entries.filter((e) => e.outcome === "granted").length, grantsBefore, "nothing granted");
       assert.match(entries.at(-1)!.reason, why);
+    }
+  });
+
+  test("the crypto thread failing: a 500 with no internal detail, audited, nothing granted", async () => {
+    // A CryptoWorker whose thread fails (its own failures are tested in crypto-worker.test.ts).
+    const failing = (what: "verify" | "manageKey") => {
+      const crypto = new CryptoWorker();
+      crypto[what] = async () => {
+        throw new Error("the crypto thread failed: it exited with code 1");
+      };
+      return new AttestationService(cas.running.service, { crypto });
+    };
+    for (const [what, why] of [
+      ["verify", /^the evidence could not be verified \(internal error\)$/],
+      ["manageKey", /^the configuration could not be sealed \(internal error\)$/],
+    ] as const) {
+      const attestation = failing(what);
+      try {
+        const grantsBefore = (await attestationsOf("shop/web")).filter((e) => e.outcome === "granted").length;
+        await assert.rejects(
+          attestation.attest(await boundRequest("shop/web", attestation.challenge("shop/web").nonce)),
+          (e: CasError) => e.status === 500 && e.code === "internal" && why.test(e.message),
+        );
+        const entries = await attestationsOf("shop/web");
+        assert.equal(entries.filter((e) => e.outcome === "granted").length, grantsBefore, "nothing granted");
+        assert.match(entries.at(-1)!.reason, why);
+      } finally {
+        await attestation.close();
+      }
     }
   });
 
