@@ -1,4 +1,7 @@
-/** The embedded store: node:sqlite in WAL mode, one file under the data directory. */
+/**
+ * The embedded store: node:sqlite in WAL mode, one file under the data directory, its WAL
+ * checkpointed on a thread of its own (wal-checkpointer.ts).
+ */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type {
   AuditAppender,
@@ -10,6 +13,25 @@ import type {
   Store,
   VersionRow,
 } from "./store.ts";
+import { WalCheckpointer } from "./wal-checkpointer.ts";
+
+/** SQLite's default: a commit that finds the WAL this many pages long checkpoints it itself. */
+const INLINE_CHECKPOINT_PAGES = 1000;
+/**
+ * With the thread: a commit checkpoints only a WAL this long (about 40 MiB). The WAL goes back
+ * to its start only when a checkpoint has copied all of it, and a checkpoint on another thread
+ * can keep finding a commit or two landed while it ran; this bounds the WAL if it never does.
+ */
+const SAFETY_NET_CHECKPOINT_PAGES = 10_000;
+
+export interface SqliteStoreOptions {
+  /**
+   * Where the WAL is checkpointed: "thread" (the default; see wal-checkpointer.ts), or "inline",
+   * by the commits themselves as SQLite does by default (what the store falls back to if the
+   * thread fails; bench/store-commits compares the two).
+   */
+  readonly checkpoints?: "thread" | "inline";
+}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
@@ -47,11 +69,22 @@ const auditRow = (r: Row): AuditRow => ({
 export class SqliteStore implements Store {
   readonly #db: DatabaseSync;
   readonly #q: Record<string, StatementSync>;
+  readonly #checkpointer: WalCheckpointer | undefined;
+  #closed = false;
 
-  constructor(path: string) {
+  constructor(path: string, options: SqliteStoreOptions = {}) {
     this.#db = new DatabaseSync(path);
     this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
     this.#db.exec(SCHEMA);
+    if (options.checkpoints === "inline") this.#checkpointAt(INLINE_CHECKPOINT_PAGES);
+    else {
+      this.#checkpointAt(SAFETY_NET_CHECKPOINT_PAGES);
+      this.#checkpointer = new WalCheckpointer(path, {
+        onFailed: () => {
+          if (!this.#closed) this.#checkpointAt(INLINE_CHECKPOINT_PAGES);
+        },
+      });
+    }
     const p = (sql: string) => this.#db.prepare(sql);
     this.#q = {
       readMeta: p("SELECT value FROM meta WHERE key = ?"),
@@ -172,8 +205,24 @@ export class SqliteStore implements Store {
     }));
   }
 
+  /**
+   * Whether the WAL is checkpointed on the thread now, and the WAL length (pages) at which a
+   * commit checkpoints it itself. For tests and diagnostics.
+   */
+  checkpointing(): { thread: boolean; inlinePages: number } {
+    const row = this.#db.prepare("PRAGMA wal_autocheckpoint").get() as Row;
+    return { thread: this.#checkpointer?.running === true, inlinePages: Number(row.wal_autocheckpoint) };
+  }
+
   close(): void {
+    this.#closed = true;
+    // The thread closes its own connection as it ends: nothing here waits for it.
+    void this.#checkpointer?.stop();
     this.#db.close();
+  }
+
+  #checkpointAt(pages: number): void {
+    this.#db.exec(`PRAGMA wal_autocheckpoint = ${pages}`);
   }
 
   #writeHistory(write: PolicyWrite): void {

@@ -1,0 +1,33 @@
+/**
+ * The body of WalCheckpointer's thread: a connection of its own to the CAS's database, which
+ * checkpoints the write-ahead log every `intervalMs` (PASSIVE: it copies what it can and never
+ * waits for, or blocks, the event loop's connection) until told to stop. An error ends the
+ * thread, and WalCheckpointer hands checkpoints back to the commits.
+ */
+import { DatabaseSync } from "node:sqlite";
+import { parentPort, workerData } from "node:worker_threads";
+
+const { path, intervalMs } = workerData as { path: string; intervalMs: number };
+const db = new DatabaseSync(path);
+// The checkpoint writes and syncs the database file as the event loop's commits would have.
+db.exec("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
+const checkpoint = db.prepare("PRAGMA wal_checkpoint(PASSIVE)");
+/**
+ * The WAL goes back to its start (instead of growing) only once a checkpoint has copied all of
+ * it; commits landing while a pass copies and syncs leave a few frames behind, so a pass that
+ * left some is followed at once by another, which has only those few to copy.
+ */
+const PASSES = 4;
+const timer = setInterval(() => {
+  for (let pass = 0; pass < PASSES; pass++) {
+    const { log, checkpointed } = checkpoint.get() as { log: number; checkpointed: number };
+    if (checkpointed >= log) break;
+  }
+}, intervalMs);
+
+parentPort!.on("message", (message: unknown) => {
+  if (message !== "stop") return;
+  clearInterval(timer);
+  db.close();
+  parentPort!.close();
+});
