@@ -31,7 +31,7 @@ const ENTRY = JSON.stringify({ detail: "x".repeat(400) });
 async function measure(mode: "thread" | "inline") {
   const dir = mkdtempSync(join(tmpdir(), "cloister-bench-commits-"));
   const path = join(dir, "cas.db");
-  const store = new SqliteStore(path, { checkpoints: mode });
+  const store = new SqliteStore(path, { walCheckpoints: mode });
   try {
     const times: number[] = [];
     let walMost = 0;
@@ -66,7 +66,7 @@ async function measure(mode: "thread" | "inline") {
       walMiB: walMost / 1048576,
     };
   } finally {
-    store.close();
+    await store.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -81,13 +81,13 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
         try {
           await app.close();
         } finally {
-          store.close();
+          await store.close();
           unlock();
         }
       },
     };
   } catch (error) {
-    opened?.close();
+    await opened?.close();
     unlock();
     throw error;
   }

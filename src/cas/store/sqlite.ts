@@ -15,6 +15,7 @@ import type {
 } from "./store.ts";
 import { WalCheckpointer } from "./wal-checkpointer.ts";
 
+const BUSY_TIMEOUT_MS = 5000;
 /** SQLite's default: a commit that finds the WAL this many pages long checkpoints it itself. */
 const INLINE_CHECKPOINT_PAGES = 1000;
 /**
@@ -30,8 +31,13 @@ export interface SqliteStoreOptions {
    * by the commits themselves as SQLite does by default (what the store falls back to if the
    * thread fails; bench/store-commits compares the two).
    */
-  readonly checkpoints?: "thread" | "inline";
+  readonly walCheckpoints?: "thread" | "inline";
+  /** Tests: a stand-in for the thread (a fake), handed what to call if it fails. */
+  readonly walCheckpointer?: (onFailed: (error: Error) => void) => WalCheckpointerHandle;
 }
+
+/** What the store needs of its checkpoint thread. */
+export type WalCheckpointerHandle = Pick<WalCheckpointer, "running" | "stop">;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
@@ -69,22 +75,15 @@ const auditRow = (r: Row): AuditRow => ({
 export class SqliteStore implements Store {
   readonly #db: DatabaseSync;
   readonly #q: Record<string, StatementSync>;
-  readonly #checkpointer: WalCheckpointer | undefined;
+  readonly #checkpointer: WalCheckpointerHandle | undefined;
   #closed = false;
 
   constructor(path: string, options: SqliteStoreOptions = {}) {
-    this.#db = new DatabaseSync(path);
-    this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
+    // The busy timeout first: a connection still closing (a checkpoint thread of the store that
+    // had this file before, in this process or the last) may hold a lock for a moment.
+    this.#db = new DatabaseSync(path, { timeout: BUSY_TIMEOUT_MS });
+    this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
     this.#db.exec(SCHEMA);
-    if (options.checkpoints === "inline") this.#checkpointAt(INLINE_CHECKPOINT_PAGES);
-    else {
-      this.#checkpointAt(SAFETY_NET_CHECKPOINT_PAGES);
-      this.#checkpointer = new WalCheckpointer(path, {
-        onFailed: () => {
-          if (!this.#closed) this.#checkpointAt(INLINE_CHECKPOINT_PAGES);
-        },
-      });
-    }
     const p = (sql: string) => this.#db.prepare(sql);
     this.#q = {
       readMeta: p("SELECT value FROM meta WHERE key = ?"),
@@ -108,6 +107,15 @@ export class SqliteStore implements Store {
       insertCheckpoint: p("INSERT OR REPLACE INTO checkpoints (seq, chain, time, signature) VALUES (?, ?, ?, ?)"),
       checkpoints: p("SELECT * FROM checkpoints WHERE seq > ? ORDER BY seq"),
     };
+    // Last: nothing after it can fail and leave the thread holding the database open.
+    if (options.walCheckpoints === "inline") this.#checkpointAt(INLINE_CHECKPOINT_PAGES);
+    else {
+      this.#checkpointAt(SAFETY_NET_CHECKPOINT_PAGES);
+      const onFailed = () => {
+        if (!this.#closed) this.#checkpointAt(INLINE_CHECKPOINT_PAGES);
+      };
+      this.#checkpointer = options.walCheckpointer?.(onFailed) ?? new WalCheckpointer(path, { onFailed });
+    }
   }
 
   readMeta(key: string): Buffer | undefined {
@@ -209,16 +217,20 @@ export class SqliteStore implements Store {
    * Whether the WAL is checkpointed on the thread now, and the WAL length (pages) at which a
    * commit checkpoints it itself. For tests and diagnostics.
    */
-  checkpointing(): { thread: boolean; inlinePages: number } {
+  walCheckpointing(): { thread: boolean; inlinePages: number } {
     const row = this.#db.prepare("PRAGMA wal_autocheckpoint").get() as Row;
     return { thread: this.#checkpointer?.running === true, inlinePages: Number(row.wal_autocheckpoint) };
   }
 
-  close(): void {
+  /**
+   * Close the store. Resolves once the checkpoint thread has closed its connection too: until
+   * then the database is still open (the last connection to close checkpoints and removes the
+   * WAL), so whoever opens it next — a CAS started again on the directory — waits for nothing.
+   */
+  async close(): Promise<void> {
     this.#closed = true;
-    // The thread closes its own connection as it ends: nothing here waits for it.
-    void this.#checkpointer?.stop();
     this.#db.close();
+    await this.#checkpointer?.stop();
   }
 
   #checkpointAt(pages: number): void {

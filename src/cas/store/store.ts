@@ -77,5 +77,6 @@ export interface Store {
   addCheckpoint(checkpoint: CheckpointRow): void;
   checkpoints(sinceSeq: number): CheckpointRow[];
 
-  close(): void;
+  /** Resolves once everything the store opened is closed. */
+  close(): Promise<void>;
 }

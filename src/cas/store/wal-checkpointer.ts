@@ -45,6 +45,8 @@ export class WalCheckpointer {
     if (this.#ended) return Promise.resolve();
     this.#ended = true;
     const exited = new Promise<void>((resolve) => this.#worker.once("exit", () => resolve()));
+    // Referenced while it stops, or an otherwise idle process would not wait for its exit.
+    this.#worker.ref();
     this.#worker.postMessage("stop");
     return exited;
   }
