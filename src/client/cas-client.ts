@@ -73,6 +73,9 @@ function connectTls(options: Omit<CasClientOptions, "casKey">): Promise<{ socket
       minVersion: "TLSv1.3",
       // The CAS's certificate is self-signed: trust comes from the pinned key hash, checked below.
       rejectUnauthorized: false,
+      // So no CA is trusted either: without `ca`, Node would load its ~140 bundled root
+      // certificates into the connection's context, 2–6 ms of every `cloister run`, for nothing.
+      ca: [],
     });
     const timer = setTimeout(
       () =>
