@@ -17,7 +17,7 @@
  * unshare directly; the shell's own additions (PWD) are removed before the exec.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { accessSync, constants, lstatSync, realpathSync, statSync } from "node:fs";
+import { accessSync, constants, realpathSync, statSync } from "node:fs";
 import { constants as os } from "node:os";
 import { basename, dirname, isAbsolute, join } from "node:path";
 import type { Writable } from "node:stream";
@@ -71,7 +71,7 @@ export function planLaunch(
   ) as [string, string, string, string, string, string];
   const lines = [
     `fail() { printf 'cloister: %s\\n' "$1" >&2; exit 1; }`,
-    // Files are created private (or with their modes, below), and the program runs so too.
+    // Files are created private, then given their modes.
     "umask 077",
     // `>` creates, never opens what is there (O_EXCL: not through a symbolic link either).
     "set -C",
@@ -127,28 +127,16 @@ export function planLaunch(
     for (const { file, name } of files) {
       const content = Buffer.from(file.content, "base64");
       data.push(content);
+      lines.push(
+        `${rm} -f -- ${quote(name)} && ${head} -c ${content.length} <&3 > ${quote(name)} || fail ${quote(`cannot write ${file.path}`)}`,
+      );
       const mode = file.mode.replace(/^0*(?=.)/, "");
       if (!/^[0-7]{1,4}$/.test(mode)) throw new LaunchError(`file ${file.path}: mode ${file.mode} is not octal`);
-      const bits = Number.parseInt(mode, 8);
-      // Each command below is a process of its own, a millisecond or two of every start, so
-      // those that do nothing are left out. A mode with no execute or special bits is given as
-      // the file is created, through the umask; others by chmod after. And where nothing was at
-      // the name when this was planned (not even a dangling link), nothing is removed: whatever
-      // is put there since makes the `>` fail (noclobber), and the program does not start. (Only
-      // in a namespace of its own, whose overlays show the host's directories as this process
-      // sees them; the volume launcher's may hold what no host path shows.)
-      const byUmask = (bits & ~0o666) === 0;
-      const clear = namespace !== null && nothingAt(join(directory, name)) ? "" : `${rm} -f -- ${quote(name)} && `;
-      const umask = byUmask ? `umask ${(0o777 & ~bits).toString(8).padStart(3, "0")} && ` : "";
-      lines.push(
-        `${umask}${clear}${head} -c ${content.length} <&3 > ${quote(name)} || fail ${quote(`cannot write ${file.path}`)}`,
-      );
-      if (!byUmask) modes.set(mode, [...(modes.get(mode) ?? []), name]);
+      modes.set(mode, [...(modes.get(mode) ?? []), name]);
     }
     for (const [mode, names] of modes) {
       lines.push(`${chmod} ${mode} -- ${names.map(quote).join(" ")} || fail 'cannot set file modes'`);
     }
-    lines.push("umask 077");
   }
   if (!isAbsolute(config.pwd)) throw new LaunchError(`pwd ${config.pwd}: the working directory must be absolute`);
   lines.push(`cd -P -- ${quote(config.pwd)} || fail ${quote(`cannot enter the working directory ${config.pwd}`)}`);
@@ -274,16 +262,6 @@ function findTool(name: string): string {
     }
   }
   throw new LaunchError(`cloister run needs ${name}, which is not in ${dirs.join(":")}`);
-}
-
-/** Whether nothing at all is at `path`: no file, directory or link (a dangling one included). */
-function nothingAt(path: string): boolean {
-  try {
-    lstatSync(path);
-    return false;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "ENOENT";
-  }
 }
 
 export function pathExists(path: string): boolean {

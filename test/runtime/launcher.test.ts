@@ -165,51 +165,6 @@ describe("files", () => {
   });
 });
 
-describe("the launcher's commands: only those that do something", () => {
-  test("a new file with a mode without execute bits: no rm, no chmod; an existing name or an executable mode: both", async () => {
-    const root = join(dir, "lean");
-    mkdirSync(root);
-    writeFileSync(join(root, "there"), "the host's");
-    symlinkSync(join(root, "nowhere"), join(root, "dangling"));
-    const script = (path: string, mode: string) =>
-      planLaunch(config({ files: [{ path, mode, content: "" }] }), NAMESPACE).args.find((a) => a.includes("umask"))!;
-    const fresh = script(join(root, "new.txt"), "0640");
-    assert.match(fresh, /umask 137 && \S*head -c 0 <&3 > 'new.txt'/);
-    assert.doesNotMatch(fresh, /\brm -f|chmod/);
-    assert.match(script(join(root, "there"), "0640"), /umask 137 && \S*rm -f -- 'there' && /);
-    assert.match(script(join(root, "dangling"), "0640"), /\S*rm -f -- 'dangling' && /, "a dangling link is something");
-    assert.match(script(join(root, "new.sh"), "0750"), /chmod 750 -- 'new.sh'/);
-    // And for real: the modes, and the program's own umask as before (077).
-    const files = [
-      { path: join(root, "a"), mode: "0640", content: Buffer.from("A").toString("base64") },
-      { path: join(root, "there"), mode: "0604", content: Buffer.from("T").toString("base64") },
-      { path: join(root, "x"), mode: "0751", content: Buffer.from("X").toString("base64") },
-    ];
-    const show =
-      "import os, json\nprint(json.dumps([[open(p).read(), oct(os.stat(p).st_mode & 0o777)] for p in " +
-      `${JSON.stringify(files.map((f) => f.path))}] + [oct(os.umask(0))]))\n`;
-    const r = await run(planLaunch(config({ command: ["/usr/bin/python3", "-c", show], files }), NAMESPACE));
-    assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout.toString()), [["A", "0o640"], ["T", "0o604"], ["X", "0o751"], "0o77"]);
-    assert.equal(readFileSync(join(root, "there"), "utf8"), "the host's", "the host's file is as it was");
-  });
-
-  test("a name that appears after the plan: the program does not start, and nothing is written through it", async () => {
-    const root = join(dir, "late");
-    mkdirSync(root);
-    const target = join(root, "target");
-    const launch = planLaunch(
-      config({ files: [{ path: join(root, "conf"), mode: "0400", content: Buffer.from("S").toString("base64") }] }),
-      NAMESPACE,
-    );
-    symlinkSync(target, join(root, "conf")); // after planning: nothing was there then
-    const r = await run(launch);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /cloister: cannot write .*\/late\/conf\n$/);
-    assert.equal(existsSync(target), false, "nothing written where the link points");
-  });
-});
-
 describe("failures before the exec: one line, exit 1", () => {
   test("a program that is not there", async () => {
     const r = await run(planLaunch(config({ command: ["/nonexistent/prog"] }), NAMESPACE));
