@@ -9,12 +9,16 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { once } from "node:events";
 import {
+  closeSync,
+  constants,
   existsSync,
   lstatSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
+  readSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -48,9 +52,10 @@ function config(over: Partial<Configuration>): Configuration {
   } as Configuration;
 }
 
-/** Start a planned launch and collect what the program wrote. */
-async function run(launch: Launch): Promise<{ code: number; stdout: Buffer; stderr: string }> {
+/** Start a planned launch and collect what the program wrote; killed after `limitMs`, if given. */
+async function run(launch: Launch, limitMs?: number): Promise<{ code: number; stdout: Buffer; stderr: string }> {
   const { child, exit } = startLaunch(launch, "pipe");
+  if (limitMs !== undefined) setTimeout(() => child.kill("SIGKILL"), limitMs).unref();
   const out: Buffer[] = [];
   let stderr = "";
   child.stdout!.on("data", (d: Buffer) => out.push(d));
@@ -162,6 +167,49 @@ describe("files", () => {
     assert.equal(readFileSync(join(root, "disk", "secret.txt"), "utf8"), "the host's own");
     assert.deepEqual(readdirSync(join(root, "disk2")), [], "nothing written where the directory link points");
     assert.equal(lstatSync(join(root, "app", "secret.txt")).isSymbolicLink(), true, "the host's link is as it was");
+  });
+});
+
+describe("a link planted at a file's name after the launch was planned", () => {
+  // Why the launcher removes whatever is at a file's name inside the overlay before creating it,
+  // even where nothing was there when it planned: dash's noclobber refuses an existing regular
+  // file, directory or dangling link, but opens a FIFO or a device through a link, for writing.
+  // The removal leaves a whiteout in the overlay, which also hides what the host adds later.
+  test("a link to a FIFO the host reads: the program gets its file, the FIFO nothing", async () => {
+    const root = join(dir, "late-fifo");
+    mkdirSync(root);
+    const fifo = join(root, "fifo");
+    assert.equal(spawnSync("mkfifo", [fifo]).status, 0);
+    const conf = join(root, "conf");
+    const launch = planLaunch(
+      config({
+        // Reads the file only if it is a regular file (through the link it is the FIFO, and a
+        // read would wait for a writer forever).
+        command: ["/bin/sh", "-c", 'test -f "$1" && test ! -L "$1" && cat -- "$1"', "sh", conf],
+        files: [{ path: conf, mode: "0400", content: Buffer.from("SECRET").toString("base64") }],
+      }),
+      NAMESPACE,
+    );
+    symlinkSync(fifo, conf); // after planning: nothing was at the name then
+    // The host's reader, open before the launch (so a writer would not block).
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      // Killed after 10 s: written through the link, the launch would hang there.
+      const r = await run(launch, 10_000);
+      const got = Buffer.alloc(64);
+      let n = 0;
+      try {
+        n = readSync(reader, got);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EAGAIN") throw error;
+      }
+      assert.equal(n, 0, `the host's FIFO received ${JSON.stringify(got.subarray(0, n).toString())}`);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.toString(), "SECRET", "the program reads its own file, a regular file");
+      assert.equal(lstatSync(conf).isSymbolicLink(), true, "the host's link is as it was");
+    } finally {
+      closeSync(reader);
+    }
   });
 });
 
