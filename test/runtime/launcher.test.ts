@@ -178,7 +178,8 @@ describe("a link planted at a file's name after the launch was planned", () => {
   test("a link to a FIFO the host reads: the program gets its file, the FIFO nothing", async () => {
     const root = join(dir, "late-fifo");
     mkdirSync(root);
-    const fifo = join(root, "fifo");
+    // Outside the directory the file goes in (and so outside its overlay): one pipe for both sides.
+    const fifo = join(dir, "late-fifo.pipe");
     assert.equal(spawnSync("mkfifo", [fifo]).status, 0);
     const conf = join(root, "conf");
     const launch = planLaunch(
