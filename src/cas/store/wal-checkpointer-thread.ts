@@ -1,8 +1,10 @@
 /**
  * The body of WalCheckpointer's thread: a connection of its own to the CAS's database, which
  * checkpoints the write-ahead log every `intervalMs` (PASSIVE: it copies what it can and never
- * waits for, or blocks, the event loop's connection) until told to stop. An error ends the
- * thread, and WalCheckpointer hands checkpoints back to the commits.
+ * waits for, or blocks, the event loop's connection) until told to stop. Then it closes its
+ * connection, which, as the last one open, checkpoints and removes the WAL, holding the database
+ * for that moment: the store's close() waits for it. An error ends the thread, and
+ * WalCheckpointer hands checkpoints back to the commits.
  */
 import { DatabaseSync } from "node:sqlite";
 import { pathToFileURL } from "node:url";
