@@ -14,15 +14,15 @@
  */
 import { Worker } from "node:worker_threads";
 
-export const CHECKPOINT_INTERVAL_MS = 100;
+const CHECKPOINT_INTERVAL_MS = 100;
 
 export class WalCheckpointer {
   readonly #worker: Worker;
   #ended = false;
 
-  constructor(path: string, options: { intervalMs?: number; onFailed: (error: Error) => void }) {
+  constructor(path: string, options: { onFailed: (error: Error) => void }) {
     this.#worker = new Worker(new URL("./wal-checkpointer-thread.ts", import.meta.url), {
-      workerData: { path, intervalMs: options.intervalMs ?? CHECKPOINT_INTERVAL_MS },
+      workerData: { path, intervalMs: CHECKPOINT_INTERVAL_MS },
     });
     const failed = (error: Error) => {
       if (this.#ended) return;
