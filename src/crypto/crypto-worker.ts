@@ -16,9 +16,10 @@
  * process.threadCpuUsage, batches of 16 and of 1) — more than a P-256 check. So the attestation
  * flow asks for its key management and its evidence's signature check in the same turn of the
  * event loop, and they go over in one message: the check adds a question to a message that is
- * sent anyway, not a message of its own. (The service certificate's signature was tried on the
- * thread too: it can only be asked once the evidence is accepted, so as a second message, whose
- * cost to both threads took what it saved — docs/benchmarks.md.)
+ * sent anyway, not a message of its own. The answers come back as they are ready, a message per
+ * millisecond of the thread's work (crypto-worker-thread.ts says why). (The service certificate's
+ * signature was tried on the thread too: it can only be asked once the evidence is accepted, so
+ * as a second message, whose cost to both threads took what it saved — docs/benchmarks.md.)
  *
  * If the thread cannot start or dies, its pending work fails with the reason and later work is
  * done on the calling thread: slower, never wrong.

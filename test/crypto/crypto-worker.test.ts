@@ -143,6 +143,32 @@ describe("the crypto worker thread", () => {
     await assert.rejects(worker.verify(unusable), Error);
   });
 
+  test("a batch's answers come back as they are ready, not all at its end", async () => {
+    // 40 P-384 checks asked in one turn: one batch, tens of milliseconds of work on the thread.
+    const p384 = generateKeyPairSync("ec", { namedCurve: "P-384" });
+    const data = randomBytes(672);
+    const check: SignatureCheck = {
+      algorithm: "sha384",
+      data,
+      key: p384.publicKey,
+      signature: sign("sha384", data, { key: p384.privateKey, dsaEncoding: "ieee-p1363" }),
+      dsaEncoding: "ieee-p1363",
+    };
+    let settled = 0;
+    let pendingAfterFirst: number | undefined;
+    const answers = Array.from({ length: 40 }, () =>
+      worker.verify(check).then((verified) => {
+        settled++;
+        // Answers that arrive in one message all settle before setImmediate's turn comes.
+        if (settled === 1) setImmediate(() => (pendingAfterFirst = 40 - settled));
+        return verified;
+      }),
+    );
+    assert.deepEqual(await Promise.all(answers), Array(40).fill(true));
+    await new Promise(setImmediate);
+    assert.ok(pendingAfterFirst! > 0, "the first answer came back with all the others, at the batch's end");
+  });
+
   test("an idle thread does not keep the process up, started or used", () => {
     const module = join(import.meta.dirname, "..", "..", "src", "crypto", "crypto-worker.ts");
     const script = `
