@@ -291,7 +291,7 @@ try {
     };
     keysFor(5000);
     await closedLoop(1);
-    keysFor(SECONDS * 5000);
+    keysFor(SECONDS * 8000);
     const kept = await withCpuPerFlow(() => closedLoop(SECONDS));
     keysFor(SECONDS * 1500);
     floor = { kept, fresh: await withCpuPerFlow(() => closedLoop(SECONDS, CLIENTS, true)) };
