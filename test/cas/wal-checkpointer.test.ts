@@ -94,7 +94,7 @@ describe("WAL checkpoints", () => {
   test("the thread opens the store's own WAL database or fails: a missing file is not created, another kind is refused", async () => {
     let missing: Error | undefined;
     const absent = join(dir, "absent.db");
-    const first = new WalCheckpointer(absent, { onFailed: (e) => (missing = e) });
+    const first = new WalCheckpointer(absent, { busyTimeoutMs: 5000, onFailed: (e) => (missing = e) });
     assert.equal(first.running, true);
     assert.match(String((await failure(() => missing))?.message), /unable to open database file/);
     assert.equal(first.running, false);
@@ -105,7 +105,7 @@ describe("WAL checkpoints", () => {
     other.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1);"); // a rollback-journal database
     other.close();
     let refused: Error | undefined;
-    new WalCheckpointer(rollback, { onFailed: (e) => (refused = e) });
+    new WalCheckpointer(rollback, { busyTimeoutMs: 5000, onFailed: (e) => (refused = e) });
     assert.match(String((await failure(() => refused))?.message), /is not in WAL mode \(delete\)/);
   });
 

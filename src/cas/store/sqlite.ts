@@ -114,7 +114,8 @@ export class SqliteStore implements Store {
       const onFailed = () => {
         if (!this.#closed) this.#checkpointAt(INLINE_CHECKPOINT_PAGES);
       };
-      this.#checkpointer = options.walCheckpointer?.(onFailed) ?? new WalCheckpointer(path, { onFailed });
+      this.#checkpointer =
+        options.walCheckpointer?.(onFailed) ?? new WalCheckpointer(path, { busyTimeoutMs: BUSY_TIMEOUT_MS, onFailed });
     }
   }
 

@@ -10,12 +10,12 @@ import { DatabaseSync } from "node:sqlite";
 import { pathToFileURL } from "node:url";
 import { parentPort, workerData } from "node:worker_threads";
 
-const { path, intervalMs } = workerData as { path: string; intervalMs: number };
+const { path, intervalMs, busyTimeoutMs } = workerData as { path: string; intervalMs: number; busyTimeoutMs: number };
 // The store's own file or nothing: mode=rw never creates one (a file removed or renamed before
 // this opens it is an error, not a new empty database), and it must be the store's WAL database.
 const url = pathToFileURL(path);
 url.searchParams.set("mode", "rw");
-const db = new DatabaseSync(url, { timeout: 5000 });
+const db = new DatabaseSync(url, { timeout: busyTimeoutMs });
 const { journal_mode: journal } = db.prepare("PRAGMA journal_mode").get() as { journal_mode: string };
 if (journal !== "wal") throw new Error(`${path} is not in WAL mode (${journal}): not the store's database`);
 // The checkpoint writes and syncs the database file as the event loop's commits would have.

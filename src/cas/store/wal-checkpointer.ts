@@ -20,9 +20,10 @@ export class WalCheckpointer {
   readonly #worker: Worker;
   #ended = false;
 
-  constructor(path: string, options: { onFailed: (error: Error) => void }) {
+  /** `busyTimeoutMs`: how long the thread's connection waits for a lock (the store's own). */
+  constructor(path: string, options: { busyTimeoutMs: number; onFailed: (error: Error) => void }) {
     this.#worker = new Worker(new URL("./wal-checkpointer-thread.ts", import.meta.url), {
-      workerData: { path, intervalMs: CHECKPOINT_INTERVAL_MS },
+      workerData: { path, intervalMs: CHECKPOINT_INTERVAL_MS, busyTimeoutMs: options.busyTimeoutMs },
     });
     const failed = (error: Error) => {
       if (this.#ended) return;
