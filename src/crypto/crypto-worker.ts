@@ -16,8 +16,8 @@
  * process.threadCpuUsage, batches of 16 and of 1) — more than a P-256 check. So the attestation
  * flow asks for its key management and its evidence's signature check in the same turn of the
  * event loop, and they go over in one message: the check adds a question to a message that is
- * sent anyway, not a message of its own. The answers come back as they are ready, a message per
- * millisecond of the thread's work (crypto-worker-thread.ts says why). (The service certificate's
+ * sent anyway, not a message of its own. The answers come back as they are ready, a message
+ * each millisecond or so (crypto-worker-thread.ts says why). (The service certificate's
  * signature was tried on the thread too: it can only be asked once the evidence is accepted, so
  * as a second message, whose cost to both threads took what it saved — docs/benchmarks.md.)
  *
@@ -126,7 +126,9 @@ export class CryptoWorker {
         this.#pending.delete(answer.id);
         waiting.resolve(answer);
       }
-      if (this.#pending.size === 0) worker.unref();
+      // Not once closed or failed: close() references the thread until it has stopped, and an
+      // answer arriving after that (they come as they are ready) must not undo it.
+      if (this.#pending.size === 0 && this.#worker === worker) worker.unref();
     });
     const fail = (error: Error) => {
       if (this.#worker !== worker) return;

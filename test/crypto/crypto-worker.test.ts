@@ -144,7 +144,9 @@ describe("the crypto worker thread", () => {
   });
 
   test("a batch's answers come back as they are ready, not all at its end", async () => {
-    // 40 P-384 checks asked in one turn: one batch, tens of milliseconds of work on the thread.
+    // 80 P-384 checks asked in one turn: one batch, 50–100 ms of work on the thread — so that
+    // the answers sent during it are taken in before the next come, unless this thread stalls
+    // for that long.
     const p384 = generateKeyPairSync("ec", { namedCurve: "P-384" });
     const data = randomBytes(672);
     const check: SignatureCheck = {
@@ -156,17 +158,44 @@ describe("the crypto worker thread", () => {
     };
     let settled = 0;
     let pendingAfterFirst: number | undefined;
-    const answers = Array.from({ length: 40 }, () =>
+    const answers = Array.from({ length: 80 }, () =>
       worker.verify(check).then((verified) => {
         settled++;
         // Answers that arrive in one message all settle before setImmediate's turn comes.
-        if (settled === 1) setImmediate(() => (pendingAfterFirst = 40 - settled));
+        if (settled === 1) setImmediate(() => (pendingAfterFirst = 80 - settled));
         return verified;
       }),
     );
-    assert.deepEqual(await Promise.all(answers), Array(40).fill(true));
+    assert.deepEqual(await Promise.all(answers), Array(80).fill(true));
     await new Promise(setImmediate);
     assert.ok(pendingAfterFirst! > 0, "the first answer came back with all the others, at the batch's end");
+  });
+
+  test("closed while a batch's answers are still coming back, the process waits for close()", () => {
+    // An answer message landing after close() had referenced the thread again used to unreference
+    // it, so the process could exit with close() — and the CAS's shutdown after it — unfinished.
+    const module = join(import.meta.dirname, "..", "..", "src", "crypto", "crypto-worker.ts");
+    const script = `
+      import { generateKeyPairSync, randomBytes, sign } from "node:crypto";
+      import { CryptoWorker } from ${JSON.stringify(module)};
+      const p384 = generateKeyPairSync("ec", { namedCurve: "P-384" });
+      const data = randomBytes(672);
+      const signature = sign("sha384", data, { key: p384.privateKey, dsaEncoding: "ieee-p1363" });
+      const check = { algorithm: "sha384", data, key: p384.publicKey, signature, dsaEncoding: "ieee-p1363" };
+      for (let i = 0; i < 30; i++) {
+        const worker = new CryptoWorker();
+        await worker.verify(check);
+        const all = Array.from({ length: 40 }, () => worker.verify(check).catch(() => undefined));
+        await new Promise((resolve) => setTimeout(resolve, 2 + i));
+        await worker.close();
+        await Promise.all(all);
+      }
+      console.log("done");`;
+    const dir = mkdtempSync(join(tmpdir(), "cloister-close-"));
+    writeFileSync(join(dir, "close.mjs"), script);
+    const child = spawnSync(process.execPath, [join(dir, "close.mjs")], { timeout: 60_000 });
+    rmSync(dir, { recursive: true, force: true });
+    assert.equal(child.stdout.toString().trim(), "done", `exited ${child.status}: ${child.stderr}`);
   });
 
   test("an idle thread does not keep the process up, started or used", () => {
