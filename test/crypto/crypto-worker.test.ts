@@ -43,6 +43,21 @@ function p384Check(): SignatureCheck {
   };
 }
 
+/**
+ * `body` run as a module of its own in a child process, with CryptoWorker imported: for what only
+ * a process's exit shows (whether the thread keeps it up, or lets it go too early).
+ */
+function runWithCryptoWorker(body: string, timeout: number) {
+  const module = join(import.meta.dirname, "..", "..", "src", "crypto", "crypto-worker.ts");
+  const dir = mkdtempSync(join(tmpdir(), "cloister-crypto-worker-"));
+  try {
+    writeFileSync(join(dir, "child.mjs"), `import { CryptoWorker } from ${JSON.stringify(module)};\n${body}`);
+    return spawnSync(process.execPath, [join(dir, "child.mjs")], { timeout });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe("the crypto worker thread", () => {
   const worker = new CryptoWorker();
   after(() => worker.close());
@@ -172,10 +187,9 @@ describe("the crypto worker thread", () => {
   test("closed while a batch's answers are still coming back, the process waits for close()", () => {
     // An answer message landing after close() had referenced the thread again used to unreference
     // it, so the process could exit with close() — and the CAS's shutdown after it — unfinished.
-    const module = join(import.meta.dirname, "..", "..", "src", "crypto", "crypto-worker.ts");
-    const script = `
+    const child = runWithCryptoWorker(
+      `
       import { generateKeyPairSync, randomBytes, sign } from "node:crypto";
-      import { CryptoWorker } from ${JSON.stringify(module)};
       const p384 = generateKeyPairSync("ec", { namedCurve: "P-384" });
       const data = randomBytes(672);
       const signature = sign("sha384", data, { key: p384.privateKey, dsaEncoding: "ieee-p1363" });
@@ -188,27 +202,22 @@ describe("the crypto worker thread", () => {
         await worker.close();
         await Promise.all(all);
       }
-      console.log("done");`;
-    const dir = mkdtempSync(join(tmpdir(), "cloister-close-"));
-    writeFileSync(join(dir, "close.mjs"), script);
-    const child = spawnSync(process.execPath, [join(dir, "close.mjs")], { timeout: 60_000 });
-    rmSync(dir, { recursive: true, force: true });
+      console.log("done");`,
+      60_000,
+    );
     assert.equal(child.stdout.toString().trim(), "done", `exited ${child.status}: ${child.stderr}`);
   });
 
   test("an idle thread does not keep the process up, started or used", () => {
-    const module = join(import.meta.dirname, "..", "..", "src", "crypto", "crypto-worker.ts");
-    const script = `
+    const child = runWithCryptoWorker(
+      `
       import { createECDH } from "node:crypto";
-      import { CryptoWorker } from ${JSON.stringify(module)};
       new CryptoWorker().start();
       const used = new CryptoWorker();
       await used.manageKey(createECDH("prime256v1").generateKeys());
-      console.log("done");`;
-    const dir = mkdtempSync(join(tmpdir(), "cloister-agreement-"));
-    writeFileSync(join(dir, "idle.mjs"), script);
-    const child = spawnSync(process.execPath, [join(dir, "idle.mjs")], { timeout: 20_000 });
-    rmSync(dir, { recursive: true, force: true });
+      console.log("done");`,
+      20_000,
+    );
     assert.equal(child.stdout.toString().trim(), "done", child.stderr.toString());
     assert.equal(child.status, 0, "exited by itself, not killed at the timeout");
   });
