@@ -23,6 +23,9 @@
  *   and the CPU a flow costs the CAS and the load generator together, with the ceiling that sets
  *   for the whole machine.
  *
+ * The machine's speed before and after the run (bench/support/machine-speed.ts) is printed with
+ * the results: this VM's varies from day to day, and every figure here with it.
+ *
  *   node bench/attest-throughput.ts [--seconds 5] [--clients 32] [--rate 1000]
  */
 import { spawn } from "node:child_process";
@@ -38,6 +41,7 @@ import { CasClient } from "../src/client/cas-client.ts";
 import { P256_SPKI_PREFIX, spkiHash } from "../src/crypto/keys.ts";
 import { selfSignedP256 } from "../src/crypto/self-signed.ts";
 import { Http1Connection, Http1Pool, type Http1Response } from "./support/http1-client.ts";
+import { machineSpeedLine, opensslVerifyPerSecond } from "./support/machine-speed.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -76,6 +80,8 @@ function machineTicks(): { total: number; idle: number } {
   return { total, idle: fields[3]! + fields[4]! };
 }
 
+/** OpenSSL's P-256 rate before the run (and after it, below): this VM's speed varies. */
+const speedBefore = opensslVerifyPerSecond("p256", 1);
 const dir = mkdtempSync(join(tmpdir(), "cloister-bench-attest-"));
 const admin = await selfSignedP256("bench", 1);
 const child = spawn(
@@ -328,6 +334,7 @@ try {
     `Node's floor (a bare node:https server, canned answers of the same sizes; bench/support/https-floor.ts): event loop ${floor.kept.loopCpuMs.toFixed(3)} ms per flow kept alive (${floor.kept.perSecond.toFixed(0)} flows/s), ${floor.fresh.loopCpuMs.toFixed(3)} ms with a handshake per flow (${floor.fresh.perSecond.toFixed(0)} flows/s); the CAS's event loop is ${times(capacity.loopCpuMs, floor.kept.loopCpuMs)} and ${times(fresh.loopCpuMs, floor.fresh.loopCpuMs)} that, the CAS's whole process ${times(capacity.casCpuMs, floor.kept.casCpuMs)} and ${times(fresh.casCpuMs, floor.fresh.casCpuMs)}`,
   );
   if (keysMadeDuring > 0) console.log(`(runtime keys made while measuring, not before: ${keysMadeDuring})`);
+  console.log(machineSpeedLine(speedBefore, opensslVerifyPerSecond("p256", 1)));
   console.log("targets: capacity ≥ 1,000 flows/s; p99 ≤ 50 ms at 1,000 flows/s");
   target.pool.close();
 } finally {

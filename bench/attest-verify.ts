@@ -12,7 +12,6 @@
  * report's signature is checked there and when on the crypto worker thread, as the CAS does
  * (batches of 16 in flight; in the CAS a check shares its message with a key agreement).
  */
-import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -22,6 +21,7 @@ import { verifyDcapQuote } from "../src/attestation/dcap/verify.ts";
 import { settle } from "../src/attestation/pending-signature.ts";
 import { prepareSnpReport, verifySnpReport } from "../src/attestation/snp/verify.ts";
 import { CryptoWorker } from "../src/crypto/crypto-worker.ts";
+import { opensslVerifyPerSecond } from "./support/machine-speed.ts";
 
 const { values: args } = parseArgs({
   options: { seconds: { type: "string", default: "3" }, json: { type: "boolean", default: false } },
@@ -41,20 +41,6 @@ function rate(work: () => void): number {
   return n / ((performance.now() - start) / 1000);
 }
 
-/** OpenSSL's own ECDSA verifications per second on one core: the ceiling. */
-function opensslVerify(curve: "p256" | "p384"): number | undefined {
-  try {
-    const out = execFileSync("openssl", ["speed", "-seconds", String(SECONDS), `ecdsa${curve}`], {
-      stdio: ["ignore", "pipe", "ignore"],
-    }).toString();
-    const line = out.split("\n").find((l) => new RegExp(`${curve.slice(1)} bits ecdsa`).test(l));
-    const verify = line?.trim().split(/\s+/).pop();
-    return verify ? Number(verify) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 const dcap = (["sgx", "tdx"] as const).map((tee) => {
   const quote = readFileSync(join(VECTORS, "intel-dcap", `${tee}_quote`));
   const collateral = Collateral.parse(
@@ -68,13 +54,13 @@ const dcap = (["sgx", "tdx"] as const).map((tee) => {
     qvl: rate(() => qvl.verify(quote, collateral, nowSecs)),
   };
 });
-const p256 = opensslVerify("p256");
+const p256 = opensslVerifyPerSecond("p256", SECONDS);
 
 const report = Buffer.from(readFileSync(join(VECTORS, "amd-snp", "report_milan.hex"), "utf8").trim(), "hex");
 const vcek = readFileSync(join(VECTORS, "amd-snp", "vcek_milan.der"));
 const at = new Date("2025-07-01T00:00:00Z");
 const snp = rate(() => verifySnpReport(report, { endorsementKey: vcek, at }));
-const limit = opensslVerify("p384");
+const limit = opensslVerifyPerSecond("p384", SECONDS);
 
 /** The event loop's CPU per SEV-SNP verification (µs) and verifications per second, 16 at a time. */
 async function loopCost(verifyOne: () => Promise<unknown>): Promise<{ loopUs: number; perSecond: number }> {

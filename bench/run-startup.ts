@@ -1,7 +1,8 @@
 /**
  * bench/run-startup: what `cloister run` adds to a program's start. `cloister run --tee sim` of
  * /bin/true (attestation against a local CAS and LAS, the JWE, the private mount namespace, the
- * launch) against /bin/true alone; the median of 30 runs each. Target: overhead ≤ 150 ms.
+ * launch) against /bin/true alone; the median of 30 runs each. Target: overhead ≤ 150 ms. The
+ * machine's speed before and after (bench/support/machine-speed.ts) is printed with the result.
  *
  *   node bench/run-startup.ts [--runs 30]
  */
@@ -16,12 +17,15 @@ import { CasClient } from "../src/client/cas-client.ts";
 import { spkiHash } from "../src/crypto/keys.ts";
 import { selfSignedP256 } from "../src/crypto/self-signed.ts";
 import { loadOrCreateNodeKey, startLas } from "../src/las/server.ts";
+import { machineSpeedLine, opensslVerifyPerSecond } from "./support/machine-speed.ts";
 
 const { values: args } = parseArgs({ options: { runs: { type: "string", default: "30" } } });
 const RUNS = Number(args.runs);
 const BIN = join(import.meta.dirname, "..", "bin", "cloister");
 const TRUE = realpathSync("/bin/true");
 
+/** OpenSSL's P-256 rate before the run (and after it, below): this VM's speed varies. */
+const speedBefore = opensslVerifyPerSecond("p256", 1);
 const dir = mkdtempSync(join(tmpdir(), "cloister-bench-run-"));
 const admin = await selfSignedP256("bench", 1);
 const adminHash = spkiHash(admin.keyPem);
@@ -70,6 +74,7 @@ try {
   console.log(
     `cloister run /bin/true    ${median(run).toFixed(1)} ms   overhead ${overhead.toFixed(1)} ms (target ≤ 150 ms)`,
   );
+  console.log(machineSpeedLine(speedBefore, opensslVerifyPerSecond("p256", 1)));
 } finally {
   await las.close();
   await cas.close();
