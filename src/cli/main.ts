@@ -27,12 +27,24 @@ const GROUP_OF: Record<string, string> = { dev: "cas", collateral: "cas", measur
 
 export const VERSION = "0.1.0";
 
+/**
+ * Where the CLI writes, for the program and every subcommand alike. Commander's own usage errors
+ * ("error: unknown option …") take the prefix the CLI's other errors have, so that a script or a
+ * person reading stderr sees one form: `cloister: what was wrong`.
+ */
+const output = (io: Io) => ({
+  writeOut: io.stdout,
+  writeErr: io.stderr,
+  outputError: (text: string, write: (text: string) => void) =>
+    write(text.startsWith("error: ") ? `cloister: ${text.slice("error: ".length)}` : text),
+});
+
 export async function buildProgram(io: Io, argv: readonly string[] = []): Promise<Command> {
   const program = new Command("cloister")
     .description("Run unmodified programs in TEEs; release secrets only after remote attestation.")
     .version(VERSION, "-V, --version")
     .showHelpAfterError("(run with --help for usage)")
-    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
+    .configureOutput(output(io))
     .exitOverride()
     .addHelpText(
       "after",
@@ -51,7 +63,7 @@ Exit codes: 0 ok, 1 refused or failed, 2 usage. Docs: docs/policy.md.`,
   const groups = group ? [group] : versionOnly ? [] : Object.keys(GROUPS);
   for (const name of groups) await GROUPS[name]!(program, io);
   // Every subcommand inherits the same output and exit behaviour.
-  for (const c of allCommands(program)) c.configureOutput({ writeOut: io.stdout, writeErr: io.stderr }).exitOverride();
+  for (const c of allCommands(program)) c.configureOutput(output(io)).exitOverride();
   return program;
 }
 

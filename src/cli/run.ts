@@ -43,7 +43,7 @@ The program's argv, environment and working directory are the policy's; the host
 ignored. Files exist only in a private mount namespace (for a non-root user, inside a user
 namespace of its own, where the program runs as that namespace's root); the policy's
 TLS shield runs here, up before the program starts. Exit code:
-the program's; 1 with one line saying why when it was never started.`,
+the program's; 1 with one line saying why when it was never started; 2 for a usage error.`,
     )
     .action(
       async (

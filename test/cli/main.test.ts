@@ -32,3 +32,18 @@ test("--version registers no command; --help, a bare call and a command load wha
     ["run"],
   );
 });
+
+test("commander's usage errors take the CLI's own prefix, at every level, and exit 2", async () => {
+  for (const argv of [
+    ["nosuch"],
+    ["run", "--bogus"],
+    ["run", "--config-id", "a/b", "--tee", "bogus"],
+    ["policy", "check"],
+  ]) {
+    const r = await runCli(argv);
+    assert.equal(r.code, 2, argv.join(" "));
+    assert.match(r.stderr, /^cloister: \S/, `${argv.join(" ")}: ${r.stderr}`);
+    assert.doesNotMatch(r.stderr, /^error: /m, argv.join(" "));
+    assert.match(r.stderr, /\(run with --help for usage\)/);
+  }
+});
