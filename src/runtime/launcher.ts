@@ -22,7 +22,7 @@ import { constants as os } from "node:os";
 import { basename, dirname, isAbsolute, join } from "node:path";
 import type { Writable } from "node:stream";
 import type { Configuration } from "../cas/attestation.ts";
-import { OverlayError, planOverlays } from "./overlays.ts";
+import { NEW_DIRECTORY_MODE, OverlayError, planOverlays, type UpperLook, upperLook } from "./overlays.ts";
 
 /** What to spawn: the command line, its environment, and what to write to its file descriptor 3. */
 export interface Launch {
@@ -65,6 +65,8 @@ export function planLaunch(
    * launcher): resolved again under its overlays, a link hidden beneath a mount would show.
    */
   resolved: ReadonlyMap<string, string> = resolveFileDirectories(config, realpath),
+  /** The host's directories' modes and owners (the overlays' anchors). */
+  stat: (path: string) => { mode: number; uid: number; gid: number } = statSync,
 ): Launch {
   const [unshare, mount, mkdir, head, chmod, rm] = ["unshare", "mount", "mkdir", "head", "chmod", "rm"].map(
     findTool,
@@ -100,13 +102,35 @@ export function planLaunch(
       if (error instanceof OverlayError) throw new LaunchError(error.message);
       throw error;
     }
+    // As the host's root (no --user), the upper layers can take their anchors' owners too.
+    const hostRoot = !namespace.includes("--user");
     for (const m of plan.mounts) {
+      let look: UpperLook;
+      try {
+        look = upperLook(m.anchor, stat);
+      } catch (error) {
+        if (error instanceof OverlayError) throw new LaunchError(error.message);
+        throw error;
+      }
+      // The merged directory looks as the upper layer does (overlays.ts says why); the work
+      // directory, overlayfs's own, may look the same.
       lines.push(
-        `${mkdir} ${m.upper} ${m.work} || fail 'cannot make the staging directory'`,
+        `${mkdir} -m ${look.mode.toString(8)} ${m.upper} ${m.work} || fail 'cannot make the staging directory'`,
+      );
+      if (hostRoot && (look.uid !== 0 || look.gid !== 0))
+        lines.push(
+          `${findTool("chown")} ${look.uid}:${look.gid} ${m.upper} || fail 'cannot make the staging directory'`,
+        );
+      lines.push(
         `${mount} -t overlay cloister -o ${quote(`lowerdir=${m.anchor},upperdir=${m.upper},workdir=${m.work}`)} ${quote(m.anchor)} || fail ${quote(`cannot mount an overlay on ${m.anchor}`)}`,
       );
     }
-    for (const d of plan.directories) lines.push(`${mkdir} -p -- ${quote(d)} || fail ${quote(`cannot make ${d}`)}`);
+    if (plan.directories.length > 0) {
+      // What the host lacks is made as mkdir makes it under the usual umask (NEW_DIRECTORY_MODE).
+      lines.push(`umask ${(0o777 & ~NEW_DIRECTORY_MODE).toString(8).padStart(3, "0")}`);
+      for (const d of plan.directories) lines.push(`${mkdir} -p -- ${quote(d)} || fail ${quote(`cannot make ${d}`)}`);
+      lines.push("umask 077");
+    }
   }
   // Each file is written in its real directory (symbolic links resolved when planning), entered
   // with `cd -P` and checked to be that directory still — so that a link at the file's path or

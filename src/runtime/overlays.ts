@@ -9,9 +9,57 @@
  * And / itself cannot be overlaid: a mount over / does not change the root a process resolves
  * paths from, so what was written there would land on the host's disk.
  */
+import { readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 
 export class OverlayError extends Error {}
+
+/**
+ * How an overlay's upper layer must look. The merged directory's own mode and owner are the
+ * upper layer's, not those of the directory it covers: an upper layer made under the launcher's
+ * umask 077 showed /etc as 0700, and every program that drops root (nginx's workers, a service
+ * that runs as its own user) could no longer read /etc/passwd or /etc/resolv.conf, nor reach its
+ * own files there. So the upper layer takes the anchor's permission bits (sticky and setgid
+ * included: /tmp stays 1777) and, where the launcher can give it (as root of the host's user
+ * namespace), its owner.
+ */
+export interface UpperLook {
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+export function upperLook(
+  anchor: string,
+  stat: (path: string) => { mode: number; uid: number; gid: number } = statSync,
+): UpperLook {
+  let s: { mode: number; uid: number; gid: number };
+  try {
+    s = stat(anchor);
+  } catch (error) {
+    throw new OverlayError(`cannot read ${anchor}, the directory to overlay: ${(error as Error).message}`);
+  }
+  return { mode: s.mode & 0o7777, uid: s.uid, gid: s.gid };
+}
+
+/**
+ * The mode of the directories made where the host has none (plan.directories): what mkdir makes
+ * under the usual umask 022, whatever the launcher's own — traversable by a program that drops
+ * root; the files in them keep the policy's modes. (A volume's root is made the same way.)
+ */
+export const NEW_DIRECTORY_MODE = 0o755;
+
+/**
+ * Whether this process is in the host's own user namespace, where it can give files any owner;
+ * in one of its own (cloister run as a non-root user) the host's owners are not mapped.
+ */
+export function inHostUserNamespace(): boolean {
+  try {
+    return /^\s*0\s+0\s+4294967295\s*$/.test(readFileSync("/proc/self/uid_map", "utf8"));
+  } catch {
+    return false;
+  }
+}
 
 export interface OverlayMount {
   readonly anchor: string;

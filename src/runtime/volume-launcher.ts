@@ -10,14 +10,21 @@
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createReadStream, existsSync, mkdirSync, realpathSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, chownSync, createReadStream, existsSync, mkdirSync, realpathSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
 import type { Configuration } from "../cas/attestation.ts";
 import { CasClient, CasRequestError } from "../client/cas-client.ts";
 import { TreeError } from "../fs/format.ts";
 import { lockTree, VolumeInUse } from "./directory-lock.ts";
 import { fileDirectories, pathExists, planLaunch, resolveFileDirectories, STAGING, startLaunch } from "./launcher.ts";
-import { OverlayError, planOverlays } from "./overlays.ts";
+import {
+  inHostUserNamespace,
+  NEW_DIRECTORY_MODE,
+  OverlayError,
+  planOverlays,
+  type UpperLook,
+  upperLook,
+} from "./overlays.ts";
 import { commitVolume, type OpenVolume, openVolume, TagConflict, type TagKeeper, VolumeError } from "./volumes.ts";
 
 export interface VolumeLaunchInput {
@@ -77,12 +84,31 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
     if (error instanceof OverlayError) throw new VolumeError(error.message);
     throw error;
   }
+  const hostRoot = inHostUserNamespace();
   for (const m of plan.mounts) {
+    // The merged directory looks as the upper layer does: as its anchor (overlays.ts says why).
+    let look: UpperLook;
+    try {
+      look = upperLook(m.anchor);
+    } catch (error) {
+      if (error instanceof OverlayError) throw new VolumeError(error.message);
+      throw error;
+    }
     mkdirSync(m.upper);
+    chmodSync(m.upper, look.mode); // exactly: mkdir's mode passes through the umask
+    if (hostRoot) chownSync(m.upper, look.uid, look.gid);
     mkdirSync(m.work);
     mount(["-t", "overlay", "cloister", "-o", `lowerdir=${m.anchor},upperdir=${m.upper},workdir=${m.work}`, m.anchor]);
   }
-  for (const d of plan.directories) mkdirSync(d, { recursive: true });
+  for (const d of plan.directories) {
+    // Every directory made here, as mkdir makes them under the usual umask (NEW_DIRECTORY_MODE).
+    const first = mkdirSync(d, { recursive: true });
+    if (first === undefined) continue;
+    for (let made = d; ; made = dirname(made)) {
+      chmodSync(made, NEW_DIRECTORY_MODE);
+      if (made === first) break;
+    }
+  }
   const volumes: OpenVolume[] = [];
   for (const [n, volume] of config.volumes.entries()) {
     // An unpredictable name: a path planted in the tree on the host cannot aim at it.

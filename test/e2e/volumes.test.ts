@@ -282,6 +282,42 @@ volumes:
   });
 });
 
+describe("the directories a program finds its volume and files in", () => {
+  // Through the volume launcher (a service with a volume): its overlays' merged directories look
+  // as the host's, and what it makes where the host has none is 0755, as
+  // test/runtime/launcher.test.ts holds for the plain launcher. Its upper layers were made under
+  // the process's umask: an overlay over /tmp showed it 0755, not writable by a program that
+  // drops root.
+  test("look as the host's; those the host lacks are made 0755", async () => {
+    const stat = "/usr/bin/stat";
+    await world.owner.request("POST", "/v1/policies", {
+      policy: `version: "1"
+name: looks
+security:
+  attestation: {mode: simulation}
+services:
+  - name: app
+    measurements: [{tee: sim, digest: ${world.digest(stat)}}]
+    command: [${stat}, -c, "%a %u %n", /tmp, /tmp/cloister-looks, /tmp/cloister-looks/deeper, /srv, /srv/cloister-looks]
+    files: [{path: /tmp/cloister-looks/deeper/app.conf, content: "x"}]
+    volumes: [{name: data, path: /srv/cloister-looks}]
+volumes:
+  - {name: data}
+`,
+    });
+    const host = (path: string) => `${(statSync(path).mode & 0o7777).toString(8)} ${statSync(path).uid} ${path}`;
+    const r = await world.run("looks/app", stat);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split("\n"), [
+      host("/tmp"), // 1777: sticky and writable by all, as on the host
+      "755 0 /tmp/cloister-looks",
+      "755 0 /tmp/cloister-looks/deeper",
+      host("/srv"),
+      "755 0 /srv/cloister-looks",
+    ]);
+  });
+});
+
 describe("as a non-root user", () => {
   test("a volume opens, presents and commits inside a user namespace of its own", async () => {
     // The tests run as root (CI does); runuser makes these runs start as nobody.

@@ -9,6 +9,8 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { once } from "node:events";
 import {
+  chmodSync,
+  chownSync,
   closeSync,
   constants,
   existsSync,
@@ -167,6 +169,44 @@ describe("files", () => {
     assert.equal(readFileSync(join(root, "disk", "secret.txt"), "utf8"), "the host's own");
     assert.deepEqual(readdirSync(join(root, "disk2")), [], "nothing written where the directory link points");
     assert.equal(lstatSync(join(root, "app", "secret.txt")).isSymbolicLink(), true, "the host's link is as it was");
+  });
+});
+
+describe("the directories a program finds its files in", () => {
+  // An overlay's merged directory shows its upper layer's mode and owner. Made under the
+  // launcher's umask 077, that showed /etc as 0700, and a program that drops root could no longer
+  // read /etc/passwd nor reach its own files; the directories made where the host has none were
+  // 0700 too.
+  test("look as the host's (mode, sticky bit, owner); those the host lacks are made 0755", async () => {
+    const root = join(dir, "looks");
+    const sticky = join(root, "sticky");
+    const owned = join(root, "owned");
+    const plain = join(root, "plain");
+    for (const d of [sticky, owned, plain]) mkdirSync(d, { recursive: true });
+    chmodSync(sticky, 0o1777);
+    chmodSync(owned, 0o750);
+    chownSync(owned, 65534, 65534);
+    chmodSync(plain, 0o711);
+    const content = Buffer.from("x").toString("base64");
+    const files = [
+      { path: join(sticky, "a"), mode: "0400", content },
+      { path: join(owned, "b"), mode: "0400", content },
+      { path: join(plain, "new", "deeper", "c"), mode: "0444", content },
+    ];
+    const looked = [sticky, owned, plain, join(plain, "new"), join(plain, "new", "deeper"), files[2]!.path];
+    const r = await run(
+      planLaunch(config({ command: ["/usr/bin/stat", "-c", "%a %u %g", ...looked], files }), NAMESPACE),
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.toString().trim().split("\n"), [
+      "1777 0 0",
+      "750 65534 65534",
+      "711 0 0",
+      "755 0 0",
+      "755 0 0",
+      "444 0 0",
+    ]);
+    assert.deepEqual(readdirSync(plain), [], "nothing made on the host");
   });
 });
 
