@@ -3,6 +3,10 @@
  * second when it loaded them all), --help lists every command.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
 import { test } from "node:test";
 import { type Io, processIo } from "../../src/cli/io.ts";
 import { buildProgram, VERSION } from "../../src/cli/main.ts";
@@ -45,5 +49,29 @@ test("commander's usage errors take the CLI's own prefix, at every level, and ex
     assert.match(r.stderr, /^cloister: \S/, `${argv.join(" ")}: ${r.stderr}`);
     assert.doesNotMatch(r.stderr, /^error: /m, argv.join(" "));
     assert.match(r.stderr, /\(run with --help for usage\)/);
+  }
+});
+
+test("bin/cloister finds its code however it is started: by path, relative, through absolute and relative links", () => {
+  const bin = join(import.meta.dirname, "..", "..", "bin");
+  const links = mkdtempSync(join(tmpdir(), "cloister-wrapper-"));
+  try {
+    symlinkSync(join(bin, "cloister"), join(links, "absolute"));
+    symlinkSync(relative(links, join(bin, "cloister")), join(links, "relative"));
+    const ways: [string, string[], string?][] = [
+      [join(bin, "cloister"), []],
+      ["./cloister", [], bin],
+      ["/bin/sh", ["cloister"], bin],
+      [join(links, "absolute"), []],
+      [join(links, "relative"), []],
+      ["./relative", [], links],
+    ];
+    for (const [file, args, cwd] of ways) {
+      const r = spawnSync(file, [...args, "--version"], { cwd, encoding: "utf8" });
+      assert.equal(r.status, 0, `${file} ${args.join(" ")} in ${cwd ?? "."}: ${r.stderr}`);
+      assert.equal(r.stdout, `${VERSION}\n`);
+    }
+  } finally {
+    rmSync(links, { recursive: true, force: true });
   }
 });
