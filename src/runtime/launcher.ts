@@ -22,7 +22,14 @@ import { constants as os } from "node:os";
 import { basename, dirname, isAbsolute, join } from "node:path";
 import type { Writable } from "node:stream";
 import type { Configuration } from "../cas/attestation.ts";
-import { NEW_DIRECTORY_MODE, OverlayError, planOverlays, type UpperLook, upperLook } from "./overlays.ts";
+import {
+  inHostUserNamespace,
+  NEW_DIRECTORY_MODE,
+  OverlayError,
+  planOverlays,
+  type UpperLook,
+  upperLook,
+} from "./overlays.ts";
 
 /** What to spawn: the command line, its environment, and what to write to its file descriptor 3. */
 export interface Launch {
@@ -102,8 +109,10 @@ export function planLaunch(
       if (error instanceof OverlayError) throw new LaunchError(error.message);
       throw error;
     }
-    // As the host's root (no --user), the upper layers can take their anchors' owners too.
-    const hostRoot = !namespace.includes("--user");
+    // As the host's root, the upper layers can take their anchors' owners too; not in a user
+    // namespace, whether of this launch (--user) or one cloister runs in already as its root (a
+    // rootless container, `unshare -r`), where the host's owners are not mapped.
+    const hostRoot = !namespace.includes("--user") && inHostUserNamespace();
     for (const m of plan.mounts) {
       let look: UpperLook;
       try {
@@ -158,6 +167,12 @@ export function planLaunch(
       if (!/^[0-7]{1,4}$/.test(mode)) throw new LaunchError(`file ${file.path}: mode ${file.mode} is not octal`);
       modes.set(mode, [...(modes.get(mode) ?? []), name]);
     }
+    // In a setgid directory (as the host has it, or made under one) a new file takes the
+    // directory's group, and a mode such as 0440 would then open it to that group: the policy's
+    // files stay in root's group, as everywhere else. (Created 0600 under umask 077: the group
+    // has no access before this.) A test of the shell's, no process, where there is none.
+    const all = files.map(({ name }) => quote(name)).join(" ");
+    lines.push(`[ ! -g . ] || ${findTool("chgrp")} 0 -- ${all} || fail 'cannot set the group of the files'`);
     for (const [mode, names] of modes) {
       lines.push(`${chmod} ${mode} -- ${names.map(quote).join(" ")} || fail 'cannot set file modes'`);
     }

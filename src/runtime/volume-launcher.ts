@@ -27,6 +27,9 @@ import {
 } from "./overlays.ts";
 import { commitVolume, type OpenVolume, openVolume, TagConflict, type TagKeeper, VolumeError } from "./volumes.ts";
 
+/** A directory's setgid bit (S_ISGID), which node:fs does not export. */
+const SETGID = 0o2000;
+
 export interface VolumeLaunchInput {
   readonly config: Configuration;
   readonly serviceKeyPem: string;
@@ -101,11 +104,13 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
     mount(["-t", "overlay", "cloister", "-o", `lowerdir=${m.anchor},upperdir=${m.upper},workdir=${m.work}`, m.anchor]);
   }
   for (const d of plan.directories) {
-    // Every directory made here, as mkdir makes them under the usual umask (NEW_DIRECTORY_MODE).
+    // Every directory made here, as mkdir makes them under the usual umask (NEW_DIRECTORY_MODE),
+    // keeping the setgid bit one inherits from a setgid parent, as mkdir does (and the shell
+    // launcher's `mkdir -p`).
     const first = mkdirSync(d, { recursive: true });
     if (first === undefined) continue;
     for (let made = d; ; made = dirname(made)) {
-      chmodSync(made, NEW_DIRECTORY_MODE);
+      chmodSync(made, NEW_DIRECTORY_MODE | (statSync(made).mode & SETGID));
       if (made === first) break;
     }
   }

@@ -306,7 +306,14 @@ volumes:
 `,
     });
     const host = (path: string) => `${(statSync(path).mode & 0o7777).toString(8)} ${statSync(path).uid} ${path}`;
-    const r = await world.run("looks/app", stat);
+    // Under a private umask, which `cloister run` inherits: what it makes must not follow it.
+    const umask = process.umask(0o077);
+    let r: Awaited<ReturnType<World["run"]>>;
+    try {
+      r = await world.run("looks/app", stat);
+    } finally {
+      process.umask(umask);
+    }
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(r.stdout.trim().split("\n"), [
       host("/tmp"), // 1777: sticky and writable by all, as on the host

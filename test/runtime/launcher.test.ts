@@ -177,23 +177,39 @@ describe("the directories a program finds its files in", () => {
   // launcher's umask 077, that showed /etc as 0700, and a program that drops root could no longer
   // read /etc/passwd nor reach its own files; the directories made where the host has none were
   // 0700 too.
-  test("look as the host's (mode, sticky bit, owner); those the host lacks are made 0755", async () => {
+  test("look as the host's (mode, sticky and setgid bits, owner); those the host lacks are made 0755; files stay root's", async () => {
     const root = join(dir, "looks");
     const sticky = join(root, "sticky");
     const owned = join(root, "owned");
     const plain = join(root, "plain");
-    for (const d of [sticky, owned, plain]) mkdirSync(d, { recursive: true });
+    const shared = join(root, "shared");
+    for (const d of [sticky, owned, plain, shared]) mkdirSync(d, { recursive: true });
     chmodSync(sticky, 0o1777);
     chmodSync(owned, 0o750);
     chownSync(owned, 65534, 65534);
     chmodSync(plain, 0o711);
+    chownSync(shared, 0, 4);
+    chmodSync(shared, 0o2775); // setgid: what is made in it takes group 4
     const content = Buffer.from("x").toString("base64");
     const files = [
       { path: join(sticky, "a"), mode: "0400", content },
       { path: join(owned, "b"), mode: "0400", content },
       { path: join(plain, "new", "deeper", "c"), mode: "0444", content },
+      { path: join(shared, "d"), mode: "0440", content },
+      { path: join(shared, "sub", "e"), mode: "0440", content },
     ];
-    const looked = [sticky, owned, plain, join(plain, "new"), join(plain, "new", "deeper"), files[2]!.path];
+    const looked = [
+      sticky,
+      owned,
+      plain,
+      join(plain, "new"),
+      join(plain, "new", "deeper"),
+      files[2]!.path,
+      shared,
+      files[3]!.path,
+      join(shared, "sub"),
+      files[4]!.path,
+    ];
     const r = await run(
       planLaunch(config({ command: ["/usr/bin/stat", "-c", "%a %u %g", ...looked], files }), NAMESPACE),
     );
@@ -205,8 +221,55 @@ describe("the directories a program finds its files in", () => {
       "755 0 0",
       "755 0 0",
       "444 0 0",
+      "2775 0 4",
+      "440 0 0", // 0440 for root's group, not the setgid directory's
+      "2755 0 4", // made in a setgid directory, as mkdir makes it there
+      "440 0 0",
     ]);
     assert.deepEqual(readdirSync(plain), [], "nothing made on the host");
+  });
+});
+
+describe("cloister run as root of a user namespace it did not make (a rootless container)", () => {
+  // It enters a mount namespace directly (it is uid 0), but the host's owners are not mapped
+  // there: the launcher must not try to give the overlays' upper layers those owners.
+  test("the files are placed; the directories keep their modes", async () => {
+    const root = join(dir, "rootless");
+    const app = join(root, "app");
+    mkdirSync(app, { recursive: true });
+    chmodSync(dir, 0o755);
+    chmodSync(app, 0o751);
+    chownSync(app, 0, 4); // a group the user namespace does not map
+    const script = join(root, "launch.ts");
+    writeFileSync(
+      script,
+      `import { planLaunch, startLaunch } from ${JSON.stringify(join(import.meta.dirname, "..", "..", "src", "runtime", "launcher.ts"))};\n` +
+        "const config = JSON.parse(process.argv[2]);\n" +
+        'process.exitCode = await startLaunch(planLaunch(config, ["--mount", "--propagation", "private"])).exit;\n',
+    );
+    const launched = config({
+      command: ["/bin/sh", "-c", 'stat -c %a "$1" && cat "$1/conf"', "sh", app],
+      files: [{ path: join(app, "conf"), mode: "0444", content: Buffer.from("C").toString("base64") }],
+    });
+    // The tests run as root (CI does): runuser makes this start as nobody, root of its own namespace.
+    const r = spawnSync(
+      "runuser",
+      [
+        "-u",
+        "nobody",
+        "--",
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "--",
+        process.execPath,
+        script,
+        JSON.stringify(launched),
+      ],
+      { encoding: "utf8", timeout: 20_000 },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "751\nC");
   });
 });
 
