@@ -26,7 +26,9 @@ import {
   inHostUserNamespace,
   NEW_DIRECTORY_MODE,
   OverlayError,
+  type OverlayMount,
   planOverlays,
+  throughStaging,
   type UpperLook,
   upperLook,
 } from "./overlays.ts";
@@ -74,6 +76,8 @@ export function planLaunch(
   resolved: ReadonlyMap<string, string> = resolveFileDirectories(config, realpath),
   /** The host's directories' modes and owners (the overlays' anchors). */
   stat: (path: string) => { mode: number; uid: number; gid: number } = statSync,
+  /** With `namespace` null: the overlays the caller mounted (the files' directories are in them). */
+  mounted: readonly OverlayMount[] = [],
 ): Launch {
   const [unshare, mount, mkdir, head, chmod, rm] = ["unshare", "mount", "mkdir", "head", "chmod", "rm"].map(
     findTool,
@@ -101,6 +105,7 @@ export function planLaunch(
       );
   }
   // Inside a namespace prepared by the volume launcher, it has made every directory writable.
+  let mounts = mounted;
   if (namespace !== null) {
     let plan: ReturnType<typeof planOverlays>;
     try {
@@ -122,30 +127,37 @@ export function planLaunch(
         throw error;
       }
       // The merged directory looks as the upper layer does (overlays.ts says why); the work
-      // directory, overlayfs's own, may look the same.
+      // directory and the staged mount point, overlayfs's and ours, may look the same.
       lines.push(
-        `${mkdir} -m ${look.mode.toString(8)} ${m.upper} ${m.work} || fail 'cannot make the staging directory'`,
+        `${mkdir} -m ${look.mode.toString(8)} ${m.upper} ${m.work} ${m.staged} || fail 'cannot make the staging directory'`,
       );
       if (hostRoot && (look.uid !== 0 || look.gid !== 0))
         lines.push(
           `${findTool("chown")} ${look.uid}:${look.gid} ${m.upper} || fail 'cannot make the staging directory'`,
         );
+      // Mounted on the private tmpfs first, then bound at the anchor (throughStaging says why).
       lines.push(
-        `${mount} -t overlay cloister -o ${quote(`lowerdir=${m.anchor},upperdir=${m.upper},workdir=${m.work}`)} ${quote(m.anchor)} || fail ${quote(`cannot mount an overlay on ${m.anchor}`)}`,
+        `${mount} -t overlay cloister -o ${quote(`lowerdir=${m.anchor},upperdir=${m.upper},workdir=${m.work}`)} ${m.staged} || fail ${quote(`cannot mount an overlay on ${m.anchor}`)}`,
+        `${mount} --bind ${m.staged} ${quote(m.anchor)} || fail ${quote(`cannot mount an overlay on ${m.anchor}`)}`,
       );
     }
+    mounts = plan.mounts;
     if (plan.directories.length > 0) {
-      // What the host lacks is made as mkdir makes it under the usual umask (NEW_DIRECTORY_MODE).
+      // What the host lacks is made as mkdir makes it under the usual umask (NEW_DIRECTORY_MODE),
+      // in the overlay by way of its staged mount.
       lines.push(`umask ${(0o777 & ~NEW_DIRECTORY_MODE).toString(8).padStart(3, "0")}`);
-      for (const d of plan.directories) lines.push(`${mkdir} -p -- ${quote(d)} || fail ${quote(`cannot make ${d}`)}`);
+      for (const d of plan.directories)
+        lines.push(`${mkdir} -p -- ${quote(staged(d, mounts))} || fail ${quote(`cannot make ${d}`)}`);
       lines.push("umask 077");
     }
   }
   // Each file is written in its real directory (symbolic links resolved when planning), entered
-  // with `cd -P` and checked to be that directory still — so that a link at the file's path or
-  // swapped in for a directory on the way cannot send its content outside the overlays. Within
-  // the directory: whatever is at the name is removed (in the overlay: the host keeps its own),
-  // and the file is created anew (noclobber: O_EXCL, never through a link).
+  // by way of its overlay's staged mount with `cd -P` and checked to be that directory still — so
+  // that a link at the file's path or swapped in for a directory on the way, or an anchor swapped
+  // while its overlay was mounted, cannot send its content outside the overlays — and then
+  // checked to be the directory the program finds at the file's path. Within the directory:
+  // whatever is at the name is removed (in the overlay: the host keeps its own), and the file is
+  // created anew (noclobber: O_EXCL, never through a link).
   const byDirectory = new Map<string, { file: Configuration["files"][number]; name: string }[]>();
   for (const file of config.files) {
     const real = resolved.get(dirname(file.path));
@@ -153,8 +165,9 @@ export function planLaunch(
     byDirectory.set(real, [...(byDirectory.get(real) ?? []), { file, name: basename(file.path) }]);
   }
   for (const [directory, files] of byDirectory) {
+    const inOverlay = staged(directory, mounts);
     lines.push(
-      `cd -P -- ${quote(directory)} && [ "$(pwd -P)" = ${quote(directory)} ] || fail ${quote(`${directory} is not the directory planned for ${files[0]!.file.path}`)}`,
+      `cd -P -- ${quote(inOverlay)} && [ "$(pwd -P)" = ${quote(inOverlay)} ] && [ . -ef ${quote(directory)} ] || fail ${quote(`${directory} is not the directory planned for ${files[0]!.file.path}`)}`,
     );
     const modes = new Map<string, string[]>();
     for (const { file, name } of files) {
@@ -287,6 +300,16 @@ export function realDirectory(dir: string, realpath: (path: string) => string = 
 /** A word the shell reads back exactly: single quotes, each ' written as '\''. */
 export function quote(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
+/** throughStaging, its refusal a LaunchError. */
+function staged(dir: string, mounts: readonly OverlayMount[]): string {
+  try {
+    return throughStaging(dir, mounts);
+  } catch (error) {
+    if (error instanceof OverlayError) throw new LaunchError(error.message);
+    throw error;
+  }
 }
 
 function findTool(name: string): string {

@@ -65,6 +65,11 @@ export interface OverlayMount {
   readonly anchor: string;
   readonly upper: string;
   readonly work: string;
+  /**
+   * Where the overlay is mounted first, on the private staging tmpfs, before it is bound at the
+   * anchor: the way in that the host cannot redirect (see throughStaging).
+   */
+  readonly staged: string;
 }
 
 export interface OverlayPlan {
@@ -107,7 +112,26 @@ export function planOverlays(
       anchor,
       upper: `${staging}/${label}u${n}`,
       work: `${staging}/${label}w${n}`,
+      staged: `${staging}/${label}m${n}`,
     })),
     directories,
   };
+}
+
+/**
+ * `dir` (under one of `mounts`' anchors) by way of its overlay's staged mount. The overlays are
+ * mounted at their anchors by path, and a host that can write an anchor's parent could swap the
+ * anchor for a symbolic link while the mount is made, and back: the overlay would land elsewhere,
+ * and a file written by its path would reach the host's disk (shown by a review, 2026-11-24).
+ * Made and written through the staged mount, on a tmpfs only this namespace has, what is placed
+ * is in the overlay whatever happened to the path; that the program finds it at its path is
+ * checked after (the anchor's path and the staged directory are then one directory).
+ */
+export function throughStaging(dir: string, mounts: readonly OverlayMount[]): string {
+  let best: OverlayMount | undefined;
+  for (const m of mounts) {
+    if ((dir === m.anchor || dir.startsWith(`${m.anchor}/`)) && m.anchor.length > (best?.anchor.length ?? -1)) best = m;
+  }
+  if (!best) throw new OverlayError(`${dir} is under no overlay`);
+  return best.staged + dir.slice(best.anchor.length);
 }

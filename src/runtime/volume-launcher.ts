@@ -22,6 +22,7 @@ import {
   NEW_DIRECTORY_MODE,
   OverlayError,
   planOverlays,
+  throughStaging,
   type UpperLook,
   upperLook,
 } from "./overlays.ts";
@@ -101,15 +102,20 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
     chmodSync(m.upper, look.mode); // exactly: mkdir's mode passes through the umask
     if (hostRoot) chownSync(m.upper, look.uid, look.gid);
     mkdirSync(m.work);
-    mount(["-t", "overlay", "cloister", "-o", `lowerdir=${m.anchor},upperdir=${m.upper},workdir=${m.work}`, m.anchor]);
+    mkdirSync(m.staged);
+    // Mounted on the private tmpfs first, then bound at the anchor (overlays.ts's throughStaging
+    // says why).
+    mount(["-t", "overlay", "cloister", "-o", `lowerdir=${m.anchor},upperdir=${m.upper},workdir=${m.work}`, m.staged]);
+    mount(["--bind", m.staged, m.anchor]);
   }
   for (const d of plan.directories) {
-    // Every directory made here, as mkdir makes them under the usual umask (NEW_DIRECTORY_MODE),
-    // keeping the setgid bit one inherits from a setgid parent, as mkdir does (and the shell
-    // launcher's `mkdir -p`).
-    const first = mkdirSync(d, { recursive: true });
+    // Every directory made here, in the overlay by way of its staged mount, as mkdir makes them
+    // under the usual umask (NEW_DIRECTORY_MODE), keeping the setgid bit one inherits from a
+    // setgid parent, as mkdir does (and the shell launcher's `mkdir -p`).
+    const inOverlay = throughStaging(d, plan.mounts);
+    const first = mkdirSync(inOverlay, { recursive: true });
     if (first === undefined) continue;
-    for (let made = d; ; made = dirname(made)) {
+    for (let made = inOverlay; ; made = dirname(made)) {
       chmodSync(made, NEW_DIRECTORY_MODE | (statSync(made).mode & SETGID));
       if (made === first) break;
     }
@@ -129,6 +135,10 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
     }
     volumes.push(await openVolume(volume, tree, plaintext, tags));
     mount(["--bind", plaintext, volume.path]);
+    // Bound by path: the program must find there the volume's plaintext, on this namespace's
+    // tmpfs, and not a host directory swapped in while the mount was made.
+    if (!sameDirectory(volume.path, plaintext))
+      throw new VolumeError(`volume ${volume.name}: ${volume.path} is not where the volume was mounted`);
   }
 
   // One commit at a time, whatever asks for it (a checkpoint, the exit): two seals from one
@@ -164,13 +174,20 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
       }, v.volume.checkpoint_interval! * 1000),
     );
 
-  const launched = startLaunch(planLaunch(config, null, pathExists, realpathSync, resolved));
+  const launched = startLaunch(planLaunch(config, null, pathExists, realpathSync, resolved, statSync, plan.mounts));
   const code = await launched.exit;
   for (const t of timers) clearInterval(t);
   await serially(async () => {
     for (const v of volumes) await commit(v, "at exit");
   });
   return process.exitCode ? Math.max(code, Number(process.exitCode)) : code;
+}
+
+/** Whether two paths name one directory (the same device and inode), as `[ a -ef b ]`. */
+function sameDirectory(a: string, b: string): boolean {
+  const x = statSync(a, { bigint: true });
+  const y = statSync(b, { bigint: true });
+  return x.isDirectory() && x.dev === y.dev && x.ino === y.ino;
 }
 
 function mount(args: string[]): void {

@@ -22,6 +22,7 @@ import {
   readFileSync,
   readSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
@@ -141,8 +142,19 @@ describe("files", () => {
     const noRealpath = () => {
       throw new Error("resolved again");
     };
-    const { args } = planLaunch(config({ files }), null, () => true, noRealpath, resolved);
-    assert.match(args[1]!, /cd -P -- '\/srv\/real-conf' && \[ "\$\(pwd -P\)" = '\/srv\/real-conf' \]/);
+    // The caller's overlay of /srv, mounted first on the staging tmpfs (as the volume launcher does).
+    const mounted = [
+      { anchor: "/srv", upper: "/dev/shm/.cloister/ou0", work: "/dev/shm/.cloister/ow0", staged: "/m0" },
+    ];
+    const { args } = planLaunch(config({ files }), null, () => true, noRealpath, resolved, statSync, mounted);
+    assert.match(
+      args[1]!,
+      /cd -P -- '\/m0\/real-conf' && \[ "\$\(pwd -P\)" = '\/m0\/real-conf' \] && \[ \. -ef '\/srv\/real-conf' \]/,
+    );
+    assert.throws(
+      () => planLaunch(config({ files }), null, () => true, noRealpath, resolved),
+      /\/srv\/real-conf is under no overlay/,
+    );
   });
 
   test("symbolic links on the way carry nothing to the host: a link at the file's path, a linked directory", async () => {
@@ -227,6 +239,51 @@ describe("the directories a program finds its files in", () => {
       "440 0 0",
     ]);
     assert.deepEqual(readdirSync(plain), [], "nothing made on the host");
+  });
+});
+
+describe("a directory swapped for a link while its overlay is mounted", () => {
+  // A host that can write the parent of a file's directory swaps the directory for a link to
+  // another while the launcher mounts over it, then swaps it back: a mount by path lands on the
+  // link's target, and a file written by its path would reach the host's disk (a review showed
+  // it, 2026-11-24). Here the host's part is played by a `mount` first on the launcher's PATH.
+  test("the file never reaches the host's disk, and the program does not start", async () => {
+    const root = join(dir, "swapped");
+    const target = join(root, "app");
+    const decoy = join(root, "decoy");
+    const fakes = join(root, "bin");
+    for (const d of [target, decoy, fakes]) mkdirSync(d, { recursive: true });
+    writeFileSync(
+      join(fakes, "mount"),
+      `#!/bin/sh
+last=; for a; do last=$a; done
+if [ "$last" = ${quote(target)} ]; then mv ${quote(target)} ${quote(`${target}.real`)} && ln -s ${quote(decoy)} ${quote(target)}; fi
+${spawnSync("sh", ["-c", "command -v mount"], { encoding: "utf8" }).stdout.trim()} "$@"; status=$?
+if [ -L ${quote(target)} ]; then rm ${quote(target)} && mv ${quote(`${target}.real`)} ${quote(target)}; fi
+exit $status
+`,
+      { mode: 0o755 },
+    );
+    const path = process.env.PATH;
+    process.env.PATH = `${fakes}:${path}`;
+    let launch: Launch;
+    try {
+      launch = planLaunch(
+        config({
+          command: ["/bin/true"],
+          files: [{ path: join(target, "secret"), mode: "0400", content: Buffer.from("SECRET").toString("base64") }],
+        }),
+        NAMESPACE,
+      );
+    } finally {
+      process.env.PATH = path;
+    }
+    assert.match(launch.args.join(" "), new RegExp(`${fakes}/mount`), "the host's mount is the one used");
+    const r = await run(launch);
+    assert.equal(r.code, 1, "the program does not start");
+    assert.match(r.stderr, /is not the directory planned for/);
+    assert.deepEqual(readdirSync(target), [], "nothing written in the host's directory");
+    assert.deepEqual(readdirSync(decoy), [], "nor where the link pointed");
   });
 });
 
