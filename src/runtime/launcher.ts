@@ -144,10 +144,18 @@ export function planLaunch(
     mounts = plan.mounts;
     if (plan.directories.length > 0) {
       // What the host lacks is made as mkdir makes it under the usual umask (NEW_DIRECTORY_MODE),
-      // in the overlay by way of its staged mount.
+      // in the overlay by way of its staged mount, one level at a time from inside its parent —
+      // entered with `cd -P` and checked — and never with -p: a link the host plants at a missing
+      // name since planning is refused, not followed (mkdir -p would make the rest on its disk).
       lines.push(`umask ${(0o777 & ~NEW_DIRECTORY_MODE).toString(8).padStart(3, "0")}`);
-      for (const d of plan.directories)
-        lines.push(`${mkdir} -p -- ${quote(staged(d, mounts))} || fail ${quote(`cannot make ${d}`)}`);
+      const byParent = new Map<string, string[]>();
+      for (const d of plan.directories) byParent.set(dirname(d), [...(byParent.get(dirname(d)) ?? []), d]);
+      for (const [parent, made] of byParent) {
+        const inOverlay = staged(parent, mounts);
+        lines.push(
+          `cd -P -- ${quote(inOverlay)} && [ "$(pwd -P)" = ${quote(inOverlay)} ] && ${mkdir} -- ${made.map((d) => quote(basename(d))).join(" ")} || fail ${quote(`cannot make ${made.join(", ")}`)}`,
+        );
+      }
       lines.push("umask 077");
     }
   }

@@ -75,7 +75,12 @@ export interface OverlayMount {
 export interface OverlayPlan {
   /** To mount in this order. */
   readonly mounts: readonly OverlayMount[];
-  /** To make (mkdir -p) after the mounts: the directories the host lacks. */
+  /**
+   * To make after the mounts, one at a time and in this order (parents first): every directory
+   * the host lacked when this was planned — so each must be made here, and one found already
+   * there (say a link the host planted since, which `mkdir -p` would follow onto its disk) is
+   * refused.
+   */
   readonly directories: readonly string[];
 }
 
@@ -101,7 +106,9 @@ export function planOverlays(
     if (/[,:\\]/.test(anchor))
       throw new OverlayError(`${what}: cannot overlay ${anchor}, a directory whose name holds , : or \\`);
     anchors.add(anchor);
-    if (anchor !== dir && !directories.includes(dir)) directories.push(dir);
+    const missing: string[] = [];
+    for (let d = dir; d !== anchor; d = dirname(d)) missing.unshift(d);
+    for (const d of missing) if (!directories.includes(d)) directories.push(d);
   }
   const chosen: string[] = [];
   for (const anchor of [...anchors].sort((a, b) => a.length - b.length || (a < b ? -1 : 1))) {

@@ -11,7 +11,7 @@
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, chownSync, createReadStream, existsSync, mkdirSync, realpathSync, statSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import type { Configuration } from "../cas/attestation.ts";
 import { CasClient, CasRequestError } from "../client/cas-client.ts";
 import { TreeError } from "../fs/format.ts";
@@ -103,22 +103,26 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
     if (hostRoot) chownSync(m.upper, look.uid, look.gid);
     mkdirSync(m.work);
     mkdirSync(m.staged);
-    // Mounted on the private tmpfs first, then bound at the anchor (overlays.ts's throughStaging
-    // says why).
+    // Mounted on the private tmpfs first, and bound at the anchor once the volumes are in it
+    // (overlays.ts's throughStaging says why).
     mount(["-t", "overlay", "cloister", "-o", `lowerdir=${m.anchor},upperdir=${m.upper},workdir=${m.work}`, m.staged]);
-    mount(["--bind", m.staged, m.anchor]);
   }
   for (const d of plan.directories) {
-    // Every directory made here, in the overlay by way of its staged mount, as mkdir makes them
-    // under the usual umask (NEW_DIRECTORY_MODE), keeping the setgid bit one inherits from a
-    // setgid parent, as mkdir does (and the shell launcher's `mkdir -p`).
-    const inOverlay = throughStaging(d, plan.mounts);
-    const first = mkdirSync(inOverlay, { recursive: true });
-    if (first === undefined) continue;
-    for (let made = inOverlay; ; made = dirname(made)) {
-      chmodSync(made, NEW_DIRECTORY_MODE | (statSync(made).mode & SETGID));
-      if (made === first) break;
-    }
+    // Every directory the host lacked, made in the overlay by way of its staged mount, one level
+    // at a time from inside its parent (entered and checked) — never recursively: a link the host
+    // plants at a missing name is refused, not followed onto its disk — as mkdir makes them under
+    // the usual umask (NEW_DIRECTORY_MODE), with the setgid bit a setgid parent gives (as the
+    // shell launcher's mkdir).
+    const made = throughStaging(d, plan.mounts);
+    inDirectory(dirname(made), () => {
+      const name = basename(made);
+      try {
+        mkdirSync(name);
+      } catch (error) {
+        throw new VolumeError(`cannot make ${d}: ${(error as Error).message}`);
+      }
+      chmodSync(name, NEW_DIRECTORY_MODE | (statSync(name).mode & SETGID));
+    });
   }
   const volumes: OpenVolume[] = [];
   for (const [n, volume] of config.volumes.entries()) {
@@ -134,9 +138,18 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
       throw error;
     }
     volumes.push(await openVolume(volume, tree, plaintext, tags));
-    mount(["--bind", plaintext, volume.path]);
-    // Bound by path: the program must find there the volume's plaintext, on this namespace's
-    // tmpfs, and not a host directory swapped in while the mount was made.
+    // Bound in the overlay by way of its staged mount, on the directory entered and checked (".",
+    // not canonicalized: no path the host could redirect in between).
+    const at = throughStaging(volume.path, plan.mounts);
+    inDirectory(at, () => mount(["--no-canonicalize", "--bind", plaintext, "."]));
+    if (!sameDirectory(at, plaintext))
+      throw new VolumeError(`volume ${volume.name}: ${volume.path} is not where the volume was mounted`);
+  }
+  // The overlays, volumes within, bound at their anchors; then the program must find each volume
+  // at its path (if an anchor was swapped for a link while it was bound, its path leads elsewhere).
+  for (const m of plan.mounts) mount(["--rbind", m.staged, m.anchor]);
+  for (const volume of config.volumes) {
+    const plaintext = volumes.find((v) => v.volume.name === volume.name)!.plaintext;
     if (!sameDirectory(volume.path, plaintext))
       throw new VolumeError(`volume ${volume.name}: ${volume.path} is not where the volume was mounted`);
   }
@@ -181,6 +194,21 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
     for (const v of volumes) await commit(v, "at exit");
   });
   return process.exitCode ? Math.max(code, Number(process.exitCode)) : code;
+}
+
+/**
+ * `f`, run with this process's working directory `dir` — entered, and checked to be `dir` itself
+ * (no link followed on the way) — so that what `f` makes or mounts relative to "." cannot be
+ * redirected by a path changed in between; "/" again after.
+ */
+function inDirectory<T>(dir: string, f: () => T): T {
+  process.chdir(dir);
+  try {
+    if (process.cwd() !== dir) throw new VolumeError(`${dir} is not the directory planned (a link on its way?)`);
+    return f();
+  } finally {
+    process.chdir("/");
+  }
 }
 
 /** Whether two paths name one directory (the same device and inode), as `[ a -ef b ]`. */

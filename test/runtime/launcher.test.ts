@@ -287,6 +287,30 @@ exit $status
   });
 });
 
+describe("a link planted where a missing directory is to be made", () => {
+  // Planned when /…/home/app did not exist; the host then plants a link there. `mkdir -p` through
+  // the overlay would follow it and make the rest on the host's disk (a review showed it).
+  test("is refused: nothing is made on the host's disk, and the program does not start", async () => {
+    const root = join(dir, "planted");
+    const home = join(root, "home");
+    const elsewhere = join(root, "elsewhere");
+    for (const d of [home, elsewhere]) mkdirSync(d, { recursive: true });
+    const launch = planLaunch(
+      config({
+        files: [
+          { path: join(home, "app", "conf", "secret"), mode: "0400", content: Buffer.from("S").toString("base64") },
+        ],
+      }),
+      NAMESPACE,
+    );
+    symlinkSync(elsewhere, join(home, "app"));
+    const r = await run(launch);
+    assert.deepEqual(readdirSync(elsewhere), [], "nothing made where the link points");
+    assert.equal(r.code, 1, "the program does not start");
+    assert.match(r.stderr, /cannot make/);
+  });
+});
+
 describe("cloister run as root of a user namespace it did not make (a rootless container)", () => {
   // It enters a mount namespace directly (it is uid 0), but the host's owners are not mapped
   // there: the launcher must not try to give the overlays' upper layers those owners.

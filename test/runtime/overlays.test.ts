@@ -14,10 +14,10 @@ const plan = (...dirs: string[]) =>
   );
 
 describe("planOverlays", () => {
-  test("directories the host lacks are made inside one overlay of their nearest existing ancestor", () => {
+  test("directories the host lacks are made inside one overlay of their nearest existing ancestor, each once, parents first", () => {
     assert.deepEqual(plan("/opt/app/a", "/opt/app/b", "/opt/app/c"), {
       mounts: [{ anchor: "/opt", upper: "/stage/u0", work: "/stage/w0", staged: "/stage/m0" }],
-      directories: ["/opt/app/a", "/opt/app/b", "/opt/app/c"],
+      directories: ["/opt/app", "/opt/app/a", "/opt/app/b", "/opt/app/c"],
     });
   });
 
