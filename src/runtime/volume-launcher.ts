@@ -114,7 +114,7 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
     // the usual umask (NEW_DIRECTORY_MODE), with the setgid bit a setgid parent gives (as the
     // shell launcher's mkdir).
     const made = throughStaging(d, plan.mounts);
-    inDirectory(dirname(made), () => {
+    inDirectory(dirname(made), dirname(d), () => {
       const name = basename(made);
       try {
         mkdirSync(name);
@@ -141,7 +141,7 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
     // Bound in the overlay by way of its staged mount, on the directory entered and checked (".",
     // not canonicalized: no path the host could redirect in between).
     const at = throughStaging(volume.path, plan.mounts);
-    inDirectory(at, () => mount(["--no-canonicalize", "--bind", plaintext, "."]));
+    inDirectory(at, volume.path, () => mount(["--no-canonicalize", "--bind", plaintext, "."]));
     if (!sameDirectory(at, plaintext))
       throw new VolumeError(`volume ${volume.name}: ${volume.path} is not where the volume was mounted`);
   }
@@ -201,10 +201,16 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
  * (no link followed on the way) — so that what `f` makes or mounts relative to "." cannot be
  * redirected by a path changed in between; "/" again after.
  */
-function inDirectory<T>(dir: string, f: () => T): T {
-  process.chdir(dir);
+function inDirectory<T>(dir: string, seen: string, f: () => T): T {
+  // `seen`: the directory as the policy names it, for messages (`dir` is its staging path).
+  const notPlanned = () => new VolumeError(`${seen} is not the directory planned (a link on its way?)`);
   try {
-    if (process.cwd() !== dir) throw new VolumeError(`${dir} is not the directory planned (a link on its way?)`);
+    process.chdir(dir);
+  } catch {
+    throw notPlanned();
+  }
+  try {
+    if (process.cwd() !== dir) throw notPlanned();
     return f();
   } finally {
     process.chdir("/");
@@ -213,9 +219,13 @@ function inDirectory<T>(dir: string, f: () => T): T {
 
 /** Whether two paths name one directory (the same device and inode), as `[ a -ef b ]`. */
 function sameDirectory(a: string, b: string): boolean {
-  const x = statSync(a, { bigint: true });
-  const y = statSync(b, { bigint: true });
-  return x.isDirectory() && x.dev === y.dev && x.ino === y.ino;
+  try {
+    const x = statSync(a, { bigint: true });
+    const y = statSync(b, { bigint: true });
+    return x.isDirectory() && x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false; // one of them is gone: not the same
+  }
 }
 
 function mount(args: string[]): void {

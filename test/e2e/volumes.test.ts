@@ -325,6 +325,52 @@ volumes:
   });
 });
 
+describe("a link the host plants where the volume launcher is to make a directory", () => {
+  // After the overlay over /srv is mounted, the host plants a link at the missing directory the
+  // volume needs; made recursively through the overlay, the rest of the path landed on the host's
+  // disk (a review showed it). Here the host's part is played by a `mount` first on the PATH.
+  test("is refused: the program does not start, and nothing is made where the link points", async () => {
+    const name = `cloister-planted-${process.pid}`;
+    const planted = `/srv/${name}`;
+    const elsewhere = join(dir, "planted-elsewhere");
+    const fakes = join(dir, "planted-bin");
+    mkdirSync(elsewhere);
+    mkdirSync(fakes);
+    const realMount = (await exec("sh", ["-c", "command -v mount"])).stdout.trim();
+    writeFileSync(
+      join(fakes, "mount"),
+      `#!/bin/sh\n${realMount} "$@" || exit\nif [ "$1 $2" = "-t overlay" ]; then ln -s ${elsewhere} ${planted}; fi\n`,
+      { mode: 0o755 },
+    );
+    const python3 = python;
+    await world.owner.request("POST", "/v1/policies", {
+      policy: `version: "1"
+name: planted
+security:
+  attestation: {mode: simulation}
+services:
+  - name: app
+    measurements: [{tee: sim, digest: ${world.digest(python3)}}]
+    command: [${python3}, -c, "print('started')"]
+    volumes: [{name: data, path: ${planted}/data}]
+volumes:
+  - {name: data}
+`,
+    });
+    try {
+      const r = await runCli(["run", "--config-id", "planted/app", "--tee", "sim", "--", python3], {
+        env: { ...world.env, PATH: `${fakes}:${process.env.PATH}` },
+      });
+      assert.deepEqual(readdirSync(elsewhere), [], "nothing made where the link points");
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.doesNotMatch(r.stdout, /started/);
+      assert.match(r.stderr, new RegExp(`cannot make ${planted}`));
+    } finally {
+      rmSync(planted, { force: true });
+    }
+  });
+});
+
 describe("as a non-root user", () => {
   test("a volume opens, presents and commits inside a user namespace of its own", async () => {
     // The tests run as root (CI does); runuser makes these runs start as nobody.
