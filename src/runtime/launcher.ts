@@ -25,11 +25,10 @@ import type { Configuration } from "../cas/attestation.ts";
 import {
   inHostUserNamespace,
   NEW_DIRECTORY_MODE,
-  OverlayError,
   type OverlayMount,
   planOverlays,
+  refusedAs,
   throughStaging,
-  type UpperLook,
   upperLook,
 } from "./overlays.ts";
 
@@ -107,25 +106,13 @@ export function planLaunch(
   // Inside a namespace prepared by the volume launcher, it has made every directory writable.
   let mounts = mounted;
   if (namespace !== null) {
-    let plan: ReturnType<typeof planOverlays>;
-    try {
-      plan = planOverlays(fileDirectories(config, resolved), exists, STAGING, "");
-    } catch (error) {
-      if (error instanceof OverlayError) throw new LaunchError(error.message);
-      throw error;
-    }
+    const plan = refused(() => planOverlays(fileDirectories(config, resolved), exists, STAGING, ""));
     // As the host's root, the upper layers can take their anchors' owners too; not in a user
     // namespace, whether of this launch (--user) or one cloister runs in already as its root (a
     // rootless container, `unshare -r`), where the host's owners are not mapped.
     const hostRoot = !namespace.includes("--user") && inHostUserNamespace();
     for (const m of plan.mounts) {
-      let look: UpperLook;
-      try {
-        look = upperLook(m.anchor, stat);
-      } catch (error) {
-        if (error instanceof OverlayError) throw new LaunchError(error.message);
-        throw error;
-      }
+      const look = refused(() => upperLook(m.anchor, stat));
       // The merged directory looks as the upper layer does (overlays.ts says why); the work
       // directory and the staged mount point, overlayfs's and ours, may look the same.
       lines.push(
@@ -310,15 +297,11 @@ export function quote(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
+/** `f`'s result, its OverlayError a LaunchError. */
+const refused = <T>(f: () => T): T => refusedAs((message) => new LaunchError(message), f);
+
 /** throughStaging, its refusal a LaunchError. */
-function staged(dir: string, mounts: readonly OverlayMount[]): string {
-  try {
-    return throughStaging(dir, mounts);
-  } catch (error) {
-    if (error instanceof OverlayError) throw new LaunchError(error.message);
-    throw error;
-  }
-}
+const staged = (dir: string, mounts: readonly OverlayMount[]): string => refused(() => throughStaging(dir, mounts));
 
 function findTool(name: string): string {
   const dirs = toolPath();

@@ -14,6 +14,16 @@ import { dirname } from "node:path";
 
 export class OverlayError extends Error {}
 
+/** `f`'s result; an OverlayError it throws becomes the caller's own error (`as`), with its message. */
+export function refusedAs<T>(as: (message: string) => Error, f: () => T): T {
+  try {
+    return f();
+  } catch (error) {
+    if (error instanceof OverlayError) throw as(error.message);
+    throw error;
+  }
+}
+
 /**
  * How an overlay's upper layer must look. The merged directory's own mode and owner are the
  * upper layer's, not those of the directory it covers: an upper layer made under the launcher's

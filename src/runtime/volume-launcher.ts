@@ -20,10 +20,9 @@ import { fileDirectories, pathExists, planLaunch, resolveFileDirectories, STAGIN
 import {
   inHostUserNamespace,
   NEW_DIRECTORY_MODE,
-  OverlayError,
   planOverlays,
+  refusedAs,
   throughStaging,
-  type UpperLook,
   upperLook,
 } from "./overlays.ts";
 import { commitVolume, type OpenVolume, openVolume, TagConflict, type TagKeeper, VolumeError } from "./volumes.ts";
@@ -73,9 +72,9 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
   // Resolved once, before anything is mounted: under the overlays, a link hidden beneath one of
   // the host's mounts would show, and lead a file out of memory.
   const resolved = resolveFileDirectories(config);
-  let plan: ReturnType<typeof planOverlays>;
-  try {
-    plan = planOverlays(
+  const refused = <T>(f: () => T): T => refusedAs((message) => new VolumeError(message), f);
+  const plan = refused(() =>
+    planOverlays(
       [
         ...config.volumes.map((v) => ({ dir: v.path, what: `volume ${v.name} at ${v.path}` })),
         ...fileDirectories(config, resolved),
@@ -83,21 +82,12 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
       pathExists,
       STAGING,
       "o",
-    );
-  } catch (error) {
-    if (error instanceof OverlayError) throw new VolumeError(error.message);
-    throw error;
-  }
+    ),
+  );
   const hostRoot = inHostUserNamespace();
   for (const m of plan.mounts) {
     // The merged directory looks as the upper layer does: as its anchor (overlays.ts says why).
-    let look: UpperLook;
-    try {
-      look = upperLook(m.anchor);
-    } catch (error) {
-      if (error instanceof OverlayError) throw new VolumeError(error.message);
-      throw error;
-    }
+    const look = refused(() => upperLook(m.anchor));
     mkdirSync(m.upper);
     chmodSync(m.upper, look.mode); // exactly: mkdir's mode passes through the umask
     if (hostRoot) chownSync(m.upper, look.uid, look.gid);
@@ -142,14 +132,11 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
     // not canonicalized: no path the host could redirect in between).
     const at = throughStaging(volume.path, plan.mounts);
     inDirectory(at, volume.path, () => mount(["--no-canonicalize", "--bind", plaintext, "."]));
-    if (!sameDirectory(at, plaintext))
-      throw new VolumeError(`volume ${volume.name}: ${volume.path} is not where the volume was mounted`);
   }
   // The overlays, volumes within, bound at their anchors; then the program must find each volume
   // at its path (if an anchor was swapped for a link while it was bound, its path leads elsewhere).
   for (const m of plan.mounts) mount(["--rbind", m.staged, m.anchor]);
-  for (const volume of config.volumes) {
-    const plaintext = volumes.find((v) => v.volume.name === volume.name)!.plaintext;
+  for (const { volume, plaintext } of volumes) {
     if (!sameDirectory(volume.path, plaintext))
       throw new VolumeError(`volume ${volume.name}: ${volume.path} is not where the volume was mounted`);
   }
