@@ -4,6 +4,12 @@
  * process; this process generates load.
  *
  *   node bench/cas-policies.ts [--seconds 5] [--clients 32] [--phase all|get|create] [--json]
+ *                              [--store full|normal|both] [--rounds 1]
+ *
+ * --store: the embedded store's durability. "full" is the CAS as it ships (`cloister cas start`:
+ * every commit synced before it is acknowledged); "normal" is SQLite's NORMAL, as the CAS had it
+ * before (bench/support/cas-process.ts: acknowledged commits can be lost on power loss); "both"
+ * (the default) runs them alternated, `--rounds` times each, and prints full / normal.
  *
  * CAS_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR" profiles the CAS process.
  *
@@ -25,26 +31,25 @@ const { values: args } = parseArgs({
     clients: { type: "string", default: "32" },
     phase: { type: "string", default: "all" },
     json: { type: "boolean", default: false },
+    store: { type: "string", default: "both" },
+    rounds: { type: "string", default: "1" },
   },
 });
+if (!["full", "normal", "both"].includes(args.store)) throw new Error(`--store ${args.store}: full, normal or both`);
+const ROUNDS = Number(args.rounds);
 const SECONDS = Number(args.seconds);
 const CLIENTS = Number(args.clients);
 const BIN = join(import.meta.dirname, "..", "bin", "cloister.js");
 
-async function startCas(dir: string) {
+type Durability = "full" | "normal";
+
+async function startCas(dir: string, store: Durability) {
+  const nodeArgs = process.env.CAS_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
   const child = spawn(
     process.execPath,
-    [
-      ...(process.env.CAS_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
-      BIN,
-      "--",
-      "cas",
-      "start",
-      "--data-dir",
-      dir,
-      "--listen",
-      "127.0.0.1:0",
-    ],
+    store === "full"
+      ? [...nodeArgs, BIN, "--", "cas", "start", "--data-dir", dir, "--listen", "127.0.0.1:0"]
+      : [...nodeArgs, join(import.meta.dirname, "support", "cas-process.ts"), dir, store],
     {
       stdio: ["ignore", "pipe", "ignore"],
     },
@@ -67,9 +72,9 @@ interface Result {
   errors: number;
 }
 
-async function main() {
+async function run(store: Durability) {
   const dir = mkdtempSync(join(tmpdir(), "cloister-bench-"));
-  const cas = await startCas(dir);
+  const cas = await startCas(dir, store);
   try {
     const id = await selfSignedP256("bench", 1);
     const agent = new Agent({
@@ -163,16 +168,7 @@ async function main() {
             async (w, i) => (await call("POST", "/v1/policies", { policy: policy(`new-${w}-${i}`) })) === 201,
           );
     agent.destroy();
-    const results = { clients: CLIENTS, seconds: SECONDS, get, create };
-    if (args.json) console.log(JSON.stringify(results, null, 2));
-    else {
-      console.log(`cas-policies: ${CLIENTS} concurrent mTLS keep-alive clients, ${SECONDS} s per phase`);
-      for (const [name, r] of Object.entries({ get, create }).filter(([, r]) => r.ops > 0)) {
-        console.log(
-          `${name.padEnd(7)} ${r.perSecond.toFixed(0).padStart(7)}/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  (${r.ops} ops, ${r.errors} errors)`,
-        );
-      }
-    }
+    return { get, create };
   } finally {
     cas.child.kill("SIGTERM");
     await new Promise((r) => cas.child.on("exit", r));
@@ -180,4 +176,30 @@ async function main() {
   }
 }
 
-await main();
+const stores: Durability[] = args.store === "both" ? ["normal", "full"] : [args.store as Durability];
+const all: { store: Durability; round: number; get: Result; create: Result }[] = [];
+if (!args.json)
+  console.log(
+    `cas-policies: ${CLIENTS} concurrent mTLS keep-alive clients, ${SECONDS} s per phase, store ${stores.join(" and ")}${stores.length > 1 ? " alternated" : ""}`,
+  );
+for (let round = 1; round <= ROUNDS; round++) {
+  for (const store of stores) {
+    const result = await run(store);
+    all.push({ store, round, ...result });
+    if (args.json) continue;
+    for (const [name, r] of Object.entries(result).filter(([, r]) => r.ops > 0)) {
+      console.log(
+        `${store.padEnd(6)} ${name.padEnd(7)} ${r.perSecond.toFixed(0).padStart(7)}/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  (${r.ops} ops, ${r.errors} errors)`,
+      );
+    }
+  }
+}
+if (args.json) console.log(JSON.stringify({ clients: CLIENTS, seconds: SECONDS, runs: all }, null, 2));
+else if (stores.length > 1) {
+  const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)] ?? 0;
+  for (const phase of ["get", "create"] as const) {
+    const of = (store: Durability) => median(all.filter((r) => r.store === store).map((r) => r[phase].perSecond));
+    if (of("normal") > 0)
+      console.log(`${phase}: full / normal ${(of("full") / of("normal")).toFixed(2)} (throughput, medians)`);
+  }
+}

@@ -260,23 +260,19 @@ export class AttestationService {
     // The decision was made against `record`, read before the awaits above (the evidence's
     // signature and the key management, on the crypto thread). If the policy changed meanwhile —
     // a measurement withdrawn, or the policy deleted (and perhaps made again with the same
-    // text) — the grant would outlive the change that forbade it: refuse,
-    // and let the runtime attest again against the new version. From here to the grant nothing
-    // waits, so the policy is the one the decision was made on when it is recorded.
-    if (this.#cas.policyGeneration(policyName) !== generation) {
-      return refuse(
-        409,
-        "policy_changed",
-        `policy ${policyName} changed while this attestation was being verified; attest again`,
-      );
-    }
-    this.#cas.grant(
+    // text) — the grant would outlive the change that forbade it: refuse, and let the runtime
+    // attest again against the new version. Asked as the grant is written (group-committed, a
+    // turn later): after every change committed before it.
+    const changed = `policy ${policyName} changed while this attestation was being verified; attest again`;
+    const { refused } = await this.#cas.grant(
       "runtime",
       "attestation",
       configId,
       record.hash,
       `${verdict.tee}${verdict.simulated ? " (simulated)" : ""} ${verdict.status}`,
+      () => (this.#cas.policyGeneration(policyName) !== generation ? changed : undefined),
     );
+    if (refused !== undefined) throw new CasError(409, "policy_changed", refused);
     return { configuration: jwe };
   }
 

@@ -525,11 +525,29 @@ export class CasService {
     }
   }
 
-  /** Record a grant decided outside this service (the attestation flow). */
-  grant(actor: string, action: string, target: string, hash: string | null, reason: string): void {
-    this.#checkpointIfDue(
-      this.#store.appendAudit((prev) => this.#auditRow(prev, actor, action, target, hash, "granted", reason)),
-    );
+  /**
+   * Record a grant decided outside this service (the attestation flow), group-committed: resolves
+   * once the entry is durable, and the caller answers only then. `stands` is asked as the entry
+   * is written, after every change committed before it: a reason it gives is recorded as a
+   * refusal instead, and returned, so that no grant is recorded after a change that withdrew it.
+   */
+  async grant(
+    actor: string,
+    action: string,
+    target: string,
+    hash: string | null,
+    reason: string,
+    stands: () => string | undefined = () => undefined,
+  ): Promise<{ refused?: string }> {
+    let refused: string | undefined;
+    const row = await this.#store.appendAuditGrouped((prev) => {
+      refused = stands();
+      return refused === undefined
+        ? this.#auditRow(prev, actor, action, target, hash, "granted", reason)
+        : this.#auditRow(prev, actor, action, target, hash, "refused", refused);
+    });
+    this.#checkpointIfDue(row);
+    return refused === undefined ? {} : { refused };
   }
 
   /** Record a refusal that happened outside this service (e.g. a request without identity). */

@@ -6,7 +6,7 @@ import { lockDataDirectory } from "./data-dir-lock.ts";
 import { loadOrCreateMasterKey } from "./master-key.ts";
 import { buildCasServer, type CasIdentity, CasService, loadOrCreateIdentity } from "./server.ts";
 import { Envelope } from "./store/envelope.ts";
-import { SqliteStore } from "./store/sqlite.ts";
+import { SqliteStore, type SqliteStoreOptions } from "./store/sqlite.ts";
 
 export interface CasStartOptions {
   readonly dataDir: string;
@@ -21,6 +21,8 @@ export interface CasStartOptions {
   readonly requestTimeoutMs?: number;
   /** Attestation requests per second per source address; default 5,000. */
   readonly attestationRate?: number;
+  /** The embedded store's options: benchmarks only (no command-line flag reaches them). */
+  readonly storeOptions?: SqliteStoreOptions;
 }
 
 export interface RunningCas {
@@ -50,7 +52,7 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
   let opened: SqliteStore | undefined;
   try {
     const master = await loadOrCreateMasterKey(options.masterKeyFile ?? join(options.dataDir, "master.key"));
-    const store = new SqliteStore(join(options.dataDir, "cas.db"));
+    const store = new SqliteStore(join(options.dataDir, "cas.db"), options.storeOptions);
     opened = store;
     const envelope = new Envelope(master.key);
     const identity = await loadOrCreateIdentity(store, envelope);

@@ -71,7 +71,13 @@ export interface Store {
   /** Delete version `expected` with its history and secrets; false when the current version is not `expected`. */
   delete(name: string, expected: number, audit: AuditAppender): boolean;
 
+  /** Append one entry in a transaction of its own: durable when it returns. */
   appendAudit(audit: AuditAppender): AuditRow;
+  /**
+   * Append one entry by group commit: with the other entries appended in the same event-loop
+   * turn, in one transaction. Resolves once the entry is durable; the caller answers only then.
+   */
+  appendAuditGrouped(audit: AuditAppender): Promise<AuditRow>;
   audit(sinceSeq: number): AuditRow[];
   lastAudit(): AuditRow | undefined;
   addCheckpoint(checkpoint: CheckpointRow): void;
