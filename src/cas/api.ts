@@ -17,6 +17,15 @@ export const PolicyWriteRequest = z.strictObject({
   signatures: Signatures,
 });
 
+export const PolicyUpdateRequest = PolicyWriteRequest.extend({
+  regenerate_secrets: z
+    .boolean()
+    .default(false)
+    .describe(
+      "consent to a change of attestation mode, which makes every generated value anew (409 regenerates_secrets without it)",
+    ),
+});
+
 export const PolicySummary = z.strictObject({ name: z.string(), hash: z.string(), version: z.int() });
 
 export const PolicyResponse = PolicySummary.extend({
@@ -136,7 +145,7 @@ export const ROUTES = {
     url: "/v1/policies/:name",
     summary: "update a policy (its predecessor must be the current hash)",
     params: NameParams,
-    body: PolicyWriteRequest,
+    body: PolicyUpdateRequest,
     response: PolicySummary,
     status: 200,
     identified: true,

@@ -393,8 +393,11 @@ export class AttestationService {
     };
     if (!peer)
       throw refused(401, "no_identity", "a volume is committed with the service certificate issued at attestation");
+    const notOurs = `the client certificate is not a current service certificate of ${policyName}`;
     const loaded = this.#cas.secretValues(policyName);
-    if (!loaded) throw refused(404, "not_found", `no policy ${policyName}`);
+    // The same answer as a certificate the policy's CA did not issue: a stranger learns nothing
+    // of which policies exist.
+    if (!loaded) throw refused(403, "forbidden", notOurs);
     const { record, values } = loaded;
     const caName = record.policy.security.service_ca ?? BUILT_IN_SERVICE_CA;
     const ca = caName === BUILT_IN_SERVICE_CA ? values[caName] : this.#cas.resolveSecret(policyName, caName);
@@ -407,7 +410,7 @@ export class AttestationService {
       now < Date.parse(peer.validFrom) ||
       now > Date.parse(peer.validTo)
     )
-      throw refused(403, "forbidden", `the client certificate is not a current service certificate of ${policyName}`);
+      throw refused(403, "forbidden", notOurs);
     const uri = /URI:urn:cloister:(\S+?)(?:,|$)/.exec(peer.subjectAltName ?? "")?.[1] ?? "";
     const service = uri.startsWith(`${policyName}/`) ? uri.slice(policyName.length + 1) : undefined;
     const mounts = record.policy.services.find((s) => s.name === service)?.volumes.some((v) => v.name === volume);

@@ -82,6 +82,26 @@ export async function secretValuesFor(
   return out;
 }
 
+/**
+ * What a change of attestation mode would discard: the generated values an update of `policy`
+ * in the same mode would have kept, by name as a user knows them (the built-in service CA and
+ * volume keys described). Made by making the update's values and seeing which are the old ones.
+ */
+export async function keptAcrossModeChange(policy: NormalizedPolicy, previous: SecretValues): Promise<string[]> {
+  const kept: string[] = [];
+  for (const [name, value] of await secretValuesFor(policy, previous)) {
+    if (value.spec === "explicit" || previous.get(name) !== value) continue;
+    kept.push(
+      name === BUILT_IN_SERVICE_CA
+        ? "the built-in service CA"
+        : name.startsWith("$volume_key:")
+          ? `the key of volume ${name.slice("$volume_key:".length)}`
+          : name,
+    );
+  }
+  return kept;
+}
+
 async function valueFor(
   secret: GeneratedSecret,
   before: StoredSecret | undefined,

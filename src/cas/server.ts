@@ -143,7 +143,8 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
   const limiter = new RateLimiter(options.attestationRate ?? 5_000);
   const handlers: { [K in keyof typeof ROUTES]: (ctx: Ctx<(typeof ROUTES)[K]>) => unknown } = {
     createPolicy: ({ actor, body }) => service.create(actor, body.policy, body.signatures),
-    updatePolicy: ({ actor, body, params }) => service.update(actor, body.policy, body.signatures, params.name),
+    updatePolicy: ({ actor, body, params }) =>
+      service.update(actor, body.policy, body.signatures, params.name, { regenerateSecrets: body.regenerate_secrets }),
     getPolicy: ({ actor, params }) => {
       const r = service.get(actor, params.name);
       return {

@@ -13,8 +13,8 @@ import { type AccessRuleT, isImport, REDACTED } from "../policy/schema.ts";
 import { AUDIT_GENESIS, type AuditEntry, type AuditExport, AuditLog, entryDigest } from "./audit.ts";
 import { admits, type Requester } from "./authorization.ts";
 import { ImportError, type PolicyValues, resolveSecret } from "./imports.ts";
-import { presentForEdit } from "./redact.ts";
-import { type StoredSecret, secretValuesFor } from "./secrets.ts";
+import { hasRedacted, keepRedactedValues, presentForEdit } from "./redact.ts";
+import { keptAcrossModeChange, type StoredSecret, secretValuesFor } from "./secrets.ts";
 import { Envelope, TamperError } from "./store/envelope.ts";
 import type { AuditRow, PolicyRow, Store } from "./store/store.ts";
 import { CollateralError, TrustStore } from "./trust-store.ts";
@@ -182,12 +182,14 @@ export class CasService {
       throw new CasError(400, "predecessor_on_create", "a new policy has no predecessor: remove the predecessor field");
     }
     if (hasRedacted(policy)) throw new CasError(400, "redacted_value", `a new policy cannot keep a ${REDACTED} value`);
-    // The index (from the audit log) knows every policy; a concurrent create is caught by the store.
+    // Authorised first: only who may create the name learns that it is taken (names are unique,
+    // so they may). The index (from the audit log) knows every policy; a concurrent create is
+    // caught by the store.
+    this.#authorizeCreate(actor, policy.name, hash, signatures);
     if (this.#index.has(policy.name)) {
       this.#refuse(actor, "policy.create", policy.name, hash, "a policy of that name exists");
       throw new CasError(409, "exists", `policy ${policy.name} already exists; update it instead`);
     }
-    this.#authorizeCreate(actor, policy.name, hash, signatures);
     const values = await secretValuesFor(policy, new Map());
     const now = this.#now().toISOString();
     const record: PolicyRecord = {
@@ -216,12 +218,17 @@ export class CasService {
     return { name: policy.name, hash, version: 1 };
   }
 
-  /** Update a policy; `expectedName`, if given, is the name the request was addressed to. */
+  /**
+   * Update a policy; `expectedName`, if given, is the name the request was addressed to.
+   * `regenerateSecrets`: the owner's consent to a change of attestation mode that discards the
+   * generated values (see #modeChange).
+   */
   async update(
     actor: string,
     text: string,
     signatures: readonly string[],
     expectedName?: string,
+    options: { readonly regenerateSecrets?: boolean } = {},
   ): Promise<PolicySummary> {
     const checked = this.#check(text);
     const name = checked.policy.name;
@@ -229,10 +236,12 @@ export class CasService {
       throw new CasError(400, "name_mismatch", `the policy is named ${name}, but the request is for ${expectedName}`);
     }
     const current = this.#load(name);
-    if (!current) throw new CasError(404, "not_found", `no policy ${name}; create it first`);
+    if (!current) throw unseen(name);
     const { row, record } = current;
     const previousValues = this.#secrets(name, row.version, row.wrappedKey);
-    const policy = keepRedactedValues(checked.policy, record.policy, previousValues);
+    // Nothing about the stored policy shapes the answer before the caller is authorised: the
+    // values a <redacted> would keep are looked up here, but a missing one is told only below.
+    const { policy, unkept } = keepRedactedValues(checked.policy, record.policy, previousValues);
     const hash = policy === checked.policy ? checked.hash : policyHash(policy);
     // Authorise before comparing versions, so that the current hash is told only to those who may update.
     this.#authorize(
@@ -245,6 +254,15 @@ export class CasService {
       record.policy.access_policy.update,
       signatures,
     );
+    if (unkept.length > 0) {
+      throw new CasError(
+        400,
+        "redacted_value",
+        unkept
+          .map((s) => `secret ${s.name} says ${REDACTED} but has no stored explicit value of kind ${s.kind} to keep`)
+          .join("; "),
+      );
+    }
     if (policy.predecessor === undefined) {
       throw new CasError(400, "no_predecessor", `an update names its predecessor: add predecessor: ${record.hash}`);
     }
@@ -256,7 +274,9 @@ export class CasService {
         `predecessor ${policy.predecessor} is not the current version of ${name} (${record.hash}); fetch it and apply your change again`,
       );
     }
-    const values = await secretValuesFor(policy, new Map(Object.entries(previousValues)));
+    const previous = new Map(Object.entries(previousValues));
+    const carried = await this.#modeChange(actor, record, policy, hash, previous, options.regenerateSecrets === true);
+    const values = await secretValuesFor(policy, carried);
     const now = this.#now().toISOString();
     const next: PolicyRecord = {
       ...record,
@@ -269,8 +289,9 @@ export class CasService {
       policy,
     };
     const dek = this.#envelope.dataKey(name, row.wrappedKey);
+    const reason = `version ${next.version}${carried === previous ? "" : `; attestation mode ${record.policy.security.attestation.mode} -> ${policy.security.attestation.mode}: generated values made anew`}`;
     const ok = this.#store.update(row.version, this.#write(dek, row.wrappedKey, next, values), (prev) =>
-      this.#auditRow(prev, actor, "policy.update", name, hash, "granted", `version ${next.version}`),
+      this.#auditRow(prev, actor, "policy.update", name, hash, "granted", reason),
     );
     if (!ok) {
       this.#refuse(actor, "policy.update", name, hash, "lost a concurrent update");
@@ -280,6 +301,41 @@ export class CasService {
     this.#declareVolumes(actor, name, policy, hash);
     this.#checkpointIfDue();
     return { name, hash, version: next.version };
+  }
+
+  /**
+   * The values an update carries over. A generated value lives in the attestation mode it was
+   * made in: in mode `none` whoever asks receives the configuration, with no evidence, so a value
+   * made under `simulation` or `hardware` must never reach that mode, and one made under `none`
+   * (anyone may know it) must never become an attested service's secret; nor may one pass
+   * between simulation (any host with an enrolled LAS) and hardware. So a change of mode makes
+   * every generated value anew — keys, CAs, certificates, volume keys — and keeps only explicit
+   * values, which their owner gave. Where that discards values an update in the same mode would
+   * have kept, the owner must say so (`regenerate_secrets`, `policy update --regenerate-secrets`):
+   * a volume's content under its old key is lost with it.
+   */
+  async #modeChange(
+    actor: string,
+    record: PolicyRecord,
+    policy: NormalizedPolicy,
+    hash: string,
+    previous: Map<string, StoredSecret>,
+    consented: boolean,
+  ): Promise<Map<string, StoredSecret>> {
+    const from = record.policy.security.attestation.mode;
+    const to = policy.security.attestation.mode;
+    if (from === to) return previous;
+    const lost = await keptAcrossModeChange(policy, previous);
+    if (lost.length > 0 && !consented) {
+      const reason = `changing attestation mode ${from} -> ${to} makes every generated value anew, discarding ${lost.join(", ")}`;
+      this.#refuse(actor, "policy.update", record.name, hash, `${reason}; not confirmed`);
+      throw new CasError(
+        409,
+        "regenerates_secrets",
+        `${reason}${lost.some((l) => l.startsWith("the key of volume")) ? " (a volume's content sealed under its old key is lost)" : ""}: confirm with cloister policy update --regenerate-secrets, or keep mode ${from}`,
+      );
+    }
+    return new Map([...previous].filter(([, v]) => v.spec === "explicit"));
   }
 
   get(actor: string, name: string): PolicyRecord & { redacted: string } {
@@ -317,7 +373,7 @@ export class CasService {
 
   delete(actor: string, name: string, signatures: readonly string[]): void {
     const current = this.#load(name);
-    if (!current) throw new CasError(404, "not_found", `no policy ${name}`);
+    if (!current) throw unseen(name);
     const { row, record } = current;
     this.#authorize(
       actor,
@@ -580,11 +636,7 @@ export class CasService {
     const parent = this.#load(parentName);
     if (!parent) {
       this.#refuse(actor, "policy.create", name, hash, `no parent policy ${parentName}`);
-      throw new CasError(
-        404,
-        "no_parent",
-        `creating ${name} needs create_policies on ${parentName}, which does not exist`,
-      );
+      throw unseen(parentName, name);
     }
     this.#authorize(
       actor,
@@ -610,31 +662,39 @@ export class CasService {
     signatures: readonly string[],
     governingName = name,
   ): void {
+    // A caller who may not read the governing policy is told nothing more than that it is not
+    // there for them — the answer a policy that does not exist gets (`unseen`); the audit entry
+    // keeps the real reason.
+    const refused = (error: CasError, reason: string): never => {
+      this.#refuse(actor, auditAction, name, hash, reason);
+      if (!admits(governing.policy.access_policy.read, governing.creator, alone(actor)))
+        throw unseen(governingName, governingName === name ? undefined : name);
+      throw error;
+    };
     const signers = new Set<string>();
     signatures.forEach((s, i) => {
       try {
         signers.add(verifyPolicySignature(s, action, name, hash));
       } catch (error) {
         if (!(error instanceof SignatureError)) throw error;
-        this.#refuse(actor, auditAction, name, hash, `signature ${i + 1} is not valid: ${error.message}`);
-        throw new CasError(403, "bad_signature", `signature ${i + 1} is not valid: ${error.message}`);
+        const reason = `signature ${i + 1} is not valid: ${error.message}`;
+        refused(new CasError(403, "bad_signature", reason), reason);
       }
     });
     const requester: Requester = { identity: actor, signers };
     if (!admits(rules, governing.creator, requester)) {
       const what = governingName !== name ? `create_policies of ${governingName}` : `update of ${name}`;
       const reason = `${what} does not admit the caller${signers.size > 0 ? ` with ${signers.size} valid signature${signers.size === 1 ? "" : "s"}` : ""}`;
-      this.#refuse(actor, auditAction, name, hash, reason);
-      throw new CasError(403, "forbidden", `not allowed: ${reason}`);
+      refused(new CasError(403, "forbidden", `not allowed: ${reason}`), reason);
     }
   }
 
   #readable(actor: string, name: string, action: string): { row: PolicyRow; record: PolicyRecord } {
     const loaded = this.#load(name);
-    if (!loaded) throw new CasError(404, "not_found", `no policy ${name}`);
+    if (!loaded) throw unseen(name);
     if (!admits(loaded.record.policy.access_policy.read, loaded.record.creator, alone(actor))) {
       this.#refuse(actor, action, name, null, "read does not admit the caller");
-      throw new CasError(403, "forbidden", `not allowed to read ${name}`);
+      throw unseen(name);
     }
     return loaded;
   }
@@ -808,48 +868,23 @@ export class CasService {
   }
 }
 
+/**
+ * The one answer about a policy the caller may not read, whether it exists or not: 404, its
+ * name, nothing else (docs/cas.md, "Who may do what"). `creating`: the child whose creation
+ * needed it.
+ */
+function unseen(name: string, creating?: string): CasError {
+  return new CasError(
+    404,
+    "not_found",
+    creating === undefined
+      ? `no policy ${name} that you may read`
+      : `creating ${creating} needs create_policies on ${name}: no policy ${name} that you may read`,
+  );
+}
+
 /** A requester with no signatures: for reads. */
 const alone = (identity: string): Requester => ({ identity, signers: new Set() });
-
-function hasRedacted(policy: NormalizedPolicy): boolean {
-  return policy.secrets.some((s) => !isImport(s) && "value" in s && s.value === REDACTED);
-}
-
-/**
- * A policy fetched with `get` shows explicit values as <redacted>; sent back in an update, that
- * means "keep the stored value". Substitute the previous value, or refuse if there is none.
- */
-function keepRedactedValues(
-  policy: NormalizedPolicy,
-  previous: NormalizedPolicy,
-  values: Record<string, StoredSecret>,
-): NormalizedPolicy {
-  if (!hasRedacted(policy)) return policy;
-  const secrets = policy.secrets.map((s) => {
-    if (isImport(s) || !("value" in s) || s.value !== REDACTED) return s;
-    const before = previous.secrets.find((p) => p.name === s.name);
-    if (
-      !before ||
-      isImport(before) ||
-      before.kind !== s.kind ||
-      !("value" in before) ||
-      before.value === undefined ||
-      values[s.name]?.spec !== "explicit"
-    ) {
-      throw new CasError(
-        400,
-        "redacted_value",
-        `secret ${s.name} says ${REDACTED} but has no stored explicit value of kind ${s.kind} to keep`,
-      );
-    }
-    return {
-      ...s,
-      value: before.value,
-      ...(s.kind === "ascii" || s.kind === "binary" ? { size: (before as { size?: number }).size } : {}),
-    };
-  });
-  return { ...policy, secrets } as NormalizedPolicy;
-}
 
 interface VolumeState {
   readonly tag: string;

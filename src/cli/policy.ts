@@ -68,20 +68,31 @@ See docs/policy.md for the language.`,
       .description("replace a policy in the CAS; fills in predecessor from the CAS when the file has none")
       .argument("<file>", "policy file; - reads standard input")
       .addOption(signatureOption())
+      .option(
+        "--regenerate-secrets",
+        "consent to a change of attestation mode: every generated value is made anew (the old ones, a volume's key among them, are discarded)",
+        false,
+      )
       .addOption(outputOption()),
-  ).action(async (file: string, opts: ConnectionFlags & { signature: string[]; output: OutputFormat }) => {
-    const text = await readPolicyFile(file, io);
-    const checked = checkOrReport(text, file, io, opts.output);
-    const client = await connect(opts, io);
-    const withPredecessor = await fillPredecessor(text, checked, client);
-    const r = await unreachable(() =>
-      client.request<Summary>("PUT", policyPath(checked.policy.name), {
-        policy: withPredecessor.text,
-        signatures: opts.signature,
-      }),
-    );
-    io.stdout(render(opts.output, { name: r.name, hash: r.hash }, () => r.hash));
-  });
+  ).action(
+    async (
+      file: string,
+      opts: ConnectionFlags & { signature: string[]; regenerateSecrets: boolean; output: OutputFormat },
+    ) => {
+      const text = await readPolicyFile(file, io);
+      const checked = checkOrReport(text, file, io, opts.output);
+      const client = await connect(opts, io);
+      const withPredecessor = await fillPredecessor(text, checked, client);
+      const r = await unreachable(() =>
+        client.request<Summary>("PUT", policyPath(checked.policy.name), {
+          policy: withPredecessor.text,
+          signatures: opts.signature,
+          regenerate_secrets: opts.regenerateSecrets,
+        }),
+      );
+      io.stdout(render(opts.output, { name: r.name, hash: r.hash }, () => r.hash));
+    },
+  );
 
   withConnection(
     policy

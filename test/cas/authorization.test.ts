@@ -62,8 +62,19 @@ async function create(as: Who, text: string, signatures: string[] = []) {
   return client[as].request<{ name: string; hash: string }>("POST", "/v1/policies", { policy: text, signatures });
 }
 
-/** Run `op` as `who` on `name`; true when granted, false on 403; anything else fails the test. */
-async function attempt(who: Who, op: Op, name: string, access: string, hash: string): Promise<boolean> {
+/**
+ * Run `op` as `who` on `name`; true when granted, false when refused — 403 to a caller who may
+ * read the policy, 404 (the answer a policy that does not exist gets) to one who may not, so that
+ * a stranger learns nothing of its existence; anything else fails the test.
+ */
+async function attempt(
+  who: Who,
+  op: Op,
+  name: string,
+  access: string,
+  hash: string,
+  canRead: boolean,
+): Promise<boolean> {
   try {
     switch (op) {
       case "get":
@@ -89,7 +100,7 @@ async function attempt(who: Who, op: Op, name: string, access: string, hash: str
         return true;
     }
   } catch (error) {
-    if (error instanceof CasRequestError && error.status === 403) return false;
+    if (error instanceof CasRequestError && error.status === (canRead ? 403 : 404)) return false;
     throw error;
   }
 }
@@ -103,7 +114,7 @@ describe("authorisation matrix: identities × operations × rules", () => {
         for (const who of NAMES) {
           const name = `m-${template}-${op}-${who}`.toLowerCase();
           const created = await create("C", policyText(name, access));
-          const granted = await attempt(who, op, name, access, created.hash);
+          const granted = await attempt(who, op, name, access, created.hash, expected[template]!.read.has(who));
           const want = expected[template]![ruleOf(op)].has(who);
           if (granted !== want)
             cells.push(`${who} ${op}: ${granted ? "granted" : "refused"}, expected ${want ? "granted" : "refused"}`);
@@ -222,7 +233,11 @@ describe("multi-party rules", () => {
 
 describe("namespaces", () => {
   test("a child needs an existing parent", async () => {
-    await assert.rejects(create("C", policyText("nobody/child", "")), { status: 404, code: "no_parent" });
+    await assert.rejects(create("C", policyText("nobody/child", "")), {
+      status: 404,
+      code: "not_found",
+      message: "creating nobody/child needs create_policies on nobody: no policy nobody that you may read",
+    });
   });
 
   test("--create-top-level limits who may create top-level policies", async () => {

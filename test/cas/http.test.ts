@@ -137,8 +137,8 @@ describe("bad input gets a precise 4xx and stores nothing", () => {
     assert.equal(r.status, 401);
     assert.match(r.body, /client certificate is required/);
     assert.deepEqual(await policiesOf(mallory), []);
-    await assert.rejects(cas.client(mallory).request("GET", policyPath("mine")), { status: 403 });
-    await assert.rejects(cas.client(mallory).request("GET", policyPath("mine", "/history")), { status: 403 });
+    await assert.rejects(cas.client(mallory).request("GET", policyPath("mine")), { status: 404 });
+    await assert.rejects(cas.client(mallory).request("GET", policyPath("mine", "/history")), { status: 404 });
   });
 
   test("an unknown route is 404 and names it", async () => {

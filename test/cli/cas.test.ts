@@ -187,6 +187,21 @@ describe("cloister policy against the CAS", () => {
     assert.match(r.stderr, new RegExp(`^${bad}:3:27: secrets\\[0\\]\\.kind: `));
   });
 
+  test("a change of attestation mode asks for --regenerate-secrets, and goes through with it", async () => {
+    const text = (mode: string) =>
+      `version: "1"\nname: modes\nsecurity: {attestation: {mode: ${mode}}}\nsecrets: [{name: k, kind: ascii}]\n`;
+    assert.equal((await runCli(["policy", "create", write("modes.yaml", text("simulation"))], { env })).code, 0);
+    const toNone = write("modes2.yaml", text("none"));
+    const refused = await runCli(["policy", "update", toNone], { env });
+    assert.equal(refused.code, 1);
+    assert.match(
+      refused.stderr,
+      /CAS refused \(409 regenerates_secrets\): changing attestation mode simulation -> none .*discarding k: confirm with cloister policy update --regenerate-secrets/,
+    );
+    const consented = await runCli(["policy", "update", toNone, "--regenerate-secrets"], { env });
+    assert.equal(consented.code, 0, consented.stderr);
+  });
+
   test("multi-party update with signatures made by `cloister policy sign`", async () => {
     const bobEnv = { ...env, CLOISTER_HOME: join(dir, "home-bob") };
     await runCli(["identity", "create"], { env: bobEnv });
