@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import { Collateral } from "../attestation/dcap/collateral.ts";
-import { AuditExport } from "./audit.ts";
+import { AuditPage } from "./audit.ts";
 
 const Signatures = z
   .array(z.string().max(1024))
@@ -47,7 +47,16 @@ export const PolicyHistory = z.strictObject({
 
 export const NameParams = z.strictObject({ name: z.string().min(1).max(1024) });
 export const DeleteQuery = z.strictObject({ signature: z.union([z.string(), z.array(z.string())]).optional() });
-export const AuditQuery = z.strictObject({ since: z.coerce.number().int().min(0).default(0) });
+export const AuditQuery = z.strictObject({
+  since: z.coerce.number().int().min(0).default(0).describe("entries after this sequence number"),
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(10_000)
+    .default(1_000)
+    .describe("entries in this page, at most; follow `next` for the rest"),
+});
 
 export const LasEnrolRequest = z.strictObject({
   key: z.string().describe("the LAS key hash printed by cloister las start"),
@@ -253,9 +262,9 @@ export const ROUTES = {
   auditExport: {
     method: "GET",
     url: "/v1/audit",
-    summary: "the audit log with signed checkpoints (entries of unreadable policies as digests)",
+    summary: "a page of the audit log with its signed checkpoints (entries of unreadable policies as digests)",
     query: AuditQuery,
-    response: AuditExport,
+    response: AuditPage,
     status: 200,
     identified: true,
   },

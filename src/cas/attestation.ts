@@ -119,8 +119,12 @@ export class AttestationService {
     return { nonce: nonce.toString("base64"), expires_at: new Date(expires).toISOString() };
   }
 
-  /** Verify and configure; throws CasError (audited) when refused. */
-  async attest(request: AttestationRequest): Promise<{ configuration: string }> {
+  /**
+   * Verify and configure; throws CasError (audited) when refused. `source`: where the request
+   * came from (rate-limit.ts's sourceOf), by which refusals before the evidence is shown bound
+   * to its nonce are tallied (refusal-tally.ts).
+   */
+  async attest(request: AttestationRequest, source = "unknown"): Promise<{ configuration: string }> {
     const { config_id: configId } = request;
     // The nonce is spent before anything else is looked at, so that a concurrent replay finds it
     // spent; but a refusal before the evidence is shown bound to it takes the spend back (see
@@ -135,7 +139,8 @@ export class AttestationService {
         (keys) => keys.cek.fill(0),
         () => {},
       );
-      this.#cas.refuse("runtime", "attestation", configId, reason);
+      // A caller who has not shown evidence bound to a nonce of ours proved nothing: tallied.
+      this.#cas.refuse("runtime", "attestation", configId, reason, bound ? undefined : { source, code });
       throw new CasError(status, code, reason);
     };
     try {
@@ -388,7 +393,9 @@ export class AttestationService {
   authorizeVolumeCommit(peer: X509Certificate | undefined, policyName: string, volume: string): void {
     const target = `${policyName}/${volume}`;
     const refused = (status: number, code: string, reason: string): CasError => {
-      this.#cas.refuse(peer ? spkiHash(peer.publicKey) : "", "volume.commit", target, reason);
+      // Before the certificate is found to be the policy's: a stranger's refusal, tallied by its key.
+      const actor = peer ? spkiHash(peer.publicKey) : "";
+      this.#cas.refuse(actor, "volume.commit", target, reason, { source: actor || "no certificate", code });
       return new CasError(status, code, reason);
     };
     if (!peer)

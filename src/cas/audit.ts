@@ -135,6 +135,14 @@ export const AuditExport = z.strictObject({
 });
 export type AuditExport = z.output<typeof AuditExport>;
 
+/**
+ * A page of GET /v1/audit: an export of the entries it holds, and `next`, the `since` of the page
+ * after it — null on the last page, which ends at a signed checkpoint. `cloister audit export`
+ * follows the pages and writes them as one export.
+ */
+export const AuditPage = AuditExport.extend({ next: z.int().min(1).nullable() });
+export type AuditPage = z.output<typeof AuditPage>;
+
 export interface ExportVerdict {
   readonly casKey: string;
   readonly entries: number;

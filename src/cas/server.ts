@@ -167,7 +167,7 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
     },
     policyHistory: ({ actor, params }) => ({ name: params.name, versions: service.history(actor, params.name) }),
     challenge: ({ body }) => attestation.challenge(body.config_id),
-    attest: ({ body }) => attestation.attest(body),
+    attest: ({ body, source }) => attestation.attest(body, source),
     commitVolume: ({ actor, params, body, peer }) => {
       attestation.authorizeVolumeCommit(peer(), params.policy, params.volume);
       service.commitVolume(actor, params.policy, params.volume, body.previous, body.next);
@@ -181,7 +181,7 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
     importCollateral: ({ actor, body }) => service.importCollateral(actor, body),
     listCollateral: () => ({ collateral: service.trust.list() }),
     auditExport: ({ actor, query }) => ({
-      ...service.exportAudit(actor, query.since),
+      ...service.exportAudit(actor, query.since, query.limit),
       cas_key: Buffer.from(
         new X509Certificate(identity.certificatePem).publicKey.export({ type: "spki", format: "der" }),
       ).toString("base64"),
@@ -193,7 +193,8 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
       method: route.method,
       url: route.url,
       handler: async (request: FastifyRequest, reply: FastifyReply) => {
-        if (route.rateLimited && !limiter.take(sourceOf(request.ip))) {
+        const source = sourceOf(request.ip);
+        if (route.rateLimited && !limiter.take(source)) {
           throw new CasError(429, "rate_limited", "too many attestation requests from this address; slow down");
         }
         const actor = route.identified ? callerIdentity(request) : "";
@@ -206,6 +207,7 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
         }
         const ctx = {
           actor,
+          source,
           peer: () => (request.raw.socket as TLSSocket).getPeerX509Certificate?.(),
           params: parse(route.params, request.params, "path"),
           query: parse(route.query, request.query, "query"),
@@ -222,6 +224,8 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
 
 type Ctx<R extends RouteSpec> = {
   actor: string;
+  /** The request's source address (an IPv6 address's /64): rate-limit.ts's sourceOf. */
+  source: string;
   /** The caller's TLS client certificate, if any. */
   peer: () => X509Certificate | undefined;
   params: R["params"] extends z.ZodType ? z.output<R["params"]> : undefined;

@@ -10,14 +10,18 @@ import { policyHash } from "../policy/canonical.ts";
 import { checkPolicyText, formatPolicyError, type PolicyError } from "../policy/check.ts";
 import type { NormalizedPolicy } from "../policy/normalize.ts";
 import { type AccessRuleT, isImport, REDACTED } from "../policy/schema.ts";
-import { AUDIT_GENESIS, type AuditEntry, type AuditExport, AuditLog, entryDigest } from "./audit.ts";
+import { AUDIT_GENESIS, type AuditEntry, AuditLog, type AuditPage, entryDigest } from "./audit.ts";
 import { admits, type Requester } from "./authorization.ts";
 import { ImportError, type PolicyValues, resolveSecret } from "./imports.ts";
 import { hasRedacted, keepRedactedValues, presentForEdit } from "./redact.ts";
+import { RefusalTally } from "./refusal-tally.ts";
 import { keptAcrossModeChange, type StoredSecret, secretValuesFor } from "./secrets.ts";
 import { Envelope, TamperError } from "./store/envelope.ts";
 import type { AuditRow, PolicyRow, Store } from "./store/store.ts";
 import { CollateralError, TrustStore } from "./trust-store.ts";
+
+/** Audit entries in one page of an export, at most (GET /v1/audit's `limit`). */
+export const AUDIT_PAGE_MAX = 10_000;
 
 export class CasError extends Error {
   readonly status: number;
@@ -111,6 +115,13 @@ export class CasService {
   readonly #volumes: Map<string, VolumeState>;
   /** Enrolled LAS keys and imported collateral. */
   readonly trust: TrustStore;
+  /**
+   * Identities the CAS has granted something (from the verified log, then as it grants), and its
+   * administrators: their refusals are audited one by one. Anyone else's are tallied (#tally).
+   */
+  readonly #known: Set<string>;
+  /** Strangers' refusals, counted rather than each written (refusal-tally.ts). */
+  readonly #tally: RefusalTally;
   /** Decrypted current records, valid while the stored row is byte-for-byte the one we opened. */
   readonly #cache = new Map<string, { sealed: Buffer; record: PolicyRecord }>();
   /**
@@ -132,7 +143,13 @@ export class CasService {
     options: CasOptions,
     index: Map<string, string>,
     volumes: Map<string, VolumeState>,
+    known: Set<string>,
   ) {
+    this.#known = known;
+    if (Array.isArray(options.admins)) for (const admin of options.admins) known.add(admin);
+    this.#tally = new RefusalTally((r) => this.#refuseNow(r.actor, r.action, r.target, r.hash, r.reason), {
+      now: () => this.#now(),
+    });
     this.#store = store;
     this.#envelope = envelope;
     this.#audit = audit;
@@ -151,9 +168,11 @@ export class CasService {
     if (problem) throw new TamperError(`the audit log fails verification: ${problem}`);
     const index = new Map<string, string>();
     const volumes = new Map<string, VolumeState>();
+    const known = new Set<string>();
     for (const row of rows) {
       const e = JSON.parse(row.entry) as AuditEntry;
       if (e.outcome !== "granted") continue;
+      known.add(e.actor);
       if ((e.action === "policy.create" || e.action === "policy.update") && e.policy_hash)
         index.set(e.target, e.policy_hash);
       if (e.action === "policy.delete") {
@@ -165,7 +184,7 @@ export class CasService {
         if (commit) volumes.set(commit.key, commit.state);
       }
     }
-    return new CasService(store, envelope, audit, options, index, volumes);
+    return new CasService(store, envelope, audit, options, index, volumes, known);
   }
 
   #now(): Date {
@@ -411,14 +430,19 @@ export class CasService {
   }
 
   /**
-   * The audit log from `since` (exclusive): entries about policies the caller may read in full,
-   * the others as digests only (so that the chain still verifies), and signed checkpoints,
-   * including a fresh one over the last entry.
+   * A page of the audit log: at most `limit` entries after `since`, those about policies the
+   * caller may read in full, the others as digests only (so that the chain still verifies), with
+   * the signed checkpoints among them, and `next` — where the following page starts — or null at
+   * the end. The last page ends at a checkpoint: one is signed over the last entry if none is
+   * yet (so a reader's exports add at most one checkpoint per entry written meanwhile).
    */
-  exportAudit(actor: string, since: number): AuditExport {
-    const last = this.#store.lastAudit();
-    if (last) this.#store.addCheckpoint(this.#audit.checkpoint(last, this.#now()));
-    const rows = this.#store.audit(since);
+  exportAudit(actor: string, since: number, limit = AUDIT_PAGE_MAX): AuditPage {
+    const rows = this.#store.audit(since, limit + 1);
+    const more = rows.length > limit;
+    if (more) rows.length = limit;
+    const end = rows.at(-1)?.seq ?? since;
+    if (!more && rows.length > 0 && (this.#store.lastCheckpoint()?.seq ?? 0) < end)
+      this.#store.addCheckpoint(this.#audit.checkpoint(rows.at(-1)!, this.#now()));
     const readable = new Map<string, boolean>();
     const mayRead = (policy: string): boolean => {
       let ok = readable.get(policy);
@@ -451,9 +475,10 @@ export class CasService {
       format: "cloister-audit-v1",
       cas_key: "", // filled in by the server, which holds the public key
       // The chain hash through entry `since`: where the exported part of the chain starts.
-      previous_chain: since > 0 ? (this.#store.audit(since - 1)[0]?.chain ?? AUDIT_GENESIS) : AUDIT_GENESIS,
+      previous_chain: since > 0 ? (this.#store.auditEntry(since)?.chain ?? AUDIT_GENESIS) : AUDIT_GENESIS,
       entries,
-      checkpoints: this.#store.checkpoints(since),
+      checkpoints: this.#store.checkpoints(since, end),
+      next: more ? end : null,
     };
   }
 
@@ -525,7 +550,7 @@ export class CasService {
     const declaration = loaded.record.policy.volumes.find((v) => v.name === volume);
     if (!declaration) throw new CasError(404, "not_found", `policy ${policy} has no volume ${volume}`);
     if (declaration.update_policy !== "rollback-protected") {
-      this.#refuse(actor, "volume.commit", target, loaded.record.hash, `the volume is ${declaration.update_policy}`);
+      this.#refuseNow(actor, "volume.commit", target, loaded.record.hash, `the volume is ${declaration.update_policy}`);
       throw new CasError(
         409,
         "not_rollback_protected",
@@ -537,7 +562,7 @@ export class CasService {
     if (current === next && previous !== next) return;
     if (current !== previous) {
       const reason = `the volume is at ${current ?? "its fresh state"}, not ${previous ?? "its fresh state"}: another runtime committed first (a fork), or an older state`;
-      this.#refuse(actor, "volume.commit", target, loaded.record.hash, reason);
+      this.#refuseNow(actor, "volume.commit", target, loaded.record.hash, reason);
       throw new CasError(409, "conflict", `volume ${volume} of ${policy}: ${reason}`);
     }
     const declared = declaration.tag;
@@ -606,9 +631,26 @@ export class CasService {
     return refused === undefined ? {} : { refused };
   }
 
-  /** Record a refusal that happened outside this service (e.g. a request without identity). */
-  refuse(actor: string, action: string, target: string, reason: string): void {
-    this.#refuse(actor, action, target, null, reason);
+  /**
+   * Record a refusal that happened outside this service (the attestation flow, a volume commit's
+   * certificate). `stranger`: the caller proved nothing — no nonce spent on evidence bound to
+   * it, no certificate of the policy — and the refusal is tallied by its source (an address, or
+   * the caller's identity) and `code` rather than written on its own (refusal-tally.ts).
+   */
+  refuse(
+    actor: string,
+    action: string,
+    target: string,
+    reason: string,
+    stranger?: { readonly source: string; readonly code: string },
+  ): void {
+    if (stranger) this.#tally.refuse(stranger.source, stranger.code, { actor, action, target, hash: null, reason });
+    else this.#refuseNow(actor, action, target, null, reason);
+  }
+
+  /** Write the strangers' tally now (the CAS is stopping, or a test reads the log). */
+  flushRefusals(): void {
+    this.#tally.flush();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -843,6 +885,7 @@ export class CasService {
     outcome: "granted" | "refused",
     reason: string,
   ): AuditRow {
+    if (outcome === "granted") this.#known.add(actor);
     return this.#audit.row(previous, {
       time: this.#now().toISOString(),
       actor,
@@ -854,7 +897,16 @@ export class CasService {
     });
   }
 
+  /**
+   * A refusal by this service: written on its own if the caller is known (#known), tallied by
+   * its identity and action if not — anyone can make an identity, and repeat the request.
+   */
   #refuse(actor: string, action: string, target: string, hash: string | null, reason: string): void {
+    if (actor === "cas" || this.#known.has(actor)) this.#refuseNow(actor, action, target, hash, reason);
+    else this.#tally.refuse(actor, "", { actor, action, target, hash, reason });
+  }
+
+  #refuseNow(actor: string, action: string, target: string, hash: string | null, reason: string): void {
     this.#checkpointIfDue(
       this.#store.appendAudit((prev) => this.#auditRow(prev, actor, action, target, hash, "refused", reason)),
     );

@@ -82,6 +82,8 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
       async close() {
         try {
           await app.close();
+          // What strangers were refused since the tally's last entry, before the store closes.
+          service.flushRefusals();
         } finally {
           await store.close();
           unlock();

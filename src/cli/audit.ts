@@ -2,7 +2,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { type Command, Option } from "commander";
-import { AuditExport, AuditVerifyError, verifyExport } from "../cas/audit.ts";
+import { AuditExport, AuditPage, AuditVerifyError, verifyExport } from "../cas/audit.ts";
 import { type ConnectionFlags, connect, unreachable, withConnection } from "./connection.ts";
 import { CliError } from "./errors.ts";
 import type { Io } from "./io.ts";
@@ -20,10 +20,14 @@ export function auditCommands(program: Command, io: Io): void {
   ).action(async (opts: ConnectionFlags & { since: string; out?: string }) => {
     if (!/^\d+$/.test(opts.since)) throw new CliError(`--since ${opts.since}: expected a sequence number`);
     const client = await connect(opts, io);
-    const doc = await unreachable(() => client.request<AuditExport>("GET", `/v1/audit?since=${opts.since}`));
+    const doc = await exportPages(Number(opts.since), (since) =>
+      unreachable(() => client.request<unknown>("GET", `/v1/audit?since=${since}&limit=${PAGE}`)),
+    );
     const text = `${JSON.stringify(doc, null, 2)}\n`;
-    if (opts.out) await writeFile(resolve(io.cwd, opts.out), text);
-    else io.stdout(text);
+    if (opts.out) {
+      await writeFile(resolve(io.cwd, opts.out), text);
+      io.stderr(`exported ${doc.entries.length} entries and ${doc.checkpoints.length} checkpoints to ${opts.out}\n`);
+    } else io.stdout(text);
   });
 
   audit
@@ -80,3 +84,30 @@ export function auditCommands(program: Command, io: Io): void {
 }
 
 const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+
+/** Entries asked for a page: the CAS's largest. */
+const PAGE = 10_000;
+
+/**
+ * The log from `since` as one export: the CAS's pages followed to the last (which ends at a
+ * signed checkpoint), each checked on receipt.
+ */
+export async function exportPages(since: number, fetchPage: (since: number) => Promise<unknown>): Promise<AuditExport> {
+  let doc: AuditExport | undefined;
+  for (let at = since; ; ) {
+    const parsed = AuditPage.safeParse(await fetchPage(at));
+    if (!parsed.success)
+      throw new CliError(`the CAS sent an audit page that is not one: ${parsed.error.issues[0]?.message}`);
+    const { next, ...page } = parsed.data;
+    if (!doc) doc = page;
+    else {
+      if (page.cas_key !== doc.cas_key) throw new CliError("the CAS's key changed between pages of the audit log");
+      doc.entries.push(...page.entries);
+      doc.checkpoints.push(...page.checkpoints);
+    }
+    if (next === null) return doc;
+    // Each page starts after the last: a CAS that did not move on would loop.
+    if (next <= at) throw new CliError(`the CAS's audit page after ${at} points back to ${next}`);
+    at = next;
+  }
+}

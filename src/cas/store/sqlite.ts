@@ -88,6 +88,13 @@ const auditRow = (r: Row): AuditRow => ({
   mac: r.mac as string,
 });
 
+const checkpointRow = (r: Row): CheckpointRow => ({
+  seq: Number(r.seq),
+  chain: r.chain as string,
+  time: r.time as string,
+  signature: r.signature as string,
+});
+
 export class SqliteStore implements Store {
   readonly #db: DatabaseSync;
   readonly #q: Record<string, StatementSync>;
@@ -130,9 +137,11 @@ export class SqliteStore implements Store {
       insertSecrets: p("INSERT INTO secrets (name, version, sealed) VALUES (?, ?, ?)"),
       lastAudit: p("SELECT * FROM audit ORDER BY seq DESC LIMIT 1"),
       insertAudit: p("INSERT INTO audit (seq, entry, chain, mac) VALUES (?, ?, ?, ?)"),
-      audit: p("SELECT * FROM audit WHERE seq > ? ORDER BY seq"),
+      audit: p("SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?"),
+      auditEntry: p("SELECT * FROM audit WHERE seq = ?"),
       insertCheckpoint: p("INSERT OR REPLACE INTO checkpoints (seq, chain, time, signature) VALUES (?, ?, ?, ?)"),
-      checkpoints: p("SELECT * FROM checkpoints WHERE seq > ? ORDER BY seq"),
+      checkpoints: p("SELECT * FROM checkpoints WHERE seq > ? AND seq <= ? ORDER BY seq"),
+      lastCheckpoint: p("SELECT * FROM checkpoints ORDER BY seq DESC LIMIT 1"),
     };
     // Last: nothing after it can fail and leave the thread holding the database open.
     if (options.walCheckpoints === "inline") this.#checkpointAt(INLINE_CHECKPOINT_PAGES);
@@ -228,8 +237,14 @@ export class SqliteStore implements Store {
     return promise;
   }
 
-  audit(sinceSeq: number): AuditRow[] {
-    return (this.#q.audit!.all(sinceSeq) as Row[]).map(auditRow);
+  audit(sinceSeq: number, limit = -1): AuditRow[] {
+    // LIMIT -1: no limit, in SQLite.
+    return (this.#q.audit!.all(sinceSeq, limit) as Row[]).map(auditRow);
+  }
+
+  auditEntry(seq: number): AuditRow | undefined {
+    const r = this.#q.auditEntry!.get(seq) as Row | undefined;
+    return r ? auditRow(r) : undefined;
   }
 
   lastAudit(): AuditRow | undefined {
@@ -241,13 +256,13 @@ export class SqliteStore implements Store {
     this.#q.insertCheckpoint!.run(c.seq, c.chain, c.time, c.signature);
   }
 
-  checkpoints(sinceSeq: number): CheckpointRow[] {
-    return (this.#q.checkpoints!.all(sinceSeq) as Row[]).map((r) => ({
-      seq: Number(r.seq),
-      chain: r.chain as string,
-      time: r.time as string,
-      signature: r.signature as string,
-    }));
+  checkpoints(sinceSeq: number, throughSeq = Number.MAX_SAFE_INTEGER): CheckpointRow[] {
+    return (this.#q.checkpoints!.all(sinceSeq, throughSeq) as Row[]).map(checkpointRow);
+  }
+
+  lastCheckpoint(): CheckpointRow | undefined {
+    const r = this.#q.lastCheckpoint!.get() as Row | undefined;
+    return r ? checkpointRow(r) : undefined;
   }
 
   /**

@@ -78,10 +78,16 @@ export interface Store {
    * turn, in one transaction. Resolves once the entry is durable; the caller answers only then.
    */
   appendAuditGrouped(audit: AuditAppender): Promise<AuditRow>;
-  audit(sinceSeq: number): AuditRow[];
+  /** Entries after `sinceSeq`, in order; at most `limit` of them. */
+  audit(sinceSeq: number, limit?: number): AuditRow[];
+  /** The entry `seq`, if there is one. */
+  auditEntry(seq: number): AuditRow | undefined;
   lastAudit(): AuditRow | undefined;
   addCheckpoint(checkpoint: CheckpointRow): void;
-  checkpoints(sinceSeq: number): CheckpointRow[];
+  /** Checkpoints after `sinceSeq` and, if given, through `throughSeq`. */
+  checkpoints(sinceSeq: number, throughSeq?: number): CheckpointRow[];
+  /** The newest checkpoint. */
+  lastCheckpoint(): CheckpointRow | undefined;
 
   /** Resolves once everything the store opened is closed. */
   close(): Promise<void>;
