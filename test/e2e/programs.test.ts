@@ -11,8 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
+import { type AnyUserInstall, installForAnyUser } from "../helpers/any-user.ts";
 import { makeIdentity } from "../helpers/cas.ts";
-import { BIN } from "../helpers/cli.ts";
 import { eventually, startWorld, type World } from "../helpers/e2e.ts";
 import { freePort } from "../helpers/net.ts";
 
@@ -186,6 +186,13 @@ secrets:
 });
 
 describe("as a non-root user", () => {
+  // nobody runs a copy of cloister that it can reach: the checkout may sit in a 0700 directory.
+  let install: AnyUserInstall;
+  before(() => {
+    install = installForAnyUser();
+  });
+  after(() => install.dispose());
+
   test("the files exist in a user namespace of its own, for the program only", async () => {
     // The tests run as root (CI does); runuser makes this one start as nobody.
     const cat = "/usr/bin/cat";
@@ -204,7 +211,18 @@ secrets:
   - {name: token, kind: ascii, size: 16}
 `,
     });
-    const argv = [process.execPath, BIN, "--", "run", "--config-id", "unprivileged/reader", "--tee", "sim", "--", cat];
+    const argv = [
+      install.node,
+      install.bin,
+      "--",
+      "run",
+      "--config-id",
+      "unprivileged/reader",
+      "--tee",
+      "sim",
+      "--",
+      cat,
+    ];
     const { stdout, stderr } = await run("runuser", ["-u", "nobody", "--", ...argv], {
       env: { ...process.env, ...world.env },
     });
@@ -227,8 +245,8 @@ secrets:
         },
       );
       const argv = [
-        process.execPath,
-        BIN,
+        install.node,
+        install.bin,
         "--",
         "run",
         "--config-id",

@@ -22,7 +22,8 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { verifyTree } from "../../src/fs/open.ts";
-import { BIN, runCli } from "../helpers/cli.ts";
+import { type AnyUserInstall, installForAnyUser } from "../helpers/any-user.ts";
+import { runCli } from "../helpers/cli.ts";
 import { eventually, startUntil, startWorld, stop, type World } from "../helpers/e2e.ts";
 import { freePort } from "../helpers/net.ts";
 
@@ -372,6 +373,13 @@ volumes:
 });
 
 describe("as a non-root user", () => {
+  // nobody runs a copy of cloister that it can reach: the checkout may sit in a 0700 directory.
+  let install: AnyUserInstall;
+  before(() => {
+    install = installForAnyUser();
+  });
+  after(() => install.dispose());
+
   test("a volume opens, presents and commits inside a user namespace of its own", async () => {
     // The tests run as root (CI does); runuser makes these runs start as nobody.
     const script = join(dir, "nobody.py");
@@ -400,8 +408,8 @@ volumes:
     try {
       chownSync(volumes, 65534, 65534);
       const argv = [
-        process.execPath,
-        BIN,
+        install.node,
+        install.bin,
         "--",
         "run",
         "--config-id",

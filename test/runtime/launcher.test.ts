@@ -28,10 +28,11 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import fc from "fast-check";
 import type { Configuration } from "../../src/cas/attestation.ts";
 import { type Launch, LaunchError, planLaunch, quote, startLaunch } from "../../src/runtime/launcher.ts";
+import { type AnyUserInstall, installForAnyUser } from "../helpers/any-user.ts";
 
 const NAMESPACE = ["--mount", "--propagation", "private"];
 const dir = mkdtempSync(join(tmpdir(), "cloister-launcher-"));
@@ -314,6 +315,13 @@ describe("a link planted where a missing directory is to be made", () => {
 describe("cloister run as root of a user namespace it did not make (a rootless container)", () => {
   // It enters a mount namespace directly (it is uid 0), but the host's owners are not mapped
   // there: the launcher must not try to give the overlays' upper layers those owners.
+  // nobody runs a copy of the launcher that it can reach: the checkout may sit in a 0700 directory.
+  let install: AnyUserInstall;
+  before(() => {
+    install = installForAnyUser();
+  });
+  after(() => install.dispose());
+
   test("the files are placed; the directories keep their modes", async () => {
     const root = join(dir, "rootless");
     const app = join(root, "app");
@@ -324,7 +332,7 @@ describe("cloister run as root of a user namespace it did not make (a rootless c
     const script = join(root, "launch.ts");
     writeFileSync(
       script,
-      `import { planLaunch, startLaunch } from ${JSON.stringify(join(import.meta.dirname, "..", "..", "src", "runtime", "launcher.ts"))};\n` +
+      `import { planLaunch, startLaunch } from ${JSON.stringify(join(install.src, "runtime", "launcher.ts"))};\n` +
         "const config = JSON.parse(process.argv[2]);\n" +
         'process.exitCode = await startLaunch(planLaunch(config, ["--mount", "--propagation", "private"])).exit;\n',
     );
@@ -343,7 +351,7 @@ describe("cloister run as root of a user namespace it did not make (a rootless c
         "--user",
         "--map-root-user",
         "--",
-        process.execPath,
+        install.node,
         script,
         JSON.stringify(launched),
       ],
