@@ -13,6 +13,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -23,7 +24,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { ConfiguredVolume } from "../../src/cas/attestation.ts";
 import type { CasRequestError } from "../../src/client/cas-client.ts";
-import { LOCK, OBJECTS, regionsFrom, STATES } from "../../src/fs/format.ts";
+import { LOCK, MANIFEST, META_DIR, OBJECTS, regionsFrom, STATES } from "../../src/fs/format.ts";
 import { openManifest } from "../../src/fs/open.ts";
 import { freshHeader, sealDirectory } from "../../src/fs/seal.ts";
 import { lockTree, VolumeInUse } from "../../src/runtime/directory-lock.ts";
@@ -37,7 +38,7 @@ let cas: TestCas;
 let runtime: Attested;
 let n = 0;
 const fresh = (name: string) => join(dir, `${name}-${n++}`);
-const volumeNames = Array.from({ length: 8 }, (_, i) => `v${i}`);
+const volumeNames = Array.from({ length: 9 }, (_, i) => `v${i}`);
 
 before(async () => {
   world = await startAttestationWorld(
@@ -144,6 +145,47 @@ describe("answers lost, the CAS moved on", () => {
     const before = readdirSync(join(tree, OBJECTS)).sort();
     await assert.rejects(openVolume(stale, tree, fresh("plain"), realTags), (e: Error) => e instanceof VolumeError);
     assert.deepEqual(readdirSync(join(tree, OBJECTS)).sort(), before);
+  });
+});
+
+describe("a fresh volume whose first commit was killed", () => {
+  test("before its manifest's rename: it opens fresh, and its first commit clears what the killed one left", async () => {
+    // The latest instant before the commit point on disk: objects written, the state's copy
+    // under states/, the temporary manifest written and fsynced, not yet renamed (seal.ts's
+    // replaceManifest). The CAS never heard of that state: the tree is still a fresh volume.
+    const tree = fresh("tree");
+    const v = volume("v8");
+    assert.equal(v.tag, null);
+    const source = fresh("src");
+    mkdirSync(source);
+    writeFileSync(join(source, "a.txt"), "never committed");
+    const killed = sealDirectory(source, tree, {
+      header: freshHeader(4096),
+      treeKey: Buffer.from(v.key, "hex"),
+      regions: regionsFrom({}),
+    });
+    renameSync(join(tree, MANIFEST), join(tree, `${MANIFEST}.0123abcd.tmp`));
+    const leftovers = readdirSync(join(tree, OBJECTS));
+    assert.equal(leftovers.length, 1);
+    assert.deepEqual(readdirSync(join(tree, STATES)), [killed.tag]);
+
+    const open = await openVolume(v, tree, fresh("plain"), realTags);
+    assert.equal(open.tag, null, "fresh: the killed commit's state is not taken");
+    assert.deepEqual(readdirSync(open.plaintext), [], "and nothing of it is presented");
+    assert.equal(casTag("v8"), null);
+    writeFileSync(join(open.plaintext, "b.txt"), "committed");
+    const tag = await commitVolume(open, realTags);
+    assert.equal(casTag("v8"), tag);
+    assert.equal(openManifest(tree, Buffer.from(v.key, "hex")).body.previous, null, "the first state");
+    assert.deepEqual(readdirSync(join(tree, STATES)), [tag], "the killed state's copy is gone");
+    assert.ok(!readdirSync(join(tree, OBJECTS)).includes(leftovers[0]!), "and its object");
+    assert.deepEqual(
+      readdirSync(join(tree, META_DIR)).filter((n) => n.endsWith(".tmp")),
+      [],
+      "and its temporary manifest",
+    );
+    const reopened = await openVolume(volume("v8"), tree, fresh("plain"), realTags);
+    assert.deepEqual(readdirSync(reopened.plaintext), ["b.txt"]);
   });
 });
 
