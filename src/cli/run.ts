@@ -10,7 +10,7 @@ import type { Configuration } from "../cas/attestation.ts";
 import { CasClient, CasPinError, CasRequestError, CasUnreachableError } from "../client/cas-client.ts";
 import { cloisterHome } from "../identity/store.ts";
 import { obtainConfiguration } from "../runtime/attest-client.ts";
-import { type Launch, LaunchError, planLaunch, startLaunch } from "../runtime/launcher.ts";
+import { inNamespace, type Launch, LaunchError, planLaunch, startLaunch } from "../runtime/launcher.ts";
 import { type RunningShields, startShields } from "../runtime/tls-shield.ts";
 import type { VolumeLaunchInput } from "../runtime/volume-launcher.ts";
 import { DEFAULT_CAS } from "./connection.ts";
@@ -156,8 +156,8 @@ function volumeLaunch(
 ): Launch {
   const cache = getCompileCacheDir?.();
   return {
-    file: "unshare",
-    args: [...namespace, "--", process.execPath, VOLUME_LAUNCHER, "--cloister-volumes"],
+    ...inNamespace(namespace, [process.execPath, VOLUME_LAUNCHER, "--cloister-volumes"]),
+    supervised: true,
     // The launcher shares the command's compile cache (bin/cloister.js says where and why); the
     // program's own environment is set by the launcher's script, the policy's alone.
     env: { ...(cache ? { NODE_COMPILE_CACHE: cache } : {}), PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
