@@ -52,6 +52,11 @@ the program's; 1 with one line saying why when it was never started; 2 for a usa
       ) => {
         const configId = opts.configId ?? io.env.CLOISTER_CONFIG_ID;
         if (!configId) throw new UsageError("which service? --config-id POLICY/SERVICE or CLOISTER_CONFIG_ID");
+        // The LAS measures the file it is given; the policy's argv is what runs (checked below).
+        if (opts.tee === "sim" && programArgs.length === 0)
+          throw new UsageError(
+            `--tee sim measures the program you start: give the program after --: cloister run --config-id ${configId} --tee sim -- /usr/bin/redis-server (the file the policy's command runs)`,
+          );
         const url = opts.cas ?? io.env.CLOISTER_CAS_ADDR ?? DEFAULT_CAS;
         const pin = opts.casKey ?? io.env.CLOISTER_CAS_KEY;
         if (!pin || !/^[0-9a-fA-F]{64}$/.test(pin))
