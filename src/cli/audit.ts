@@ -3,7 +3,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { type Command, Option } from "commander";
 import { AuditExport, AuditPage, AuditVerifyError, verifyExport } from "../cas/audit.ts";
-import { type ConnectionFlags, connect, unreachable, withConnection } from "./connection.ts";
+import { type ConnectionFlags, casKeyOf, connect, unreachable, withConnection } from "./connection.ts";
 import { CliError } from "./errors.ts";
 import type { Io } from "./io.ts";
 import { type OutputFormat, outputOption, render } from "./output.ts";
@@ -41,6 +41,7 @@ export function auditCommands(program: Command, io: Io): void {
     )
     .addOption(outputOption())
     .action(async (file: string, opts: { casKey?: string; output: OutputFormat }) => {
+      const pin = casKeyOf(opts.casKey, io.env);
       let raw: unknown;
       try {
         raw = JSON.parse(await readFile(resolve(io.cwd, file), "utf8"));
@@ -63,13 +64,12 @@ export function auditCommands(program: Command, io: Io): void {
         if (error instanceof AuditVerifyError) throw new CliError(`${file}: ${error.message}`);
         throw error;
       }
-      const pin = opts.casKey ?? io.env.CLOISTER_CAS_KEY;
       if (!pin) {
         throw new CliError(
           `${file} is consistent and signed by CAS key ${verdict.casKey}, but no key is pinned: pass --cas-key or set CLOISTER_CAS_KEY to trust it`,
         );
       }
-      if (pin.toLowerCase() !== verdict.casKey) {
+      if (pin !== verdict.casKey) {
         throw new CliError(`${file} is signed by CAS key ${verdict.casKey}, not the pinned ${pin}`);
       }
       io.stdout(

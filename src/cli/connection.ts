@@ -5,7 +5,7 @@
 import { Option } from "commander";
 import { CasClient, CasPinError, CasRequestError, CasUnreachableError, fetchCasKey } from "../client/cas-client.ts";
 import { cloisterHome, DEFAULT_IDENTITY, IdentityError, loadIdentity } from "../identity/store.ts";
-import { CliError } from "./errors.ts";
+import { CliError, UsageError } from "./errors.ts";
 import type { Io } from "./io.ts";
 
 export const DEFAULT_CAS = "https://127.0.0.1:8081";
@@ -27,7 +27,7 @@ export function withConnection<T extends { addOption(o: Option): T }>(command: T
 /** A pinned, authenticated client; refuses like ssh when no pin is known. */
 export async function connect(flags: ConnectionFlags, io: Io): Promise<CasClient> {
   const url = flags.cas ?? io.env.CLOISTER_CAS_ADDR ?? DEFAULT_CAS;
-  const pin = flags.casKey ?? io.env.CLOISTER_CAS_KEY;
+  const pin = casKeyOf(flags.casKey, io.env);
   let identity: Awaited<ReturnType<typeof loadIdentity>>;
   try {
     identity = await loadIdentity(cloisterHome(io.env), flags.identity);
@@ -47,8 +47,31 @@ export async function connect(flags: ConnectionFlags, io: Io): Promise<CasClient
       ].join("\n"),
     );
   }
-  if (!/^[0-9a-fA-F]{64}$/.test(pin)) throw new CliError(`--cas-key ${pin}: expected 64 hex digits (the CAS key hash)`);
-  return new CasClient({ ...tls, casKey: pin.toLowerCase() });
+  return new CasClient({ ...tls, casKey: pin });
+}
+
+/**
+ * The pinned CAS key, from --cas-key or else CLOISTER_CAS_KEY, lower-cased; undefined when
+ * neither is set. A malformed one is a usage error (exit 2) from either place: nothing was tried,
+ * and trying again as it is cannot work. Says what is wrong with it, most often a key cut short.
+ */
+export function casKeyOf(flag: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+  const pin = flag ?? env.CLOISTER_CAS_KEY;
+  if (!pin) return undefined;
+  if (/^[0-9a-fA-F]{64}$/.test(pin)) return pin.toLowerCase();
+  const digits = pin.replace(/[^0-9a-fA-F]/g, "").length;
+  const others = [...new Set(pin.replace(/[0-9a-fA-F]/g, ""))];
+  const shown = others
+    .slice(0, 3)
+    .map((c) => JSON.stringify(c))
+    .join(", ");
+  const has =
+    others.length === 0
+      ? `${digits}`
+      : `${digits} and ${pin.length - digits} other character${pin.length - digits === 1 ? "" : "s"} (${shown}${others.length > 3 ? ", …" : ""})`;
+  throw new UsageError(
+    `${flag !== undefined ? "--cas-key" : "CLOISTER_CAS_KEY"}: a CAS key is 64 hex digits; this one has ${has}: copy the whole key that cloister dev or cloister cas start printed`,
+  );
 }
 
 /** Run a CAS call, turning transport and API failures into one-line CLI errors. */

@@ -13,7 +13,7 @@ import { obtainConfiguration } from "../runtime/attest-client.ts";
 import { inNamespace, type Launch, LaunchError, planLaunch, startLaunch } from "../runtime/launcher.ts";
 import { type RunningShields, startShields } from "../runtime/tls-shield.ts";
 import type { VolumeLaunchInput } from "../runtime/volume-launcher.ts";
-import { DEFAULT_CAS } from "./connection.ts";
+import { casKeyOf, DEFAULT_CAS } from "./connection.ts";
 import { CliError, UsageError } from "./errors.ts";
 import type { Io } from "./io.ts";
 import { findProgram } from "./process.ts";
@@ -58,9 +58,8 @@ the program's; 1 with one line saying why when it was never started; 2 for a usa
             `--tee sim measures the program you start: give the program after --: cloister run --config-id ${configId} --tee sim -- /usr/bin/redis-server (the file the policy's command runs)`,
           );
         const url = opts.cas ?? io.env.CLOISTER_CAS_ADDR ?? DEFAULT_CAS;
-        const pin = opts.casKey ?? io.env.CLOISTER_CAS_KEY;
-        if (!pin || !/^[0-9a-fA-F]{64}$/.test(pin))
-          throw new CliError("the CAS must be pinned: --cas-key HASH or CLOISTER_CAS_KEY");
+        const pin = casKeyOf(opts.casKey, io.env);
+        if (!pin) throw new CliError("the CAS must be pinned: --cas-key HASH or CLOISTER_CAS_KEY");
         const namespace = namespaceArgs();
         const measured = programArgs[0] ? await findProgram(programArgs[0], io) : undefined;
         let config: Configuration;
@@ -73,7 +72,7 @@ the program's; 1 with one line saying why when it was never started; 2 for a usa
           });
           // One client: the challenge and the attestation share its (pinned) connection, which
           // is closed once the configuration is in, not left open while the program runs.
-          const cas = new CasClient({ url, casKey: pin.toLowerCase() });
+          const cas = new CasClient({ url, casKey: pin });
           try {
             ({ configuration: config, key: serviceKey } = await obtainConfiguration(cas, configId, provider));
           } finally {
@@ -100,7 +99,7 @@ the program's; 1 with one line saying why when it was never started; 2 for a usa
             config.volumes.length > 0
               ? volumeLaunch(config, namespace, {
                   serviceKeyPem: serviceKey.export({ type: "pkcs8", format: "pem" }).toString(),
-                  cas: { url, casKey: pin.toLowerCase() },
+                  cas: { url, casKey: pin },
                   volumesDir: resolve(
                     io.cwd,
                     opts.volumes ?? io.env.CLOISTER_VOLUMES_DIR ?? join(cloisterHome(io.env), "volumes"),

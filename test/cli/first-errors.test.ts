@@ -29,3 +29,34 @@ test("cloister run --tee sim without the program after --: a usage error that sh
     /^cloister: .*give the program after --: cloister run --config-id x\/y --tee sim -- \/usr\/bin\/redis-server/,
   );
 });
+
+test("a CAS key cut short: says how many digits it has, from the flag (exit 2) or the environment (exit 2)", async () => {
+  const key = "6d123f21";
+  for (const args of [
+    ["run", "--tee", "sim", "--config-id", "x/y", "--cas-key", key, "--", "/bin/true"],
+    ["policy", "list", "--cas-key", key],
+    ["audit", "verify", "no-such-export.json", "--cas-key", key],
+  ]) {
+    oneLine(
+      await runCli(args, { env }),
+      2,
+      /^cloister: --cas-key: a CAS key is 64 hex digits; this one has 8: copy the whole key that cloister dev or cloister cas start printed\n$/,
+    );
+  }
+  for (const args of [
+    ["run", "--tee", "sim", "--config-id", "x/y", "--", "/bin/true"],
+    ["policy", "list"],
+  ]) {
+    oneLine(
+      await runCli(args, { env: { ...env, CLOISTER_CAS_KEY: key } }),
+      2,
+      /^cloister: CLOISTER_CAS_KEY: a CAS key is 64 hex digits; this one has 8:/,
+    );
+  }
+  // As the docs abbreviate it: the ellipsis is named.
+  oneLine(
+    await runCli(["policy", "list"], { env: { ...env, CLOISTER_CAS_KEY: `${key}…` } }),
+    2,
+    /^cloister: CLOISTER_CAS_KEY: a CAS key is 64 hex digits; this one has 8 and 1 other character \("…"\):/,
+  );
+});
