@@ -79,9 +79,19 @@ export async function unreachable<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (error) {
-    if (error instanceof CasPinError || error instanceof CasUnreachableError) throw new CliError(error.message);
+    if (error instanceof CasUnreachableError) throw new CliError(unreachableMessage(error));
+    if (error instanceof CasPinError) throw new CliError(error.message);
     if (error instanceof CasRequestError)
       throw new CliError(`CAS refused (${error.status} ${error.code}): ${error.message}`);
     throw error;
   }
+}
+
+/**
+ * A CAS that cannot be reached, in one line. Refused: nothing listens at the address, so say
+ * what to start, or where else to look.
+ */
+export function unreachableMessage(error: CasUnreachableError): string {
+  if (error.code !== "ECONNREFUSED") return error.message;
+  return `${error.message} (nothing listens there): start a CAS with cloister dev (development) or cloister cas start, or point --cas or CLOISTER_CAS_ADDR at yours`;
 }

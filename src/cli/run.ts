@@ -13,7 +13,7 @@ import { obtainConfiguration } from "../runtime/attest-client.ts";
 import { inNamespace, type Launch, LaunchError, planLaunch, startLaunch } from "../runtime/launcher.ts";
 import { type RunningShields, startShields } from "../runtime/tls-shield.ts";
 import type { VolumeLaunchInput } from "../runtime/volume-launcher.ts";
-import { casKeyOf, DEFAULT_CAS } from "./connection.ts";
+import { casKeyOf, DEFAULT_CAS, unreachableMessage } from "./connection.ts";
 import { CliError, UsageError } from "./errors.ts";
 import type { Io } from "./io.ts";
 import { findProgram } from "./process.ts";
@@ -80,8 +80,8 @@ the program's; 1 with one line saying why when it was never started; 2 for a usa
           }
         } catch (error) {
           if (error instanceof CasRequestError) throw new CliError(error.message);
-          if (error instanceof ProviderError || error instanceof CasPinError || error instanceof CasUnreachableError)
-            throw new CliError(error.message);
+          if (error instanceof CasUnreachableError) throw new CliError(unreachableMessage(error));
+          if (error instanceof ProviderError || error instanceof CasPinError) throw new CliError(error.message);
           throw error;
         }
         // In simulation the LAS measured one file: the policy's program must be that file.

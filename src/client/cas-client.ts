@@ -46,7 +46,14 @@ export class CasRequestError extends Error {
   }
 }
 
-export class CasUnreachableError extends Error {}
+export class CasUnreachableError extends Error {
+  /** The system's error code when the connection failed (ECONNREFUSED: nothing listens there). */
+  readonly code: string | undefined;
+  constructor(message: string, code?: string) {
+    super(message);
+    this.code = code;
+  }
+}
 
 function target(url: string): { host: string; port: number; servername: string | undefined } {
   let u: URL;
@@ -99,7 +106,10 @@ function connectTls(options: Omit<CasClientOptions, "casKey">): Promise<{ socket
       reject(
         error instanceof CasUnreachableError
           ? error
-          : new CasUnreachableError(`cannot reach the CAS at ${options.url}: ${error.code ?? error.message}`),
+          : new CasUnreachableError(
+              `cannot reach the CAS at ${options.url}: ${error.code ?? error.message}`,
+              error.code,
+            ),
       );
     });
   });

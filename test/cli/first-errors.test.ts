@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { type CliResult, runCli } from "../helpers/cli.ts";
+import { freePort } from "../helpers/net.ts";
 
 const home = mkdtempSync(join(tmpdir(), "cloister-first-errors-"));
 after(() => rmSync(home, { recursive: true, force: true }));
@@ -58,5 +59,25 @@ test("a CAS key cut short: says how many digits it has, from the flag (exit 2) o
     await runCli(["policy", "list"], { env: { ...env, CLOISTER_CAS_KEY: `${key}…` } }),
     2,
     /^cloister: CLOISTER_CAS_KEY: a CAS key is 64 hex digits; this one has 8 and 1 other character \("…"\):/,
+  );
+});
+
+test("no CAS at the address: the message names what to start (exit 1)", async () => {
+  const port = await freePort();
+  const at = { ...env, CLOISTER_CAS_ADDR: `https://127.0.0.1:${port}` };
+  const created = await runCli(["identity", "create"], { env });
+  assert.equal(created.code, 0, created.stderr);
+  const message = new RegExp(
+    `^cloister: cannot reach the CAS at https://127\\.0\\.0\\.1:${port}: ECONNREFUSED \\(nothing listens there\\): start a CAS with cloister dev \\(development\\) or cloister cas start, or point --cas or CLOISTER_CAS_ADDR at yours\\n$`,
+  );
+  // Pinned, and not yet pinned (the client asks for the key first), and the runtime.
+  oneLine(await runCli(["policy", "list"], { env: { ...at, CLOISTER_CAS_KEY: "ab".repeat(32) } }), 1, message);
+  oneLine(await runCli(["policy", "list"], { env: at }), 1, message);
+  oneLine(
+    await runCli(["run", "--tee", "sim", "--config-id", "x/y", "--", "/bin/true"], {
+      env: { ...at, CLOISTER_CAS_KEY: "ab".repeat(32), CLOISTER_LAS_ADDR: "http://127.0.0.1:1" },
+    }),
+    1,
+    message,
   );
 });
