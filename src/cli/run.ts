@@ -79,7 +79,7 @@ the program's; 1 with one line saying why when it was never started; 2 for a usa
             cas.close();
           }
         } catch (error) {
-          if (error instanceof CasRequestError) throw new CliError(error.message);
+          if (error instanceof CasRequestError) throw new CliError(refusal(error, opts.tee, configId));
           if (error instanceof CasUnreachableError) throw new CliError(unreachableMessage(error));
           if (error instanceof ProviderError || error instanceof CasPinError) throw new CliError(error.message);
           throw error;
@@ -125,6 +125,22 @@ the program's; 1 with one line saying why when it was never started; 2 for a usa
         if (code !== 0) throw new CliError("", code);
       },
     );
+}
+
+/**
+ * The CAS's refusal, in the runtime's one line. The CAS answers the runtime in its own terms
+ * (what failed); where the usual cause is a setting on this side or in the policy, say what to
+ * change: simulated evidence for a policy that accepts only hardware evidence, or from a LAS the
+ * CAS does not trust. Recognised by the answer's code and message; anything else is shown as is.
+ */
+function refusal(error: CasRequestError, tee: string, configId: string): string {
+  if (tee !== "sim") return error.message;
+  const mode = /simulated evidence, but the policy's attestation mode is (\w+)/.exec(error.message)?.[1];
+  if (error.code === "not_allowed" && mode === "hardware")
+    return `${configId}: the policy accepts only hardware evidence, and --tee sim gives simulated evidence: set security.attestation.mode: simulation in the policy for development (with a measurement {tee: sim, digest: <cloister measure --tee sim PROGRAM>}), or run in a TEE (--tee auto)`;
+  if (error.code === "evidence_refused" && /LAS key \S+ is not enrolled/.test(error.message))
+    return `${error.message}: an administrator of the CAS enrols this LAS with cloister cas las enrol KEY (the key cloister las start printed), or use cloister dev, which enrols its own`;
+  return error.message;
 }
 
 /**

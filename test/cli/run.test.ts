@@ -131,15 +131,30 @@ describe("cloister run", () => {
       ["--config-id", "runme/svc", "--tee", "sim", "/bin/true"],
       /^cloister: measurement [0-9a-f]{12}… is not allowed for runme\/svc/,
     );
+    // The CAS says what it refused; the runtime says what to change.
     await neverStarts(
       ["--config-id", "hardonly/svc", "--tee", "sim", app],
-      /simulated evidence, but the policy's attestation mode is hardware/,
+      /^cloister: hardonly\/svc: the policy accepts only hardware evidence, and --tee sim gives simulated evidence: set security\.attestation\.mode: simulation in the policy for development \(with a measurement \{tee: sim, digest: <cloister measure --tee sim PROGRAM>\}\), or run in a TEE \(--tee auto\)\n$/,
     );
     await neverStarts(["--config-id", "runme/nothing", "--tee", "sim", app], /policy runme has no service nothing/);
     await neverStarts(["--config-id", "runme/svc", "--tee", "sim", app], /not the pinned/, {
       CLOISTER_CAS_KEY: "ab".repeat(32),
     });
     await neverStarts(["--config-id", "runme/svc", "--tee", "auto", app], /no TEE found .*--tee sim/);
+  });
+
+  test("simulated evidence from a LAS the CAS does not trust: refused, with how to enrol it", async () => {
+    const { key } = await loadOrCreateNodeKey(join(dir, "other-las.pem"));
+    const other = await startLas({ listen: "127.0.0.1:0", key });
+    try {
+      await neverStarts(
+        ["--config-id", "runme/svc", "--tee", "sim", app],
+        /^cloister: evidence refused: chain: LAS key [0-9a-f]{16}… is not enrolled in this CAS: an administrator of the CAS enrols this LAS with cloister cas las enrol KEY \(the key cloister las start printed\), or use cloister dev, which enrols its own\n$/,
+        { CLOISTER_LAS_ADDR: other.url },
+      );
+    } finally {
+      await other.close();
+    }
   });
 
   test("a policy updated while the CAS verifies the evidence: attested again, on the new version; refused three times, given up", async () => {
