@@ -84,11 +84,15 @@ the program's; 1 with one line saying why when it was never started; 2 for a usa
           if (error instanceof ProviderError || error instanceof CasPinError) throw new CliError(error.message);
           throw error;
         }
-        // In simulation the LAS measured one file: the policy's program must be that file.
+        // In simulation the LAS measured one file: the policy's program must be that file, found
+        // as the launcher's shell will find it — from the policy's working directory, on the
+        // policy's PATH or, without one, on the shell's own default (never this process's PATH,
+        // which the program's environment does not have).
         if (measured) {
           const runs = await findProgram(config.command[0]!, {
             ...io,
-            env: { ...io.env, PATH: config.environment.PATH ?? io.env.PATH },
+            cwd: config.pwd,
+            env: { PATH: config.environment.PATH ?? shellDefaultPath() },
           }).catch(() => "");
           if (runs !== measured)
             throw new CliError(`the policy runs ${config.command[0]}, but ${measured} was measured`);
@@ -125,6 +129,14 @@ the program's; 1 with one line saying why when it was never started; 2 for a usa
         if (code !== 0) throw new CliError("", code);
       },
     );
+}
+
+/** What /bin/sh (the launcher's shell) searches for a program when its environment has no PATH. */
+function shellDefaultPath(): string {
+  const shell = spawnSync("/bin/sh", ["-c", 'printf %s "$PATH"'], { env: {}, encoding: "utf8" });
+  return shell.status === 0 && shell.stdout
+    ? shell.stdout
+    : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 }
 
 /**

@@ -4,8 +4,17 @@
  * exist in its private mount namespace only; it never starts when attestation is refused.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -141,6 +150,40 @@ describe("cloister run", () => {
       CLOISTER_CAS_KEY: "ab".repeat(32),
     });
     await neverStarts(["--config-id", "runme/svc", "--tee", "auto", app], /no TEE found .*--tee sim/);
+  });
+
+  test("a program named without a path is the one the launcher's shell finds, not the one first on the caller's PATH", async () => {
+    // A `uname` of the host's first on this PATH; the policy names `uname` and sets no PATH, so
+    // the launcher's shell runs the one on its default path. Measuring the first is refused.
+    const bin = join(dir, "decoy-bin");
+    mkdirSync(bin, { recursive: true });
+    const decoy = join(bin, "uname");
+    writeFileSync(decoy, "#!/bin/sh\necho decoy\n", { mode: 0o755 });
+    const real = realpathSync(execFileSync("/bin/sh", ["-c", "command -v uname"], { env: {} }).toString().trim());
+    const named = (digest: string) => `version: "1"
+name: bare-${digest.slice(0, 8)}
+security:
+  attestation: {mode: simulation}
+services:
+  - name: svc
+    measurements: [{tee: sim, digest: ${digest}}]
+    command: [uname]
+`;
+    const decoyDigest = measureFile(readFileSync(decoy));
+    const realDigest = measureFile(readFileSync(real));
+    await cas.client(owner).request("POST", "/v1/policies", { policy: named(decoyDigest) });
+    await cas.client(owner).request("POST", "/v1/policies", { policy: named(realDigest) });
+    const path = { PATH: `${bin}:${process.env.PATH}` };
+    await neverStarts(
+      ["--config-id", `bare-${decoyDigest.slice(0, 8)}/svc`, "--tee", "sim", "--", "uname"],
+      new RegExp(`^cloister: the policy runs uname, but ${decoy} was measured\n$`),
+      path,
+    );
+    const ran = await runCli(["run", "--config-id", `bare-${realDigest.slice(0, 8)}/svc`, "--tee", "sim", "--", real], {
+      env: { ...env, ...path },
+    });
+    assert.equal(ran.code, 0, ran.stderr);
+    assert.doesNotMatch(ran.stdout, /decoy/);
   });
 
   test("simulated evidence from a LAS the CAS does not trust: refused, with how to enrol it", async () => {
