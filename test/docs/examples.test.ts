@@ -77,6 +77,17 @@ function blocksOf(file: string, text: string): Block[] {
 
 const allBlocks = docs.flatMap((d) => blocksOf(d.file, d.text));
 
+test("blocks: their language, section and the comment before them", () => {
+  const md = "## A\n\n<!-- invalid -->\n```yaml\nversion: 1\n```\n\ntext\n\n```console\n$ cloister x\n```\n";
+  assert.deepEqual(
+    blocksOf("x.md", md).map((b) => [b.lang, b.section, b.before, b.text, b.line]),
+    [
+      ["yaml", "A", "<!-- invalid -->", "version: 1", 4],
+      ["console", "A", "text", "$ cloister x", 10],
+    ],
+  );
+});
+
 describe("policies in docs/", () => {
   const policies = allBlocks.filter((b) => b.lang === "yaml" && /^version:/m.test(b.text) && /^name:/m.test(b.text));
   test("there are some", () => assert.ok(policies.length >= 3, `${policies.length}`));
