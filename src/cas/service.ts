@@ -9,7 +9,7 @@ import { SignatureError, type SignedAction, verifyPolicySignature } from "../cry
 import { policyHash } from "../policy/canonical.ts";
 import { checkPolicyText, formatPolicyError, type PolicyError } from "../policy/check.ts";
 import type { NormalizedPolicy } from "../policy/normalize.ts";
-import { type AccessRuleT, isImport, REDACTED } from "../policy/schema.ts";
+import { type AccessRuleT, REDACTED } from "../policy/schema.ts";
 import { AUDIT_GENESIS, type AuditEntry, AuditLog, type AuditPage, entryDigest } from "./audit.ts";
 import { admits, type Requester } from "./authorization.ts";
 import { ImportError, type PolicyValues, resolveSecret } from "./imports.ts";
