@@ -242,7 +242,7 @@ export function planLaunch(
     lines.push(`printf '%s\n' ${quote(warning)} >&2`);
   }
   if (namespace === null) lines.push(`exec "$@"`);
-  else lines.push(...INIT);
+  else lines.push(...init());
   const shell = ["/bin/sh", "-c", lines.join("\n"), "cloister", ...config.command];
   const started = namespace === null ? { file: shell[0]!, args: shell.slice(1) } : inNamespace(namespace, shell);
   return { ...started, env: config.environment, fd3: Buffer.concat(data), supervised: namespace !== null };
@@ -255,14 +255,17 @@ const RELAYED = (["HUP", "INT", "QUIT", "TERM", "USR1", "USR2"] as const).map(
 
 /**
  * The script's end as the PID namespace's init: the program as a child (standard input given
- * explicitly: an asynchronous command's is otherwise /dev/null), the relayed signals passed on to
+ * explicitly: an asynchronous command's is otherwise /dev/null; SIGINT and SIGQUIT back at their
+ * defaults, which the shell ignores for it), the relayed signals passed on to
  * it, and its status as the init's. `wait` returns early when a trapped signal arrives; the
  * program's own end is waited for again (the shell keeps its status), and orphans reparented to
  * the init are reaped meanwhile.
  */
-const INIT = [
+const init = () => [
   "exec 9<&0",
-  '"$@" <&9 9<&- &',
+  // An asynchronous command starts with SIGINT and SIGQUIT ignored (POSIX): given back their
+  // default before the program's exec, or it could not be interrupted.
+  `${findTool("env")} --default-signal=INT,QUIT -- "$@" <&9 9<&- &`,
   "child=$!",
   "exec 9<&-",
   ...RELAYED.map(([name]) => `trap 'relayed=1; kill -${name} "$child" 2>/dev/null' ${name}`),

@@ -17,11 +17,14 @@ before(async () => {
 });
 after(() => cas.dispose());
 
-const put = async (c: CasClient, text: string) => {
+const put = async (c: CasClient, text: string, extra: Record<string, unknown> = {}) => {
   const name = /^name: (\S+)$/m.exec(text)![1]!;
   try {
     const current = await c.request<{ hash: string }>("GET", policyPath(name));
-    return c.request<{ hash: string }>("PUT", policyPath(name), { policy: `${text}predecessor: ${current.hash}\n` });
+    return c.request<{ hash: string }>("PUT", policyPath(name), {
+      policy: `${text}predecessor: ${current.hash}\n`,
+      ...extra,
+    });
   } catch {
     return c.request<{ hash: string }>("POST", "/v1/policies", { policy: text });
   }
@@ -117,7 +120,7 @@ describe("a name that changes hands does not take an export with it", () => {
     const mallory = cas.client(await makeIdentity("mallory"));
     await put(dora, exporter("{policy: partner}"));
     // Someone else takes the name before the intended partner does.
-    await put(mallory, importer("partner", "simulation"));
+    await put(mallory, importer("partner", "hardware"));
     refused(
       "partner",
       "k",
@@ -132,17 +135,29 @@ describe("a name that changes hands does not take an export with it", () => {
     assert.equal(resolve("partner", "k").kind, "ascii");
     // Deleted and made again — by anyone — it needs confirming again.
     await mallory.request("DELETE", policyPath("partner"));
-    await put(mallory, importer("partner", "simulation"));
+    await put(mallory, importer("partner", "hardware"));
     refused("partner", "k", /made .* after that export was granted/);
   });
 
   test("a pinned export needs no confirming: the hash names the policy, not its name", async () => {
-    await put(anton, importer("pinned-partner", "simulation"));
+    await put(anton, importer("pinned-partner", "hardware"));
     const { hash } = await anton.request<{ hash: string }>("GET", policyPath("pinned-partner"));
     await anton.request("DELETE", policyPath("pinned-partner"));
     await put(dora, exporter(`{policy: pinned-partner, policy_hash: ${hash}}`));
-    await put(anton, importer("pinned-partner", "simulation"));
+    await put(anton, importer("pinned-partner", "hardware"));
     assert.equal(resolve("pinned-partner", "k").kind, "ascii");
+  });
+
+  test("no import crosses attestation modes: none → simulation, hardware → simulation, and an exporter that changes mode later", async () => {
+    const modal = (mode: string) =>
+      `version: "1"\nname: dora-data\nsecurity: {attestation: {mode: ${mode}}}\nsecrets:\n  - {name: k, kind: ascii, export: [{policy: crossing}]}\n`;
+    await put(anton, importer("crossing", "simulation"));
+    await put(dora, modal("simulation"), { regenerate_secrets: true });
+    assert.equal(resolve("crossing", "k").kind, "ascii");
+    for (const mode of ["none", "hardware"]) {
+      await put(dora, modal(mode), { regenerate_secrets: true });
+      refused("crossing", "k", new RegExp(`dora-data, whose attestation mode is ${mode}, not crossing's simulation`));
+    }
   });
 
   test("no import reaches a policy in attestation mode none: nothing attests who receives it", async () => {

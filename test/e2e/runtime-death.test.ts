@@ -166,6 +166,28 @@ services:
   assert.equal(code, 143, started.output());
 });
 
+test("SIGINT interrupts a program with no handler for it (an asynchronous command's is ignored)", async () => {
+  await world.owner.request("POST", "/v1/policies", {
+    policy: `version: "1"
+name: death-interrupt
+security:
+  attestation: {mode: simulation}
+services:
+  - name: app
+    measurements: [{tee: sim, digest: ${world.digest("/bin/sh")}}]
+    command: [/bin/sh, -c, "grep SigIgn /proc/self/status; echo ready; exec sleep 300"]
+`,
+  });
+  const started = world.start("death-interrupt/app", "/bin/sh");
+  await eventually(async () => {
+    if (!started.output().includes("ready")) throw new Error("not yet");
+  }, "the service started");
+  assert.match(started.output(), /SigIgn:\s+0+\n/, "the program ignores no signal");
+  started.child.kill("SIGINT");
+  const code = await new Promise<number | null>((resolve) => started.child.once("exit", (c) => resolve(c)));
+  assert.equal(code, 130, started.output());
+});
+
 test("the program reads the runtime's standard input", async () => {
   await world.owner.request("POST", "/v1/policies", {
     policy: `version: "1"
