@@ -42,6 +42,18 @@ export function resolveSecret(load: PolicyLoader, policy: string, secret: string
     if (!isImport(declared)) {
       const value = current.values[name];
       if (!value) throw new ImportError(`the value of ${step} is missing`, chain);
+      // A generated value lives in the attestation mode it was made in (docs/policy.md,
+      // "Attestation mode changes"): one an exporter in mode none hands to anyone must not become
+      // an attested service's secret, nor may one pass between simulation and hardware. An
+      // explicit value is its owner's to give. Checked at every use, so an exporter that changes
+      // mode later stops the flow at once.
+      const mode = receiver.record.policy.security.attestation.mode;
+      const holderMode = current.record.policy.security.attestation.mode;
+      if (value.spec !== "explicit" && holderMode !== mode)
+        throw new ImportError(
+          `${step} was generated in attestation mode ${holderMode}, not ${receiver.record.name}'s ${mode}: a generated value crosses no change of mode`,
+          chain,
+        );
       return value;
     }
     const { policy: exporterName, secret: exported, kind } = declared.import;
@@ -55,17 +67,6 @@ export function resolveSecret(load: PolicyLoader, policy: string, secret: string
     const exporter = load(exporterName);
     if (!exporter)
       throw new ImportError(`dangling import: ${step} imports from ${exporterName}, which does not exist`, chain);
-    // A value lives in the attestation mode it was made in (docs/policy.md, "Attestation mode
-    // changes"): one an exporter in mode none hands to anyone must not become an attested
-    // service's secret, nor may one pass between simulation and hardware. Checked at every use,
-    // so an exporter that changes mode later stops the flow at once.
-    const mode = receiver.record.policy.security.attestation.mode;
-    const exporterMode = exporter.record.policy.security.attestation.mode;
-    if (exporterMode !== mode)
-      throw new ImportError(
-        `${step} imports from ${exporterName}, whose attestation mode is ${exporterMode}, not ${receiver.record.name}'s ${mode}: a value crosses no change of mode`,
-        chain,
-      );
     const source = exporter.record.policy.secrets.find((s) => s.name === exported);
     if (!source) {
       throw new ImportError(

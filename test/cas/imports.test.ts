@@ -148,7 +148,7 @@ describe("a name that changes hands does not take an export with it", () => {
     assert.equal(resolve("pinned-partner", "k").kind, "ascii");
   });
 
-  test("no import crosses attestation modes: none → simulation, hardware → simulation, and an exporter that changes mode later", async () => {
+  test("no generated value crosses attestation modes by an import: none → simulation, hardware → simulation, an exporter that changes mode later; an explicit value may", async () => {
     const modal = (mode: string) =>
       `version: "1"\nname: dora-data\nsecurity: {attestation: {mode: ${mode}}}\nsecrets:\n  - {name: k, kind: ascii, export: [{policy: crossing}]}\n`;
     await put(anton, importer("crossing", "simulation"));
@@ -156,8 +156,17 @@ describe("a name that changes hands does not take an export with it", () => {
     assert.equal(resolve("crossing", "k").kind, "ascii");
     for (const mode of ["none", "hardware"]) {
       await put(dora, modal(mode), { regenerate_secrets: true });
-      refused("crossing", "k", new RegExp(`dora-data, whose attestation mode is ${mode}, not crossing's simulation`));
+      refused(
+        "crossing",
+        "k",
+        new RegExp(`dora-data:k was generated in attestation mode ${mode}, not crossing's simulation`),
+      );
     }
+    await put(
+      dora,
+      `version: "1"\nname: dora-data\nsecrets:\n  - {name: k, kind: ascii, value: "given by Dora", export: [{policy: crossing}]}\n`,
+    );
+    assert.equal(resolve("crossing", "k").kind, "ascii");
   });
 
   test("no import reaches a policy in attestation mode none: nothing attests who receives it", async () => {

@@ -141,7 +141,7 @@ describe("Python: a data owner's key reaches an analytics program", () => {
     // The data owner is another identity with a policy of its own.
     const dora = world.cas.client(await makeIdentity("dora"));
     const owner = (exportTo: string) =>
-      `version: "1"\nname: dataowner\nsecrets:\n  - {name: dataset_key, kind: binary, size: 32, export: [${exportTo}]}\n`;
+      `version: "1"\nname: dataowner\n# The key is generated: it reaches only importers of the same attestation mode.\nsecurity: {attestation: {mode: simulation}}\nsecrets:\n  - {name: dataset_key, kind: binary, size: 32, export: [${exportTo}]}\n`;
     await world.owner.request("POST", "/v1/policies", {
       policy: `version: "1"
 name: analytics
