@@ -58,7 +58,8 @@ export class RefusalTally {
    * A stranger's refusal, from `source` (an address, or the caller's identity), of kind `code`.
    * Written now if it is the first of its kind this interval, else counted.
    */
-  refuse(source: string, code: string, refusal: Refusal): void {
+  refuse(source: string, code: string, given: Refusal): void {
+    let refusal = given;
     let key = `${source}\0${refusal.action}\0${code}`;
     let kind = this.#kinds.get(key);
     if (!kind && this.#kinds.size >= this.#maxKinds) {
@@ -71,6 +72,8 @@ export class RefusalTally {
       if (kind.targets.size < MAX_TARGETS) kind.targets.add(refusal.target);
       return;
     }
+    // The overflow counts every kind and source: its entries name no caller, action or target.
+    if (key === OVERFLOW) refusal = { actor: "", action: "refusals", target: "", hash: null, reason: refusal.reason };
     this.#kinds.set(key, { source, first: refusal, since: this.#now(), more: 0, targets: new Set([refusal.target]) });
     this.#write(
       key === OVERFLOW
@@ -98,6 +101,8 @@ export class RefusalTally {
           : "";
       this.#write({
         ...kind.first,
+        // Counted for several targets: charged to none of them (their readers would see it).
+        ...(kind.targets.size > 1 ? { target: "", hash: null } : {}),
         reason: `refused ${kind.more} more time${kind.more === 1 ? "" : "s"} like this from ${kind.source} between ${kind.since.toISOString()} and ${until}${targets}; the first: ${kind.first.reason}`,
       });
     }

@@ -255,7 +255,7 @@ export class CasService {
       throw new CasError(400, "name_mismatch", `the policy is named ${name}, but the request is for ${expectedName}`);
     }
     const current = this.#load(name);
-    if (!current) throw unseen(name);
+    if (!current) throw this.#unseen(actor, "policy.update", name);
     const { row, record } = current;
     const previousValues = this.#secrets(name, row.version, row.wrappedKey);
     // Nothing about the stored policy shapes the answer before the caller is authorised: the
@@ -392,7 +392,7 @@ export class CasService {
 
   delete(actor: string, name: string, signatures: readonly string[]): void {
     const current = this.#load(name);
-    if (!current) throw unseen(name);
+    if (!current) throw this.#unseen(actor, "policy.delete", name);
     const { row, record } = current;
     this.#authorize(
       actor,
@@ -676,10 +676,7 @@ export class CasService {
     }
     const parentName = name.slice(0, slash);
     const parent = this.#load(parentName);
-    if (!parent) {
-      this.#refuse(actor, "policy.create", name, hash, `no parent policy ${parentName}`);
-      throw unseen(parentName, name);
-    }
+    if (!parent) throw this.#unseen(actor, "policy.create", name, parentName);
     this.#authorize(
       actor,
       "write",
@@ -705,12 +702,11 @@ export class CasService {
     governingName = name,
   ): void {
     // A caller who may not read the governing policy is told nothing more than that it is not
-    // there for them — the answer a policy that does not exist gets (`unseen`); the audit entry
-    // keeps the real reason.
+    // there for them — the answer, and the audit entry, a policy that does not exist gets.
     const refused = (error: CasError, reason: string): never => {
-      this.#refuse(actor, auditAction, name, hash, reason);
       if (!admits(governing.policy.access_policy.read, governing.creator, alone(actor)))
-        throw unseen(governingName, governingName === name ? undefined : name);
+        throw this.#unseen(actor, auditAction, name, governingName === name ? undefined : governingName);
+      this.#refuse(actor, auditAction, name, hash, reason);
       throw error;
     };
     const signers = new Set<string>();
@@ -733,12 +729,21 @@ export class CasService {
 
   #readable(actor: string, name: string, action: string): { row: PolicyRow; record: PolicyRecord } {
     const loaded = this.#load(name);
-    if (!loaded) throw unseen(name);
-    if (!admits(loaded.record.policy.access_policy.read, loaded.record.creator, alone(actor))) {
-      this.#refuse(actor, action, name, null, "read does not admit the caller");
-      throw unseen(name);
-    }
+    if (!loaded || !admits(loaded.record.policy.access_policy.read, loaded.record.creator, alone(actor)))
+      throw this.#unseen(actor, action, name);
     return loaded;
+  }
+
+  /**
+   * The refusal of a request about a policy the caller may not read, or that does not exist:
+   * the same answer and the same audit entry either way, so that neither the answer nor the
+   * caller's own entries in an export (nor their digests) tell the two apart. `governing`: the
+   * parent whose create_policies a child's creation needed.
+   */
+  #unseen(actor: string, action: string, name: string, governing?: string): CasError {
+    const hidden = governing ?? name;
+    this.#refuse(actor, action, name, null, `no policy ${hidden} that the caller may read (or none at all)`);
+    return unseen(hidden, governing === undefined ? undefined : name);
   }
 
   /** The current record of `name`, checked against the data key, its place, and the audit index. */

@@ -30,6 +30,7 @@ describe("a stranger's refusals", () => {
     tick(30_000);
     t.flush();
     assert.equal(written.length, 2);
+    assert.equal(written[1]!.target, "", "counted for three targets: charged to none");
     assert.equal(
       written[1]!.reason,
       "refused 9999 more times like this from 203.0.113.9 between 2026-12-07T12:00:00.000Z and 2026-12-07T12:00:30.000Z, to 3 targets; the first: evidence refused: bad signature",
@@ -58,6 +59,11 @@ describe("a stranger's refusals", () => {
     assert.equal(t.size, 11);
     assert.equal(written.length, 11);
     assert.match(written[10]!.reason, /more kinds of refusal than the tally keeps/);
+    assert.deepEqual(
+      [written[10]!.actor, written[10]!.action, written[10]!.target],
+      ["", "refusals", ""],
+      "charged to no caller",
+    );
     t.flush();
     assert.equal(written.length, 12);
     assert.match(written[11]!.reason, /^refused 4989 more times like this from other sources /);
