@@ -14,6 +14,7 @@ import {
 import { certificatePem, issueDer, type Signer, selfSigner, signerFor } from "../crypto/certificate.ts";
 import { randomAscii, randomBinary } from "../crypto/random.ts";
 import type { NormalizedPolicy } from "../policy/normalize.ts";
+import { readCertificateValue } from "../policy/pem.ts";
 import { type GeneratedSecret, isImport, type KeyType } from "../policy/schema.ts";
 import type { SecretMaterial } from "../policy/templates.ts";
 
@@ -155,13 +156,12 @@ function explicitValue(secret: GeneratedSecret): StoredSecret {
       return { kind: "private-key", key: secret.value!, spec };
     case "x509-ca":
     case "x509": {
-      const blocks = [...secret.value!.matchAll(/-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+?-----END \1-----\n?/g)];
-      const certs = blocks.filter((b) => b[1] === "CERTIFICATE").map((b) => new X509Certificate(b[0]).toString());
-      const key = blocks.find((b) => /PRIVATE KEY$/.test(b[1] ?? ""));
-      const pkcs8 = createPrivateKey(key?.[0] ?? "")
-        .export({ type: "pkcs8", format: "pem" })
-        .toString();
-      return { kind: secret.kind, certificate: certs[0]!, issuers: certs.slice(1), key: pkcs8, spec };
+      // The checker read this value (policy/pem.ts) and normalisation re-encoded it: it reads.
+      const read = readCertificateValue(secret.value!);
+      if ("problem" in read) throw new Error(`unchecked certificate value of ${secret.name}: ${read.problem}`);
+      const [certificate, ...issuers] = read.value.certificates.map((c) => c.toString());
+      const key = read.value.key.export({ type: "pkcs8", format: "pem" }).toString();
+      return { kind: secret.kind, certificate: certificate!, issuers, key, spec };
     }
   }
 }

@@ -3,8 +3,9 @@
  * of the right kind, templates well formed and fitting their secret, thresholds satisfiable,
  * explicit values consistent with sizes and key types. The input has passed the schemas.
  */
-import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import { a } from "./expect.ts";
+import { readCertificateValue, readPrivateKeyValue } from "./pem.ts";
 import {
   type AccessRuleT,
   type GeneratedSecret,
@@ -333,10 +334,10 @@ function checkGeneratedSecret(
       return;
     case "private-key": {
       if (secret.value === undefined) return;
-      const key = parsePrivateKey(secret.value);
-      if (!key) report(valuePath, "expected a PEM private key (PKCS#8, SEC1 or PKCS#1) that can be parsed");
-      else if (!KEY_ALGORITHMS[secret.key_type](key))
-        report(valuePath, `the key is not of key_type ${secret.key_type}`);
+      const read = readPrivateKeyValue(secret.value);
+      if ("problem" in read) report(valuePath, read.problem);
+      else if (!KEY_ALGORITHMS[secret.key_type](read.key))
+        report(valuePath, `the key is not of key_type ${secret.key_type} (P-256 when key_type is absent)`);
       return;
     }
     case "x509-ca":
@@ -349,46 +350,12 @@ function checkGeneratedSecret(
           report([...path, f], `${f} cannot be combined with value: an explicit certificate is used as it is`);
         }
       }
-      checkCertificateValue(secret.value, secret.kind, valuePath, report);
+      const read = readCertificateValue(secret.value);
+      if ("problem" in read) report(valuePath, read.problem);
+      else if (secret.kind === "x509-ca" && !read.value.certificates[0]!.ca)
+        report(valuePath, "the certificate is not a CA certificate (basicConstraints cA is not set)");
       return;
     }
-  }
-}
-
-function checkCertificateValue(
-  pem: string,
-  kind: "x509" | "x509-ca",
-  path: FieldPath,
-  report: (p: FieldPath, m: string) => void,
-): void {
-  const blocks = [...pem.matchAll(/-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+?-----END \1-----/g)];
-  const certs = blocks.filter((b) => b[1] === "CERTIFICATE").map((b) => b[0]);
-  const keys = blocks.filter((b) => /PRIVATE KEY$/.test(b[1] ?? "")).map((b) => b[0]);
-  if (certs.length === 0 || keys.length !== 1) {
-    report(path, "expected PEM text with the certificate (then any issuers) and exactly one private key");
-    return;
-  }
-  let leaf: X509Certificate;
-  try {
-    leaf = new X509Certificate(certs[0]!);
-  } catch {
-    report(path, "the first CERTIFICATE block cannot be parsed as X.509");
-    return;
-  }
-  const key = parsePrivateKey(keys[0]!);
-  if (!key || !leaf.checkPrivateKey(key)) {
-    report(path, "the private key does not belong to the first certificate");
-    return;
-  }
-  if (kind === "x509-ca" && !leaf.ca)
-    report(path, "the certificate is not a CA certificate (basicConstraints cA is not set)");
-}
-
-function parsePrivateKey(pem: string): KeyObject | undefined {
-  try {
-    return createPrivateKey(pem);
-  } catch {
-    return undefined;
   }
 }
 

@@ -4,8 +4,8 @@
  * re-encoded, durations are seconds. Two policies that mean the same normalise to the same
  * value, and so hash the same (canonical.ts).
  */
-import { createPrivateKey, X509Certificate } from "node:crypto";
 import { canonicalJson } from "./canonical.ts";
+import { readCertificateValue, readPrivateKeyValue } from "./pem.ts";
 import {
   type AccessRuleT,
   isImport,
@@ -161,19 +161,24 @@ function normalizeSecret(s: PolicySecret): PolicySecret {
   }
 }
 
-/** PEM as written may differ in line endings, wrapping or key format; re-encode as PKCS#8. */
+/**
+ * PEM as written may differ in line endings, wrapping or key format; re-encode as PKCS#8. The
+ * checker has read the value (pem.ts) and refused it if it could not be read: this cannot fail.
+ */
 function pkcs8(pem: string): string {
   if (pem === REDACTED) return pem;
-  return createPrivateKey(pem).export({ type: "pkcs8", format: "pem" }).toString();
+  const read = readPrivateKeyValue(pem);
+  if ("problem" in read) throw new Error(`unchecked private key value: ${read.problem}`);
+  return read.key.export({ type: "pkcs8", format: "pem" }).toString();
 }
 
 /** Certificates in order, then the key, each re-encoded. */
 function certificateAndKey(pem: string): string {
   if (pem === REDACTED) return pem;
-  const blocks = [...pem.matchAll(/-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+?-----END \1-----/g)];
-  const certs = blocks.filter((b) => b[1] === "CERTIFICATE").map((b) => new X509Certificate(b[0]).toString());
-  const key = blocks.find((b) => /PRIVATE KEY$/.test(b[1] ?? ""));
-  return [...certs, key ? pkcs8(key[0]) : ""].join("");
+  const read = readCertificateValue(pem);
+  if ("problem" in read) throw new Error(`unchecked certificate value: ${read.problem}`);
+  const { certificates, key } = read.value;
+  return [...certificates.map((c) => c.toString()), key.export({ type: "pkcs8", format: "pem" }).toString()].join("");
 }
 
 function sortedSet<T extends string>(items: readonly T[]): T[] {

@@ -415,7 +415,12 @@ const size = (max: number) =>
     .max(max, expected(`a size from 1 to ${max}`));
 const keyType = z.enum(KEY_TYPES, expected(KEY_TYPES.join(", ")));
 const PEM = /-----BEGIN [A-Z0-9 ]+-----[\s\S]+?-----END [A-Z0-9 ]+-----/;
-const pemValue = (what: string) => z.union([redacted, z.string().regex(PEM)], { error: () => `expected ${what}` });
+const pemValue = (what: string) => {
+  // The inner error too: zod reports the one branch that took a string, and the default
+  // message would quote the pattern instead of saying what was expected.
+  const error = () => `expected ${what}`;
+  return z.union([redacted, z.string().regex(PEM, { error })], { error });
+};
 
 export const AsciiSecret = z.strictObject(
   {

@@ -1,7 +1,7 @@
 /** The CAS's HTTP surface: bad input, identities, slow clients, health, metrics, OpenAPI. */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, rmdirSync, symlinkSync, unlinkSync } from "node:fs";
+import { mkdirSync, readFileSync, rmdirSync, symlinkSync, unlinkSync } from "node:fs";
 import { type Socket, connect as tcpConnect } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -10,6 +10,8 @@ import { DataDirectoryInUse } from "../../src/cas/data-dir-lock.ts";
 import { startCas } from "../../src/cas/start.ts";
 import { type CasRequestError, policyPath } from "../../src/client/cas-client.ts";
 import { makeIdentity, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
+
+const FIXTURES = join(import.meta.dirname, "..", "fixtures", "policies");
 
 let cas: TestCas;
 let alice: TestIdentity;
@@ -145,6 +147,24 @@ describe("bad input gets a precise 4xx and stores nothing", () => {
     const r = await raw("GET /v1/nothing HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", alice);
     assert.equal(r.status, 404);
     assert.match(r.body, /no route GET \/v1\/nothing/);
+  });
+
+  test("a damaged certificate in an explicit value is 400 invalid_policy, not 500", async () => {
+    // The fixture's issuer certificate is cut short: OpenSSL's error escaped as a 500 before.
+    const text = readFileSync(join(FIXTURES, "invalid", "x509-value-issuer-damaged.yaml"), "utf8");
+    await assert.rejects(
+      cas.client(alice).request("POST", "/v1/policies", { policy: text.replace("name: t/p", "name: x4") }),
+      (e: CasRequestError) => {
+        assert.equal(e.status, 400, e.message);
+        assert.equal(e.code, "invalid_policy");
+        assert.match(
+          e.message,
+          /^policy:8:12: secrets\[0\]\.value: CERTIFICATE block 2 \(an issuer\) cannot be parsed/,
+        );
+        assert.ok(!e.message.includes("MIIB"), "the value is not echoed");
+        return true;
+      },
+    );
   });
 
   test("nothing was stored by any of the above", async () => {

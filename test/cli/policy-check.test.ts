@@ -43,6 +43,20 @@ describe("cloister policy check", () => {
     assert.equal(lines[3], `3 problems in ${file}`);
   });
 
+  test("a damaged certificate in an explicit value is a positioned problem, not an internal error", async () => {
+    // The issuer after the leaf is cut short inside its base64: OpenSSL's error used to escape
+    // from normalisation with a stack trace.
+    const file = join(FIXTURES, "invalid", "x509-value-issuer-damaged.yaml");
+    const r = await runCli(["policy", "check", file]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stdout, "");
+    assert.equal(
+      r.stderr,
+      `${file}:8:12: secrets[0].value: CERTIFICATE block 2 (an issuer) cannot be parsed as X.509: its base64 or DER is damaged\n1 problem in ${file}\n`,
+    );
+    assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
+  });
+
   test("json errors are machine-readable on stdout", async () => {
     const r = await runCli(["policy", "check", join(FIXTURES, "invalid", "many-errors.yaml"), "-o", "json"]);
     assert.equal(r.code, 1);
