@@ -110,6 +110,20 @@ function signatureAlgorithmOf(key: KeyObject): { identifier: Der; hash: string |
   throw new Error(`cannot sign certificates with a ${type}${curve ? ` ${curve}` : ""} key`);
 }
 
+/**
+ * Whether the CAS can sign certificates with `key`. A CA given in a policy may hold any key that
+ * OpenSSL reads (P-521, Ed448, DSA…): the policy checker asks this before such a CA is named to
+ * issue anything, so that issuing never fails after the policy was accepted.
+ */
+export function signsCertificates(key: KeyObject): boolean {
+  try {
+    signatureAlgorithm(key);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function nameDer(commonName: string): Buffer {
   return sequence(set(sequence(oid(OID.commonName), utf8String(commonName))));
 }

@@ -4,6 +4,7 @@
  * explicit values consistent with sizes and key types. The input has passed the schemas.
  */
 import type { KeyObject } from "node:crypto";
+import { signsCertificates } from "../crypto/certificate.ts";
 import { a } from "./expect.ts";
 import { readCertificateValue, readPrivateKeyValue } from "./pem.ts";
 import {
@@ -113,8 +114,13 @@ export function crossCheck(policy: Policy, declared: Declared): PolicyProblem[] 
 
   // security
   const attestation = declared.incomplete.has("security") ? undefined : policy.security.attestation;
+  /** Where the CAS issues certificates under a CA of this policy: issuers, and the service CA. */
+  const signers: { path: FieldPath; ca: string }[] = [];
+  /** The keys of x509-ca secrets given as values (generated ones are always of a key_type the CAS signs with). */
+  const givenCaKeys = new Map<string, KeyObject>();
   if (policy.security.service_ca !== null) {
     reference(["security", "service_ca"], policy.security.service_ca, ["x509-ca"], "the service CA");
+    signers.push({ path: ["security", "service_ca"], ca: policy.security.service_ca });
   }
 
   // secrets
@@ -131,14 +137,29 @@ export function crossCheck(policy: Policy, declared: Declared): PolicyProblem[] 
       }
       return;
     }
-    checkGeneratedSecret(secret, path, report);
+    const givenKey = checkGeneratedSecret(secret, path, report);
+    if (givenKey && secret.kind === "x509-ca") givenCaKeys.set(secret.name, givenKey);
     if ((secret.kind === "x509" || secret.kind === "x509-ca") && typeof secret.issuer === "string") {
       if (secret.issuer === secret.name)
         report([...path, "issuer"], "a certificate cannot name itself as issuer (omit issuer for self-signed)");
-      else reference([...path, "issuer"], secret.issuer, ["x509-ca"], "the issuer");
+      else {
+        reference([...path, "issuer"], secret.issuer, ["x509-ca"], "the issuer");
+        signers.push({ path: [...path, "issuer"], ca: secret.issuer });
+      }
     }
   });
   checkIssuerCycles(policy.secrets, report);
+  // A given CA may hold a key the CAS cannot sign with (P-521, Ed448…): fine as a trust anchor
+  // (client_ca, an outbound ca), refused where the CAS must issue under it.
+  for (const { path, ca } of signers) {
+    const key = givenCaKeys.get(ca);
+    if (key && !signsCertificates(key)) {
+      report(
+        path,
+        `"${ca}" is given with ${describeKey(key)} key, which the CAS cannot sign certificates with: expected a P-256, P-384, Ed25519 or RSA key`,
+      );
+    }
+  }
 
   // volumes
   const volumeNames = new Set(policy.volumes.map((v) => v.name));
@@ -305,13 +326,21 @@ const KEY_ALGORITHMS: Record<KeyType, (k: KeyObject) => boolean> = {
   "RSA-3072": (k) => k.asymmetricKeyType === "rsa" && k.asymmetricKeyDetails?.modulusLength === 3072,
 };
 
+/** "an ec secp521r1", "an ed448": what a key is, for a message (never what it holds). */
+function describeKey(key: KeyObject): string {
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  const bits = key.asymmetricKeyDetails?.modulusLength;
+  return a(`${key.asymmetricKeyType ?? "unknown"}${curve ? ` ${curve}` : ""}${bits ? ` ${bits}-bit` : ""}`);
+}
+
 const GENERATION_FIELDS = ["common_name", "san", "issuer", "valid_for", "usage", "key_type"] as const;
 
+/** Checks a secret the CAS makes or is given; returns the key of a given certificate that reads. */
 function checkGeneratedSecret(
   secret: GeneratedSecret,
   path: FieldPath,
   report: (p: FieldPath, m: string, at?: PolicyProblem["at"]) => void,
-): void {
+): KeyObject | undefined {
   // A redacted value stands for the value the CAS holds: only the CAS can check it.
   if ("value" in secret && secret.value === REDACTED) return;
   const valuePath: FieldPath = [...path, "value"];
@@ -354,6 +383,7 @@ function checkGeneratedSecret(
       if ("problem" in read) report(valuePath, read.problem);
       else if (secret.kind === "x509-ca" && !read.value.certificates[0]!.ca)
         report(valuePath, "the certificate is not a CA certificate (basicConstraints cA is not set)");
+      else return read.value.key;
       return;
     }
   }

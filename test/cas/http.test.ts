@@ -167,6 +167,21 @@ describe("bad input gets a precise 4xx and stores nothing", () => {
     );
   });
 
+  test("a given CA whose key the CAS cannot sign with, named as issuer, is 400 invalid_policy, not 500", async () => {
+    // A P-521 CA: issuing the leaf under it threw after the policy had been accepted.
+    const text = readFileSync(join(FIXTURES, "invalid", "x509-ca-value-cannot-sign.yaml"), "utf8");
+    await assert.rejects(
+      cas.client(alice).request("POST", "/v1/policies", { policy: text.replace("name: t/p", "name: x5") }),
+      (e: CasRequestError) => {
+        assert.equal(e.status, 400, e.message);
+        assert.equal(e.code, "invalid_policy");
+        assert.match(e.message, /^policy:6:15: security\.service_ca: .*cannot sign certificates/m);
+        assert.match(e.message, /^policy:33:38: secrets\[1\]\.issuer: .*cannot sign certificates/m);
+        return true;
+      },
+    );
+  });
+
   test("nothing was stored by any of the above", async () => {
     assert.deepEqual(await policiesOf(alice), ["mine"]);
   });
