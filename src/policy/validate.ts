@@ -137,7 +137,7 @@ function validateSecret(item: unknown, path: FieldPath, problems: PolicyProblem[
   }
   if ("import" in item) {
     return runSchema(ImportedSecret, item, path, problems, (key) =>
-      key in knownSecretFields
+      Object.hasOwn(knownSecretFields, key)
         ? `${key} cannot be combined with import: an imported secret takes its value from the exporter${key === "kind" ? " (declare it as import.kind)" : ""}`
         : undefined,
     );
@@ -151,7 +151,8 @@ function validateSecret(item: unknown, path: FieldPath, problems: PolicyProblem[
     });
     return undefined;
   }
-  if (typeof kind !== "string" || !(kind in SECRET_SCHEMAS)) {
+  // Own keys only: `kind: toString` or `kind: __proto__` must not find Object.prototype's members.
+  if (typeof kind !== "string" || !Object.hasOwn(SECRET_SCHEMAS, kind)) {
     const hint = typeof kind === "string" ? didYouMean(kind, SECRET_KINDS) : "";
     problems.push({
       path: [...path, "kind"],
@@ -162,7 +163,7 @@ function validateSecret(item: unknown, path: FieldPath, problems: PolicyProblem[
   }
   const schema = SECRET_SCHEMAS[kind as keyof typeof SECRET_SCHEMAS];
   return runSchema(schema, item, path, problems, (key) =>
-    key in knownSecretFields ? `${key} is not a field of ${a(kind)} secret` : undefined,
+    Object.hasOwn(knownSecretFields, key) ? `${key} is not a field of ${a(kind)} secret` : undefined,
   ) as PolicySecret | undefined;
 }
 
