@@ -46,6 +46,8 @@ export function parseYamlSource(text: string): YamlSource {
     const p = lines.linePos(offset);
     return { line: p.line, column: p.col };
   };
+  const nodeStart = (node: Node | null | undefined): Position | undefined =>
+    node?.range ? toPosition(node.range[0]) : undefined;
   const problems: SyntaxProblem[] = [];
   for (const e of [...doc.errors, ...doc.warnings]) {
     const lp = e.linePos?.[0];
@@ -63,6 +65,14 @@ export function parseYamlSource(text: string): YamlSource {
   // scalar of 16 or more hex digits, or of digits with a leading zero, keeps its text. No
   // policy number is that long or written with a leading zero.
   visit(doc, {
+    // A map or list as a key has no place in a policy, and toJS would stringify it (with a
+    // process warning on stderr): say where it is instead.
+    Pair(_key, pair) {
+      if (isMap(pair.key) || isSeq(pair.key)) {
+        const at = nodeStart(pair.key as Node) ?? START;
+        problems.push({ ...at, message: "a key must be a plain name, not a map or a list" });
+      }
+    },
     Scalar(_key, node) {
       if (node.type === "PLAIN" && typeof node.source === "string" && KEEP_AS_TEXT.test(node.source)) {
         node.value = node.source;
@@ -78,8 +88,6 @@ export function parseYamlSource(text: string): YamlSource {
       problems.push({ ...START, message: error instanceof Error ? error.message : String(error) });
     }
   }
-  const nodeStart = (node: Node | null | undefined): Position | undefined =>
-    node?.range ? toPosition(node.range[0]) : undefined;
   return {
     value,
     problems,

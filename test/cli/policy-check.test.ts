@@ -57,6 +57,16 @@ describe("cloister policy check", () => {
     assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
   });
 
+  test("a map or list as a key is a positioned problem, without a warning from Node", async () => {
+    const file = join(FIXTURES, "invalid", "yaml-collection-key.yaml");
+    const r = await runCli(["policy", "check", file]);
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr,
+      `${file}:5:3: yaml: a key must be a plain name, not a map or a list\n1 problem in ${file}\n`,
+    );
+  });
+
   test("json errors are machine-readable on stdout", async () => {
     const r = await runCli(["policy", "check", join(FIXTURES, "invalid", "many-errors.yaml"), "-o", "json"]);
     assert.equal(r.code, 1);
