@@ -15,7 +15,6 @@ let cas: TestCas;
 let alice: CasClient;
 let mallory: CasClient;
 let malloryId: TestIdentity;
-let aliceId: TestIdentity;
 let hiddenHash = "";
 
 const HIDDEN = "hidden-shop";
@@ -24,7 +23,6 @@ const ABSENT = "absent-shop";
 before(async () => {
   cas = await startTestCas();
   const a = await makeIdentity("alice");
-  aliceId = a;
   malloryId = await makeIdentity("mallory");
   alice = cas.client(a);
   mallory = cas.client(malloryId);
