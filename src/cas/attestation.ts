@@ -268,14 +268,17 @@ export class AttestationService {
     // text) — the grant would outlive the change that forbade it: refuse, and let the runtime
     // attest again against the new version. Asked as the grant is written (group-committed, a
     // turn later): after every change committed before it.
+    const outcome = `${verdict.tee}${verdict.simulated ? " (simulated)" : ""} ${verdict.status}`;
+    if (settings.mode === "none") {
+      // Nothing was shown: a stranger's decision, tallied (refusal-tally.ts), not a row each.
+      if (this.#cas.policyGeneration(policyName) !== generation)
+        return refuse(409, "policy_changed", `policy ${policyName} changed meanwhile; attest again`);
+      this.#cas.grantUnattested(source, configId, record.hash, outcome);
+      return { configuration: jwe };
+    }
     const changed = `policy ${policyName} changed while this attestation was being verified; attest again`;
-    const { refused } = await this.#cas.grant(
-      "runtime",
-      "attestation",
-      configId,
-      record.hash,
-      `${verdict.tee}${verdict.simulated ? " (simulated)" : ""} ${verdict.status}`,
-      () => (this.#cas.policyGeneration(policyName) !== generation ? changed : undefined),
+    const { refused } = await this.#cas.grant("runtime", "attestation", configId, record.hash, outcome, () =>
+      this.#cas.policyGeneration(policyName) !== generation ? changed : undefined,
     );
     if (refused !== undefined) throw new CasError(409, "policy_changed", refused);
     return { configuration: jwe };

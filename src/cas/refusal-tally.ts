@@ -18,6 +18,11 @@ export interface Refusal {
   readonly target: string;
   readonly hash: string | null;
   readonly reason: string;
+  /**
+   * "granted": a decision for a stranger that is not a refusal — a configuration handed out for
+   * a policy in mode none, which anyone may ask for, as often as they like. Tallied the same way.
+   */
+  readonly outcome?: "granted";
 }
 
 export const TALLY_INTERVAL_MS = 60_000;
@@ -103,7 +108,7 @@ export class RefusalTally {
         ...kind.first,
         // Counted for several targets: charged to none of them (their readers would see it).
         ...(kind.targets.size > 1 ? { target: "", hash: null } : {}),
-        reason: `refused ${kind.more} more time${kind.more === 1 ? "" : "s"} like this from ${kind.source} between ${kind.since.toISOString()} and ${until}${targets}; the first: ${kind.first.reason}`,
+        reason: `${kind.first.outcome ?? "refused"} ${kind.more} more time${kind.more === 1 ? "" : "s"} like this from ${kind.source} between ${kind.since.toISOString()} and ${until}${targets}; the first: ${kind.first.reason}`,
       });
     }
   }

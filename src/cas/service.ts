@@ -14,7 +14,7 @@ import { AUDIT_GENESIS, type AuditEntry, AuditLog, type AuditPage, entryDigest }
 import { admits, type Requester } from "./authorization.ts";
 import { ImportError, type PolicyValues, resolveSecret } from "./imports.ts";
 import { hasRedacted, keepRedactedValues, presentForEdit } from "./redact.ts";
-import { RefusalTally } from "./refusal-tally.ts";
+import { type Refusal, RefusalTally } from "./refusal-tally.ts";
 import { keptAcrossModeChange, type StoredSecret, secretValuesFor } from "./secrets.ts";
 import { Envelope, TamperError } from "./store/envelope.ts";
 import type { AuditRow, PolicyRow, Store } from "./store/store.ts";
@@ -147,7 +147,7 @@ export class CasService {
   ) {
     this.#known = known;
     if (Array.isArray(options.admins)) for (const admin of options.admins) known.add(admin);
-    this.#tally = new RefusalTally((r) => this.#refuseNow(r.actor, r.action, r.target, r.hash, r.reason), {
+    this.#tally = new RefusalTally((r) => this.#tallied(r), {
       now: () => this.#now(),
     });
     this.#store = store;
@@ -648,6 +648,31 @@ export class CasService {
     else this.#refuseNow(actor, action, target, null, reason);
   }
 
+  /**
+   * A configuration handed to whoever asked, for a policy in mode none: no evidence, so a
+   * stranger's decision, tallied by `source` like a refusal (each would otherwise be a row).
+   */
+  grantUnattested(source: string, target: string, hash: string, reason: string): void {
+    this.#tally.refuse(source, "unattested", {
+      actor: "runtime",
+      action: "attestation",
+      target,
+      hash,
+      reason,
+      outcome: "granted",
+    });
+  }
+
+  #tallied(r: Refusal): void {
+    if (r.outcome === "granted")
+      this.#checkpointIfDue(
+        this.#store.appendAudit((prev) =>
+          this.#auditRow(prev, r.actor, r.action, r.target, r.hash, "granted", r.reason),
+        ),
+      );
+    else this.#refuseNow(r.actor, r.action, r.target, r.hash, r.reason);
+  }
+
   /** Write the strangers' tally now (the CAS is stopping, or a test reads the log). */
   flushRefusals(): void {
     this.#tally.flush();
@@ -827,7 +852,16 @@ export class CasService {
       return resolveSecret(load, policy, secret);
     } catch (error) {
       if (error instanceof ImportError) {
-        this.#refuse("cas", "secret.import", policy, null, error.message);
+        // Into a policy in mode none the request had no evidence: whoever asked may ask again.
+        if (load(policy)?.record.policy.security.attestation.mode === "none")
+          this.#tally.refuse(`policy ${policy}`, "import_refused", {
+            actor: "cas",
+            action: "secret.import",
+            target: policy,
+            hash: null,
+            reason: error.message,
+          });
+        else this.#refuse("cas", "secret.import", policy, null, error.message);
         throw new CasError(409, "import_refused", error.message);
       }
       throw error;
