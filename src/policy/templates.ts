@@ -32,7 +32,8 @@ export interface TemplateSyntaxError {
   readonly message: string;
 }
 
-const REFERENCE = /^\$\$cloister::([^:$\s]*)(?::([^:$\s]*))?\$\$/;
+/** One reference at the start of a string: $$cloister::NAME$$ or $$cloister::NAME:FORMAT$$. */
+export const REFERENCE = /^\$\$cloister::([^:$\s]*)(?::([^:$\s]*))?\$\$/;
 
 /** Split a string into literal text and secret references; `errors` is empty when it is well formed. */
 export function parseTemplate(source: string): { parts: TemplatePart[]; errors: TemplateSyntaxError[] } {

@@ -1,10 +1,11 @@
 /**
  * The checker never throws: whatever text it gets, it answers with a result ({ok: true}) or
- * positioned problems ({ok: false, errors} each with line, column, field and message). Inputs:
- * mutations of the valid fixtures (leaves and keys replaced with values of random types, field
- * names of the schema, templates, damaged PEM blocks), YAML built from the schema's field names,
- * arbitrary strings and arbitrary bytes. A canary planted in secret values never appears in a
- * message. And what the checker passes, the CAS can store (secretValuesFor does not throw).
+ * positioned problems ({ok: false, errors} each with line, column, field and message; warnings
+ * alike). Inputs: mutations of the valid fixtures (leaves and keys replaced with values of
+ * random types, field names of the schema, templates, damaged PEM blocks), YAML built from the
+ * schema's field names, arbitrary strings and arbitrary bytes. A canary planted in secret values
+ * never appears in a message. And what the checker passes, the CAS can store (secretValuesFor
+ * does not throw).
  *
  * The seed is fixed and each property bounded in runs and time, so CI takes a few seconds.
  * Explore further with CLOISTER_FUZZ_RUNS=20000 CLOISTER_FUZZ_SEED=N node --test test/policy/fuzz.test.ts.
@@ -324,13 +325,11 @@ function mutate(doc: Json, mutations: readonly Mutation[]): Json {
 
 /** The property every input must have: a result, or problems with positions. Never a throw. */
 function assertWellFormed(r: PolicyCheck, text: string): void {
-  if (r.ok) {
-    assert.match(r.hash, /^[0-9a-f]{64}$/);
-    return;
-  }
-  assert.ok(r.errors.length > 0, "a failed check has at least one problem");
+  if (r.ok) assert.match(r.hash, /^[0-9a-f]{64}$/);
+  else assert.ok(r.errors.length > 0, "a failed check has at least one problem");
   const lines = text.split(/\r\n|\r|\n/).length;
-  for (const e of r.errors) {
+  // Warnings are positioned like errors, and never echo a secret value either.
+  for (const e of r.ok ? r.warnings : r.errors) {
     assert.ok(Number.isInteger(e.line) && e.line >= 1 && e.line <= lines + 1, `line ${e.line} of ${lines}`);
     assert.ok(Number.isInteger(e.column) && e.column >= 1, `column ${e.column}`);
     assert.equal(typeof e.field, "string");
