@@ -6,7 +6,13 @@ import { isMap, parseDocument } from "yaml";
 import { type CasClient, CasRequestError, policyPath } from "../client/cas-client.ts";
 import { signPolicy } from "../crypto/signatures.ts";
 import { cloisterHome, IdentityError, loadIdentity } from "../identity/store.ts";
-import { checkPolicyText, formatPolicyError, MAX_POLICY_BYTES, type PolicyCheck } from "../policy/check.ts";
+import {
+  checkPolicyText,
+  formatPolicyError,
+  formatPolicyWarning,
+  MAX_POLICY_BYTES,
+  type PolicyCheck,
+} from "../policy/check.ts";
 import { type ConnectionFlags, connect, unreachable, withConnection } from "./connection.ts";
 import { CliError, EXIT_FAILED } from "./errors.ts";
 import type { Io } from "./io.ts";
@@ -31,12 +37,19 @@ export function policyCommands(program: Command, io: Io): void {
       `
 Exit 0 prints the policy hash: SHA-256 over the canonical form of the policy, the same however
 it is formatted. Exit 1 prints every problem as FILE:LINE:COL: field.path: what was expected.
-See docs/policy.md for the language.`,
+Warnings (FILE:LINE:COL: warning: …, on stderr) do not fail the check: a template that lost its
+$$ delimiters, a secret nothing uses. See docs/policy.md for the language.`,
     )
     .action(async (file: string, opts: { output: OutputFormat }) => {
       const text = await readPolicyFile(file, io);
       const result = checkOrReport(text, file, io, opts.output);
-      io.stdout(render(opts.output, { name: result.policy.name, hash: result.hash }, () => result.hash));
+      io.stdout(
+        render(
+          opts.output,
+          { name: result.policy.name, hash: result.hash, warnings: result.warnings },
+          () => result.hash,
+        ),
+      );
     });
 
   const signatureOption = () =>
@@ -185,11 +198,21 @@ so that the signature matches what update will send.`,
   });
 }
 
-/** Check a policy locally (errors name the user's file); print every problem and fail on any. */
+/**
+ * Check a policy locally (errors name the user's file); print every problem and fail on any.
+ * Warnings go to stderr in text output; the other formats carry them in their document.
+ */
 function checkOrReport(text: string, file: string, io: Io, output: OutputFormat): Extract<PolicyCheck, { ok: true }> {
   const shown = file === "-" ? "<stdin>" : file;
   const result = checkPolicyText(text, shown);
-  if (result.ok) return result;
+  if (result.ok) {
+    const n = result.warnings.length;
+    if (output === "text" && n > 0) {
+      io.stderr(`${result.warnings.map(formatPolicyWarning).join("\n")}\n`);
+      io.stderr(`${n} warning${n === 1 ? "" : "s"} in ${shown}\n`);
+    }
+    return result;
+  }
   if (output === "text") {
     io.stderr(`${result.errors.map(formatPolicyError).join("\n")}\n`);
     io.stderr(`${result.errors.length} problem${result.errors.length === 1 ? "" : "s"} in ${shown}\n`);

@@ -14,14 +14,43 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 describe("cloister policy check", () => {
   const valid = join(FIXTURES, "valid", "design-example.yaml");
 
-  test("a valid policy: exit 0 and the hash; json and yaml give {name, hash}", async () => {
+  test("a valid policy: exit 0 and the hash; json and yaml give {name, hash, warnings}", async () => {
     const text = await runCli(["policy", "check", valid]);
     assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, /^[0-9a-f]{64}\n$/);
+    // DESIGN.md's example declares three secrets that nothing uses (its fixture states them).
+    const unused = ["secrets[1].name", "secrets[2].name", "secrets[7].name"];
     const json = await runCli(["policy", "check", valid, "--output", "json"]);
-    assert.deepEqual(JSON.parse(json.stdout), { name: "acme/shop", hash: text.stdout.trim() });
+    const fromJson = JSON.parse(json.stdout) as { name: string; hash: string; warnings: { field: string }[] };
+    assert.deepEqual({ name: fromJson.name, hash: fromJson.hash }, { name: "acme/shop", hash: text.stdout.trim() });
+    assert.deepEqual(
+      fromJson.warnings.map((w) => w.field),
+      unused,
+    );
     const yaml = await runCli(["policy", "check", valid, "-o", "yaml"]);
-    assert.deepEqual(parseYaml(yaml.stdout), { name: "acme/shop", hash: text.stdout.trim() });
+    assert.deepEqual(parseYaml(yaml.stdout), fromJson);
+    assert.equal(json.stderr, "", "json and yaml carry the warnings in the document, not on stderr");
+    const clean = await runCli(["policy", "check", join(FIXTURES, "valid", "minimal.yaml"), "-o", "json"]);
+    assert.deepEqual((JSON.parse(clean.stdout) as { warnings: unknown[] }).warnings, []);
+  });
+
+  test("warnings: exit 0 and the hash on stdout; each warning positioned on stderr", async () => {
+    const file = join(FIXTURES, "valid", "warnings.yaml");
+    const r = await runCli(["policy", "check", file]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^[0-9a-f]{64}\n$/);
+    const lines = r.stderr.trim().split("\n");
+    assert.equal(lines.length, 6, r.stderr);
+    assert.equal(
+      lines[2],
+      `${file}:19:14: warning: services[0].environment.PLAIN: "cloister::api_key" at character 1 looks like a template that lost its $$ delimiters (a shell or make expands $$): expected $$cloister::api_key$$`,
+    );
+    assert.equal(
+      lines[4],
+      `${file}:28:13: warning: secrets[1].name: secret "leftover" is used by nothing: no template, TLS setting, volume key, service_ca or issuer names it, and it is not exported`,
+    );
+    assert.equal(lines[5], `5 warnings in ${file}`);
+    for (const line of lines.slice(0, 5)) assert.match(line, new RegExp(`^${file}:\\d+:\\d+: warning: `));
   });
 
   test("an invalid policy: exit 1 and every error as FILE:LINE:COL: field: message", async () => {
