@@ -28,6 +28,23 @@ export const PolicyUpdateRequest = PolicyWriteRequest.extend({
 
 export const PolicySummary = z.strictObject({ name: z.string(), hash: z.string(), version: z.int() });
 
+/** A warning about a policy that was stored (src/policy/warnings.ts), positioned as errors are. */
+export const PolicyWarning = z.strictObject({
+  file: z.string(),
+  line: z.int(),
+  column: z.int(),
+  field: z.string(),
+  message: z.string(),
+});
+
+/** What create and update answer: `warnings` only when there are some, so older clients see no change. */
+export const PolicyWritten = PolicySummary.extend({
+  warnings: z
+    .array(PolicyWarning)
+    .optional()
+    .describe("what the policy says that its author probably did not mean; it was stored all the same"),
+});
+
 export const PolicyResponse = PolicySummary.extend({
   creator: z.string(),
   created: z.string(),
@@ -145,7 +162,7 @@ export const ROUTES = {
     url: "/v1/policies",
     summary: "create a policy",
     body: PolicyWriteRequest,
-    response: PolicySummary,
+    response: PolicyWritten,
     status: 201,
     identified: true,
   },
@@ -155,7 +172,7 @@ export const ROUTES = {
     summary: "update a policy (its predecessor must be the current hash)",
     params: NameParams,
     body: PolicyUpdateRequest,
-    response: PolicySummary,
+    response: PolicyWritten,
     status: 200,
     identified: true,
   },

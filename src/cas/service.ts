@@ -7,7 +7,7 @@ import type { KeyObject } from "node:crypto";
 import type { Collateral } from "../attestation/dcap/collateral.ts";
 import { SignatureError, type SignedAction, verifyPolicySignature } from "../crypto/signatures.ts";
 import { policyHash } from "../policy/canonical.ts";
-import { checkPolicyText, formatPolicyError, type PolicyError } from "../policy/check.ts";
+import { checkPolicyText, formatPolicyError, type PolicyError, type PolicyWarning } from "../policy/check.ts";
 import type { NormalizedPolicy } from "../policy/normalize.ts";
 import { type AccessRuleT, REDACTED } from "../policy/schema.ts";
 import { AUDIT_GENESIS, type AuditEntry, AuditLog, type AuditPage, entryDigest } from "./audit.ts";
@@ -94,6 +94,12 @@ export interface PolicySummary {
   readonly hash: string;
   readonly version: number;
 }
+
+/** What create and update return: the summary, and the check's warnings when there are any. */
+export type PolicyWritten = PolicySummary & { readonly warnings?: readonly PolicyWarning[] };
+
+const withWarnings = (summary: PolicySummary, warnings: readonly PolicyWarning[]): PolicyWritten =>
+  warnings.length > 0 ? { ...summary, warnings } : summary;
 
 export class CasService {
   readonly #store: Store;
@@ -194,7 +200,7 @@ export class CasService {
   // -------------------------------------------------------------------------------------------
   // Operations
 
-  async create(actor: string, text: string, signatures: readonly string[]): Promise<PolicySummary> {
+  async create(actor: string, text: string, signatures: readonly string[]): Promise<PolicyWritten> {
     const checked = this.#check(text);
     const { policy, hash } = checked;
     if (policy.predecessor !== undefined) {
@@ -234,7 +240,7 @@ export class CasService {
     this.#indexed(policy.name, hash);
     this.#declareVolumes(actor, policy.name, policy, hash);
     this.#checkpointIfDue();
-    return { name: policy.name, hash, version: 1 };
+    return withWarnings({ name: policy.name, hash, version: 1 }, checked.warnings);
   }
 
   /**
@@ -248,7 +254,7 @@ export class CasService {
     signatures: readonly string[],
     expectedName?: string,
     options: { readonly regenerateSecrets?: boolean } = {},
-  ): Promise<PolicySummary> {
+  ): Promise<PolicyWritten> {
     const checked = this.#check(text);
     const name = checked.policy.name;
     if (expectedName !== undefined && expectedName !== name) {
@@ -319,7 +325,7 @@ export class CasService {
     this.#indexed(name, hash);
     this.#declareVolumes(actor, name, policy, hash);
     this.#checkpointIfDue();
-    return { name, hash, version: next.version };
+    return withWarnings({ name, hash, version: next.version }, checked.warnings);
   }
 
   /**
@@ -681,7 +687,7 @@ export class CasService {
   // -------------------------------------------------------------------------------------------
   // Internals
 
-  #check(text: string): { policy: NormalizedPolicy; hash: string } {
+  #check(text: string): { policy: NormalizedPolicy; hash: string; warnings: readonly PolicyWarning[] } {
     const result = checkPolicyText(text, "policy");
     if (!result.ok) {
       throw new CasError(400, "invalid_policy", result.errors.map(formatPolicyError).join("\n"), result.errors);

@@ -12,6 +12,7 @@ import {
   formatPolicyWarning,
   MAX_POLICY_BYTES,
   type PolicyCheck,
+  type PolicyWarning,
 } from "../policy/check.ts";
 import { type ConnectionFlags, connect, unreachable, withConnection } from "./connection.ts";
 import { CliError, EXIT_FAILED } from "./errors.ts";
@@ -23,6 +24,14 @@ interface Summary {
   hash: string;
   version: number;
 }
+
+/** What create and update answer: warnings only when the CAS found some (src/cas/api.ts). */
+type Written = Summary & { warnings?: PolicyWarning[] };
+const written = (r: Written) => ({
+  name: r.name,
+  hash: r.hash,
+  ...(r.warnings?.length ? { warnings: r.warnings } : {}),
+});
 
 export function policyCommands(program: Command, io: Io): void {
   const policy = program.command("policy").description("write, check and manage policies");
@@ -70,9 +79,9 @@ $$ delimiters, a secret nothing uses. See docs/policy.md for the language.`,
     checkOrReport(text, file, io, opts.output);
     const client = await connect(opts, io);
     const r = await unreachable(() =>
-      client.request<Summary>("POST", "/v1/policies", { policy: text, signatures: opts.signature }),
+      client.request<Written>("POST", "/v1/policies", { policy: text, signatures: opts.signature }),
     );
-    io.stdout(render(opts.output, { name: r.name, hash: r.hash }, () => r.hash));
+    io.stdout(render(opts.output, written(r), () => r.hash));
   });
 
   withConnection(
@@ -97,13 +106,13 @@ $$ delimiters, a secret nothing uses. See docs/policy.md for the language.`,
       const client = await connect(opts, io);
       const withPredecessor = await fillPredecessor(text, checked, client);
       const r = await unreachable(() =>
-        client.request<Summary>("PUT", policyPath(checked.policy.name), {
+        client.request<Written>("PUT", policyPath(checked.policy.name), {
           policy: withPredecessor.text,
           signatures: opts.signature,
           regenerate_secrets: opts.regenerateSecrets,
         }),
       );
-      io.stdout(render(opts.output, { name: r.name, hash: r.hash }, () => r.hash));
+      io.stdout(render(opts.output, written(r), () => r.hash));
     },
   );
 

@@ -130,8 +130,17 @@ describe("cloister policy against the CAS", () => {
     );
     const created = await runCli(["policy", "create", v1, "-o", "json"], { env });
     assert.equal(created.code, 0, created.stderr);
-    const { name, hash } = JSON.parse(created.stdout) as { name: string; hash: string };
+    const { name, hash, warnings } = JSON.parse(created.stdout) as {
+      name: string;
+      hash: string;
+      warnings?: { field: string }[];
+    };
     assert.equal(name, "shop");
+    // No service uses pw: the CAS's answer carries the warning, and the CLI passes it on.
+    assert.deepEqual(
+      warnings?.map((w) => w.field),
+      ["secrets[0].name"],
+    );
     const checked = await runCli(["policy", "check", v1]);
     assert.equal(checked.stdout.trim(), hash, "the CAS hash is the offline hash");
 
