@@ -11,7 +11,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { BIN } from "../helpers/cli.ts";
-import { eventually, startWorld, type World } from "../helpers/e2e.ts";
+import { eventually, startUntil, startWorld, type World } from "../helpers/e2e.ts";
 import { freePort } from "../helpers/net.ts";
 
 const run = promisify(execFile);
@@ -107,11 +107,8 @@ volumes:
   - {name: data, update_policy: ephemeral}
 `,
   });
-  const started = world.start("death-volume/app", "/bin/sh");
+  const started = await startUntil(world, "death-volume/app", "/bin/sh");
   try {
-    await eventually(async () => {
-      if (!started.output().includes("ready")) throw new Error(started.output());
-    }, "the service started");
     // The program's child: a sleep whose command line is exactly that.
     const sleeper = await eventually(async () => {
       const found = processesWith("sleep\u0000300\u0000").filter((pid) =>
@@ -155,11 +152,10 @@ services:
     command: [/bin/sh, -c, "echo ready; exec sleep 300", ${marker}]
 `,
   });
-  const started = world.start("death-relay/app", "/bin/sh");
+  const started = await startUntil(world, "death-relay/app", "/bin/sh");
   await eventually(async () => {
-    if (!started.output().includes("ready") || !processesWith("sleep\u0000300\u0000").length)
-      throw new Error("not yet");
-  }, "the service started");
+    if (!processesWith("sleep\u0000300\u0000").length) throw new Error("not yet");
+  }, "the program started");
   // A PID namespace's init would ignore it; the program is the init's child, and dies of it.
   started.child.kill("SIGTERM");
   const code = await new Promise<number | null>((resolve) => started.child.once("exit", (c) => resolve(c)));
@@ -178,10 +174,7 @@ services:
     command: [/bin/sh, -c, "grep SigIgn /proc/self/status; echo ready; exec sleep 300"]
 `,
   });
-  const started = world.start("death-interrupt/app", "/bin/sh");
-  await eventually(async () => {
-    if (!started.output().includes("ready")) throw new Error("not yet");
-  }, "the service started");
+  const started = await startUntil(world, "death-interrupt/app", "/bin/sh");
   assert.match(started.output(), /SigIgn:\s+0+\n/, "the program ignores no signal");
   started.child.kill("SIGINT");
   const code = await new Promise<number | null>((resolve) => started.child.once("exit", (c) => resolve(c)));
