@@ -48,7 +48,19 @@ async function startCas(dir: string, store: Durability) {
   const child = spawn(
     process.execPath,
     store === "full"
-      ? [...nodeArgs, BIN, "--", "cas", "start", "--data-dir", dir, "--listen", "127.0.0.1:0"]
+      ? [
+          ...nodeArgs,
+          BIN,
+          "--",
+          "cas",
+          "start",
+          "--data-dir",
+          dir,
+          "--listen",
+          "127.0.0.1:0",
+          "--create-top-level",
+          "any",
+        ]
       : [...nodeArgs, join(import.meta.dirname, "support", "cas-process.ts"), dir, store],
     {
       stdio: ["ignore", "pipe", "ignore"],

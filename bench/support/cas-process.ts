@@ -11,6 +11,11 @@ import { startCas } from "../../src/cas/start.ts";
 const [dataDir, synchronous] = process.argv.slice(2);
 if (!dataDir || (synchronous !== "normal" && synchronous !== "full"))
   throw new Error("usage: cas-process.ts DIR normal|full");
-const running = await startCas({ dataDir, listen: "127.0.0.1:0", storeOptions: { synchronous } });
+const running = await startCas({
+  dataDir,
+  listen: "127.0.0.1:0",
+  createTopLevel: "any",
+  storeOptions: { synchronous },
+});
 process.stdout.write(`CAS listening on ${running.url}\nCAS key ${running.identity.hash}\n`);
 process.once("SIGTERM", () => void running.close().then(() => process.exit(0)));

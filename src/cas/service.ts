@@ -80,8 +80,12 @@ interface SecretsRecord {
 }
 
 export interface CasOptions {
-  /** Identities allowed to create top-level policies; undefined: any identity. */
-  readonly createTopLevel?: readonly string[] | undefined;
+  /**
+   * Who may create top-level policies, besides the administrators: these identities, or "any"
+   * identity at all. Default: the administrators only — an open CAS lets anyone with a
+   * self-made certificate grow its store, so opening it is the operator's explicit choice.
+   */
+  readonly createTopLevel?: readonly string[] | "any" | undefined;
   /** Identities allowed to enrol LAS keys and import collateral; "any" in dev mode; default nobody. */
   readonly admins?: readonly string[] | "any" | undefined;
   /** Audit checkpoints are signed every this many entries (and at every export). */
@@ -695,13 +699,22 @@ export class CasService {
     return result;
   }
 
+  #mayCreateTopLevel(actor: string): boolean {
+    const { createTopLevel, admins } = this.#options;
+    if (createTopLevel === "any" || admins === "any") return true;
+    return Boolean(createTopLevel?.includes(actor) || admins?.includes(actor));
+  }
+
   #authorizeCreate(actor: string, name: string, hash: string, signatures: readonly string[]): void {
     const slash = name.lastIndexOf("/");
     if (slash < 0) {
-      const allowed = this.#options.createTopLevel;
-      if (allowed && !allowed.includes(actor)) {
+      if (!this.#mayCreateTopLevel(actor)) {
         this.#refuse(actor, "policy.create", name, hash, "not allowed to create top-level policies");
-        throw new CasError(403, "forbidden", `not allowed to create the top-level policy ${name}`);
+        throw new CasError(
+          403,
+          "forbidden",
+          `not allowed to create the top-level policy ${name}: the CAS's operator names who may (cloister cas start --create-top-level ID, or --admin ID); or create it under a policy whose create_policies admits you`,
+        );
       }
       return;
     }

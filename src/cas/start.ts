@@ -13,7 +13,8 @@ export interface CasStartOptions {
   /** host:port; port 0 picks a free one. */
   readonly listen: string;
   readonly masterKeyFile?: string;
-  readonly createTopLevel?: readonly string[];
+  /** Who may create top-level policies besides the administrators (CasOptions.createTopLevel). */
+  readonly createTopLevel?: readonly string[] | "any";
   readonly admins?: readonly string[] | "any";
   readonly log?: boolean;
   readonly checkpointEvery?: number;

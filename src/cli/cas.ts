@@ -21,14 +21,29 @@ export function casCommands(program: Command, io: Io): Command {
     .option("--listen <host:port>", "address to listen on", "127.0.0.1:8081")
     .option("--master-key-file <file>", "the master key (created 0600 when absent); default DATA-DIR/master.key")
     .option("--env-file <file>", "write CLOISTER_CAS_ADDR and CLOISTER_CAS_KEY lines here")
-    .addOption(new Option("--create-top-level <identity...>", "only these identities may create top-level policies"))
-    .addOption(new Option("--admin <identity...>", "identities that may enrol LAS keys and import collateral"))
+    .addOption(
+      new Option(
+        "--create-top-level <identity...>",
+        'identities that may create top-level policies, besides the administrators; "any" opens it to every identity',
+      ),
+    )
+    .addOption(
+      new Option(
+        "--admin <identity...>",
+        "identities that may enrol LAS keys, import collateral and create top-level policies",
+      ),
+    )
     .option("--log", "log requests (never bodies) to standard output", false)
     .addHelpText(
       "after",
       `
 Keep the master key apart from the data directory in production: whoever holds both can open
-the store. Clients pin the CAS by the key hash printed at start.`,
+the store. Clients pin the CAS by the key hash printed at start.
+
+Only the administrators and the identities named by --create-top-level may create top-level
+policies; everyone else creates under a policy whose create_policies admits them.
+--create-top-level any lets any identity create them: anyone who can reach the CAS can then grow
+its store, so keep that for development and closed networks (cloister dev does it).`,
     )
     .action(
       async (opts: {
@@ -40,7 +55,11 @@ the store. Clients pin the CAS by the key hash printed at start.`,
         admin?: string[];
         log: boolean;
       }) => {
-        for (const id of [...(opts.createTopLevel ?? []), ...(opts.admin ?? [])]) {
+        const creators = opts.createTopLevel ?? [];
+        const open = creators.includes("any");
+        if (open && creators.length > 1)
+          throw new CliError(`--create-top-level any admits every identity: name no others beside it`);
+        for (const id of [...(open ? [] : creators), ...(opts.admin ?? [])]) {
           if (!/^[0-9a-f]{64}$/.test(id))
             throw new CliError(`${id}: expected an identity hash (64 lowercase hex digits)`);
         }
@@ -49,7 +68,7 @@ the store. Clients pin the CAS by the key hash printed at start.`,
             dataDir: opts.dataDir,
             listen: opts.listen,
             masterKeyFile: opts.masterKeyFile,
-            createTopLevel: opts.createTopLevel,
+            createTopLevel: open ? "any" : creators,
             admins: opts.admin ?? [],
             log: opts.log,
           }),
@@ -59,6 +78,10 @@ the store. Clients pin the CAS by the key hash printed at start.`,
         // The env file first: whoever waits for the printed key may read it at once.
         if (opts.envFile) await writeEnvFile(opts.envFile, running);
         io.stdout(`CAS listening on ${running.url}\nCAS key ${running.identity.hash}\n`);
+        if (!open && creators.length === 0 && !opts.admin?.length)
+          io.stderr(
+            "no identity may create top-level policies: name them with --create-top-level ID… or --admin ID… (or --create-top-level any)\n",
+          );
         await untilSignal(() => running.close());
       },
     );

@@ -308,9 +308,17 @@ describe("canary secrets", () => {
     const asciiCanary = "CanaryAscii-7d1f0c2e9b";
     const binaryCanary = Buffer.from("c0ffee00deadbeef1337cafe42424242", "hex");
     // A real CAS process with request logging on, so that its logs can be searched too.
-    const started = await startCasProcess(["--data-dir", dir, "--listen", "127.0.0.1:0", "--log"]);
-    const child = started.child;
     const alice = await makeIdentity("alice");
+    const started = await startCasProcess([
+      "--data-dir",
+      dir,
+      "--listen",
+      "127.0.0.1:0",
+      "--log",
+      "--create-top-level",
+      alice.hash,
+    ]);
+    const child = started.child;
     const { CasClient } = await import("../../src/client/cas-client.ts");
     const c = new CasClient({
       url: started.url,

@@ -53,6 +53,38 @@ describe("administration", () => {
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /403 forbidden.*administrators/);
   });
+
+  test("top-level policies: the administrator creates one, an identity nobody named is refused and told who decides", async () => {
+    const bobEnv = { ...env, CLOISTER_HOME: join(dir, "home-bob-admin") };
+    const policy = write("top-level.yaml", 'version: "1"\nname: strangers-own\n');
+    const refused = await runCli(["policy", "create", policy], { env: bobEnv });
+    assert.equal(refused.code, 1);
+    assert.match(
+      refused.stderr,
+      /^cloister: CAS refused \(403 forbidden\): not allowed to create the top-level policy strangers-own: the CAS's operator names who may \(cloister cas start --create-top-level ID, or --admin ID\)/,
+    );
+    const created = await runCli(["policy", "create", policy], { env });
+    assert.equal(created.code, 0, created.stderr);
+  });
+
+  test("--create-top-level any stands alone; a CAS that names no creator says so at start", async () => {
+    const mixed = await runCli([
+      "cas",
+      "start",
+      "--data-dir",
+      join(dir, "mixed"),
+      "--listen",
+      "127.0.0.1:0",
+      "--create-top-level",
+      "any",
+      alice,
+    ]);
+    assert.equal(mixed.code, 1);
+    assert.equal(mixed.stderr, "cloister: --create-top-level any admits every identity: name no others beside it\n");
+    const closed = await startCasProcess(["--data-dir", join(dir, "closed"), "--listen", "127.0.0.1:0"]);
+    closed.child.kill("SIGTERM");
+    assert.match(closed.output(), /no identity may create top-level policies: name them with --create-top-level ID/);
+  });
 });
 after(() => {
   cas.kill("SIGTERM");

@@ -33,9 +33,10 @@ export interface TestCas {
   dispose(): Promise<void>;
 }
 
+/** A CAS on which any identity may create top-level policies, unless `options` say otherwise. */
 export async function startTestCas(options: Partial<CasStartOptions> = {}, dataDir?: string): Promise<TestCas> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), "cloister-cas-test-"));
-  const running = await startCas({ dataDir: dir, listen: "127.0.0.1:0", ...options });
+  const running = await startCas({ dataDir: dir, listen: "127.0.0.1:0", createTopLevel: "any", ...options });
   let stopped = false;
   const stop = async () => {
     if (!stopped) await running.close();
