@@ -152,7 +152,7 @@ export interface RouteSpec {
   readonly status: number;
   /** Whether the caller must present an identity (a TLS client certificate). */
   readonly identified: boolean;
-  /** Whether the route is rate-limited per source address (the runtime's unauthenticated routes). */
+  /** Whether the route is rate-limited per source address (the runtime's routes: attestation, volume commits). */
   readonly rateLimited?: boolean;
 }
 
@@ -241,6 +241,8 @@ export const ROUTES = {
     response: VolumeCommitResponse,
     status: 200,
     identified: true,
+    // A policy in mode none hands service certificates to anyone: its commits are a stranger's.
+    rateLimited: true,
   },
   enrolLas: {
     method: "POST",

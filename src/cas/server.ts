@@ -51,7 +51,7 @@ export interface CasServerOptions {
   /** Log requests (never bodies); off in tests and benchmarks. */
   readonly log?: boolean;
   readonly requestTimeoutMs?: number;
-  /** Attestation requests per second per source address (token bucket, burst twice that). */
+  /** Runtime requests (attestation, volume commits) per second per source address (token bucket, burst twice that). */
   readonly attestationRate?: number;
 }
 
@@ -195,7 +195,11 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
       handler: async (request: FastifyRequest, reply: FastifyReply) => {
         const source = sourceOf(request.ip);
         if (route.rateLimited && !limiter.take(source)) {
-          throw new CasError(429, "rate_limited", "too many attestation requests from this address; slow down");
+          throw new CasError(
+            429,
+            "rate_limited",
+            "too many attestation and volume-commit requests from this address; slow down",
+          );
         }
         const actor = route.identified ? callerIdentity(request) : "";
         if (route.identified && !actor) {

@@ -20,7 +20,7 @@ export interface CasStartOptions {
   readonly checkpointEvery?: number;
   /** Cut requests that take longer (slowloris); default 10 s. */
   readonly requestTimeoutMs?: number;
-  /** Attestation requests per second per source address; default 5,000. */
+  /** Attestation and volume-commit requests per second per source address; default 5,000. */
   readonly attestationRate?: number;
   /** The embedded store's options: benchmarks only (no command-line flag reaches them). */
   readonly storeOptions?: SqliteStoreOptions;

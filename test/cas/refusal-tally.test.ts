@@ -1,7 +1,7 @@
 /** The strangers' refusal tally: the first of each kind written, the rest counted, bounded in kinds. */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { type Refusal, RefusalTally } from "../../src/cas/refusal-tally.ts";
+import { MAX_KINDS, type Refusal, RefusalTally } from "../../src/cas/refusal-tally.ts";
 
 function tally(maxKinds = 1000) {
   const written: Refusal[] = [];
@@ -51,6 +51,17 @@ describe("a stranger's refusals", () => {
     t.flush();
     assert.equal(written.length, 5);
     assert.match(written[4]!.reason, /^refused 1 more time like this from a /);
+  });
+
+  test("as shipped: strangers from 20,000 addresses add at most 202 rows an interval", () => {
+    const written: Refusal[] = [];
+    const t = new RefusalTally((r) => written.push(r), { intervalMs: 3_600_000 });
+    for (let i = 0; i < 20_000; i++)
+      t.refuse(`2001:db8:${i.toString(16)}::/64`, i % 2 ? "bad_nonce" : "evidence_refused", refusal(`p${i}/s`));
+    t.flush();
+    assert.equal(MAX_KINDS, 100);
+    assert.ok(written.length <= 2 * (MAX_KINDS + 1), `${written.length} rows`);
+    assert.equal(written.length, 2 * (MAX_KINDS + 1) - MAX_KINDS, "each address tried once: only the overflow repeats");
   });
 
   test("past the bound on kinds, further kinds are counted together: rows and memory stay bounded", () => {

@@ -169,3 +169,40 @@ describe("what a review asked for", () => {
     assert.equal((await attest("vols/app")).config.volumes.find((v) => v.name === "shipped")!.tag, before);
   });
 });
+
+describe("a stranger's commits", () => {
+  test("volume commits share the runtime routes' rate limit per source: a burst past it is answered 429", async () => {
+    // A policy in mode none hands a service certificate to anyone, so its commits are a
+    // stranger's: without the limit, each one is an audit row, as fast as they can be sent.
+    const limited = await startTestCas({ admins: [owner.hash], attestationRate: 3 });
+    try {
+      await limited.client(owner).request("POST", "/v1/las", { key: las.key });
+      await limited.client(owner).request("POST", "/v1/policies", { policy: policy("vols") });
+      const app = await attestAs(
+        { url: limited.running.url, casKey: limited.running.identity.hash },
+        las.url,
+        program,
+        "vols/app",
+      );
+      let previous: string | null = null;
+      let committed = 0;
+      let answer429: unknown;
+      for (let i = 0; i < 12 && answer429 === undefined; i++) {
+        const next = (i + 1).toString(16).padStart(64, "0");
+        await commit(app.client, "vols", "data", previous, next).then(
+          () => {
+            committed++;
+            previous = next;
+          },
+          (error: unknown) => (answer429 = error),
+        );
+      }
+      // The burst is 6; attesting spent 2 of it.
+      assert.ok(committed < 12, `${committed} commits went through`);
+      assert.match(String((answer429 as Error).message), /too many attestation and volume-commit requests/);
+      assert.equal((answer429 as { status: number }).status, 429);
+    } finally {
+      await limited.dispose();
+    }
+  });
+});
