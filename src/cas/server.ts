@@ -16,7 +16,7 @@ import { Metrics } from "./metrics.ts";
 import { RateLimiter, sourceOf } from "./rate-limit.ts";
 import { CasError, CasService } from "./service.ts";
 import type { Envelope } from "./store/envelope.ts";
-import type { Store } from "./store/store.ts";
+import { type Store, StoreFailedError } from "./store/store.ts";
 
 export const CAS_VERSION = "0.1.0";
 /** A policy is at most 1 MiB of text; JSON escaping can double it. */
@@ -105,6 +105,9 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
       return reply.status(error.status).send({
         error: { code: error.code, message: error.message, ...(error.details ? { details: error.details } : {}) },
       });
+    }
+    if (error instanceof StoreFailedError) {
+      return reply.status(503).send({ error: { code: "store_failed", message: error.message } });
     }
     const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
     if (status === 500) app.log.error({ err: error }, "internal error");

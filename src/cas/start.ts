@@ -7,6 +7,7 @@ import { loadOrCreateMasterKey } from "./master-key.ts";
 import { buildCasServer, type CasIdentity, CasService, loadOrCreateIdentity } from "./server.ts";
 import { Envelope } from "./store/envelope.ts";
 import { SqliteStore, type SqliteStoreOptions } from "./store/sqlite.ts";
+import { StoreFailedError } from "./store/store.ts";
 
 export interface CasStartOptions {
   readonly dataDir: string;
@@ -33,6 +34,11 @@ export interface RunningCas {
   /** https://host:port */
   readonly url: string;
   readonly masterKeyCreated: boolean;
+  /**
+   * Settles if the store fails (it could not make a write durable): the CAS has then stopped
+   * by itself, and this gives the reason. It never settles otherwise.
+   */
+  readonly failed: Promise<StoreFailedError>;
   close(): Promise<void>;
 }
 
@@ -53,7 +59,17 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
   let opened: SqliteStore | undefined;
   try {
     const master = await loadOrCreateMasterKey(options.masterKeyFile ?? join(options.dataDir, "master.key"));
-    const store = new SqliteStore(join(options.dataDir, "cas.db"), options.storeOptions);
+    const failed = Promise.withResolvers<StoreFailedError>();
+    let stop: (() => Promise<void>) | undefined;
+    const store = new SqliteStore(join(options.dataDir, "cas.db"), {
+      ...options.storeOptions,
+      // A write that could not be made durable: stop answering at once (close), rather than
+      // answer from memory what the disk may not hold. The owner learns why from `failed`.
+      onFailed: (error) => {
+        options.storeOptions?.onFailed?.(error);
+        void (stop?.() ?? Promise.resolve()).catch(() => {}).finally(() => failed.resolve(error));
+      },
+    });
     opened = store;
     const envelope = new Envelope(master.key);
     const identity = await loadOrCreateIdentity(store, envelope);
@@ -73,6 +89,24 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
     await app.listen({ host, port });
     const address = app.server.address();
     const actualPort = typeof address === "object" && address ? address.port : port;
+    let closing: Promise<void> | undefined;
+    const close = () =>
+      (closing ??= (async () => {
+        try {
+          await app.close();
+          // What strangers were refused since the tally's last entry, before the store closes
+          // (lost if the store has failed: a tally is at most one interval's counts).
+          try {
+            service.flushRefusals();
+          } catch (error) {
+            if (!(error instanceof StoreFailedError)) throw error;
+          }
+        } finally {
+          await store.close();
+          unlock();
+        }
+      })());
+    stop = close;
     const shownHost = host.includes(":") ? `[${host}]` : host;
     return {
       app,
@@ -80,16 +114,8 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
       service,
       url: `https://${shownHost}:${actualPort}`,
       masterKeyCreated: master.created,
-      async close() {
-        try {
-          await app.close();
-          // What strangers were refused since the tally's last entry, before the store closes.
-          service.flushRefusals();
-        } finally {
-          await store.close();
-          unlock();
-        }
-      },
+      failed: failed.promise,
+      close,
     };
   } catch (error) {
     await opened?.close();

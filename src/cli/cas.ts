@@ -82,7 +82,7 @@ its store, so keep that for development and closed networks (cloister dev does i
           io.stderr(
             "no identity may create top-level policies: name them with --create-top-level ID… or --admin ID… (or --create-top-level any)\n",
           );
-        await untilSignal(() => running.close());
+        await untilStopped(running);
       },
     );
 
@@ -133,11 +133,22 @@ its store, so keep that for development and closed networks (cloister dev does i
           "",
         ].join("\n"),
       );
-      await untilSignal(() => running.close());
-      await las.close();
-      if (temporary) rmSync(dataDir, { recursive: true, force: true });
+      try {
+        await untilStopped(running);
+      } finally {
+        await las.close();
+        if (temporary) rmSync(dataDir, { recursive: true, force: true });
+      }
     });
   return cas;
+}
+
+/** Until SIGINT or SIGTERM (then close), or until the store fails (the CAS stopped itself: exit 1). */
+async function untilStopped(running: RunningCas): Promise<void> {
+  const failed = running.failed.then((error) => {
+    throw new CliError(error.message);
+  });
+  await Promise.race([untilSignal(() => running.close()), failed]);
 }
 
 async function start(run: () => Promise<RunningCas>): Promise<RunningCas> {

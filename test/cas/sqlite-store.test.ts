@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { SqliteStore } from "../../src/cas/store/sqlite.ts";
-import type { AuditRow } from "../../src/cas/store/store.ts";
+import { type AuditRow, StoreFailedError } from "../../src/cas/store/store.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "cloister-sqlite-store-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -81,6 +81,35 @@ describe("durability", () => {
       assert.equal(again.lastAudit()?.entry, "last");
     } finally {
       await again.close();
+    }
+  });
+});
+
+describe("a sync that fails", () => {
+  // A fake of a failing disk: fsync(2) of the WAL answers EIO, as a dying disk or a thin pool
+  // out of space does. What the kernel did with the pages is unknowable after that.
+  const eio = (_fd: number, done: (error: NodeJS.ErrnoException | null) => void) =>
+    setImmediate(() => done(Object.assign(new Error("EIO: i/o error, fsync"), { code: "EIO" })));
+
+  test("the group's callers are refused, the owner hears once, and the store takes no more writes", async () => {
+    const heard: Error[] = [];
+    const store = new SqliteStore(join(dir, "eio.db"), { syncWal: eio, onFailed: (e) => heard.push(e) });
+    try {
+      const group = [store.appendAuditGrouped(entry("a")), store.appendAuditGrouped(entry("b"))];
+      for (const pending of group) {
+        await assert.rejects(pending, (e: Error) => {
+          assert.ok(e instanceof StoreFailedError);
+          assert.match(e.message, /could not make its writes durable \(fsync of .*eio\.db-wal: EIO\)/);
+          return true;
+        });
+      }
+      assert.equal(heard.length, 1);
+      assert.throws(() => store.appendAudit(entry("c")), StoreFailedError);
+      assert.throws(() => store.writeMeta("k", Buffer.from("v")), StoreFailedError);
+      await assert.rejects(store.appendAuditGrouped(entry("d")), StoreFailedError);
+      assert.equal(heard.length, 1, "told once");
+    } finally {
+      await store.close();
     }
   });
 });

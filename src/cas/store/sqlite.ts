@@ -14,15 +14,16 @@
  */
 import { chmodSync, closeSync, fchmodSync, fsync, openSync } from "node:fs";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import type {
-  AuditAppender,
-  AuditRow,
-  CheckpointRow,
-  PolicyRow,
-  PolicyWrite,
-  SecretsRow,
-  Store,
-  VersionRow,
+import {
+  type AuditAppender,
+  type AuditRow,
+  type CheckpointRow,
+  type PolicyRow,
+  type PolicyWrite,
+  type SecretsRow,
+  type Store,
+  StoreFailedError,
+  type VersionRow,
 } from "./store.ts";
 import { WalCheckpointer } from "./wal-checkpointer.ts";
 
@@ -50,6 +51,13 @@ export interface SqliteStoreOptions {
    * on power loss: only for bench/store-commits and bench/cas-policies, to measure what FULL costs.
    */
   readonly synchronous?: "full" | "normal";
+  /**
+   * Called once if the store cannot make its writes durable (a sync of the WAL failed): the
+   * store refuses every write from then on, and its owner stops (start.ts stops the CAS).
+   */
+  readonly onFailed?: (error: StoreFailedError) => void;
+  /** Tests: a stand-in for fsync(2) of the WAL at a group commit (a fake of a failing disk). */
+  readonly syncWal?: (fd: number, done: (error: NodeJS.ErrnoException | null) => void) => void;
 }
 
 /** What the store needs of its checkpoint thread. */
@@ -107,6 +115,10 @@ export class SqliteStore implements Store {
   readonly #syncing = new Set<Promise<void>>();
   readonly #path: string;
   readonly #durable: boolean;
+  readonly #onFailed: ((error: StoreFailedError) => void) | undefined;
+  readonly #syncWal: NonNullable<SqliteStoreOptions["syncWal"]>;
+  /** Set when a sync failed: every write is refused with it. */
+  #failed: StoreFailedError | undefined;
   #closed = false;
 
   constructor(path: string, options: SqliteStoreOptions = {}) {
@@ -116,6 +128,8 @@ export class SqliteStore implements Store {
     this.#db = new DatabaseSync(path, { timeout: BUSY_TIMEOUT_MS });
     this.#path = path;
     this.#durable = options.synchronous !== "normal";
+    this.#onFailed = options.onFailed;
+    this.#syncWal = options.syncWal ?? fsync;
     this.#db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = ${this.#durable ? "FULL" : "NORMAL"};`);
     this.#db.exec(SCHEMA);
     const p = (sql: string) => this.#db.prepare(sql);
@@ -161,11 +175,13 @@ export class SqliteStore implements Store {
   }
 
   initMeta(key: string, value: Buffer): Buffer {
+    this.#writable();
     this.#q.insertMeta!.run(key, value);
     return this.readMeta(key)!;
   }
 
   writeMeta(key: string, value: Buffer): void {
+    this.#writable();
     this.#q.writeMeta!.run(key, value);
   }
 
@@ -230,6 +246,10 @@ export class SqliteStore implements Store {
 
   appendAuditGrouped(audit: AuditAppender): Promise<AuditRow> {
     const { promise, resolve, reject } = Promise.withResolvers<AuditRow>();
+    if (this.#failed) {
+      reject(this.#failed);
+      return promise;
+    }
     this.#grouped.push({ audit, resolve, reject });
     // The first of a turn schedules the commit: after this turn's other appends (I/O callbacks,
     // the crypto thread's answers) have joined it.
@@ -253,6 +273,7 @@ export class SqliteStore implements Store {
   }
 
   addCheckpoint(c: CheckpointRow): void {
+    this.#writable();
     this.#q.insertCheckpoint!.run(c.seq, c.chain, c.time, c.signature);
   }
 
@@ -301,8 +322,8 @@ export class SqliteStore implements Store {
     const failed = (error: Error) => {
       for (const g of group) g.reject(error);
     };
-    if (this.#closed) {
-      failed(new Error("the store is closed"));
+    if (this.#closed || this.#failed) {
+      failed(this.#failed ?? new Error("the store is closed"));
       return;
     }
     let rows: AuditRow[];
@@ -329,9 +350,9 @@ export class SqliteStore implements Store {
     // The WAL exists now: this transaction was written to it.
     this.#wal ??= openSync(`${this.#path}-wal`, "r");
     const synced = new Promise<void>((resolve) =>
-      fsync(this.#wal!, (error) => {
+      this.#syncWal(this.#wal!, (error) => {
         this.#syncing.delete(synced);
-        if (error) failed(error);
+        if (error) failed(this.#fail(error));
         else answer();
         resolve();
       }),
@@ -355,7 +376,23 @@ export class SqliteStore implements Store {
   }
 
   /** BEGIN IMMEDIATE: the write lock is taken before the first read, so checks and writes are one step. */
+  /** The store's writes are refused from now on; its owner hears of it once. */
+  #fail(cause: NodeJS.ErrnoException): StoreFailedError {
+    if (this.#failed) return this.#failed;
+    this.#failed = new StoreFailedError(
+      `the store could not make its writes durable (fsync of ${this.#path}-wal: ${cause.code ?? cause.message}); it takes no more writes: stop the CAS, check the disk, and start it again — it rebuilds from what is on disk`,
+      { cause },
+    );
+    this.#onFailed?.(this.#failed);
+    return this.#failed;
+  }
+
+  #writable(): void {
+    if (this.#failed) throw this.#failed;
+  }
+
   #transaction<T>(work: () => T): T {
+    this.#writable();
     this.#db.exec("BEGIN IMMEDIATE");
     try {
       const result = work();

@@ -92,3 +92,13 @@ export interface Store {
   /** Resolves once everything the store opened is closed. */
   close(): Promise<void>;
 }
+
+/**
+ * The store could not make what it wrote durable. After a failed fsync the kernel may already
+ * have dropped the unwritten pages and cleared the error, so a later sync that succeeds proves
+ * nothing (PostgreSQL's "fsyncgate", 2018): the only safe answer is to stop writing and let a
+ * restart rebuild from what is on disk — as PostgreSQL does, by a PANIC.
+ */
+export class StoreFailedError extends Error {
+  override readonly name = "StoreFailedError";
+}
