@@ -16,7 +16,8 @@
  *
  * unshare dies with cloister (setpriv's parent-death signal, kept across its exec); the shell,
  * forked by unshare as the new namespace's init, dies with unshare (--kill-child); and when a PID
- * namespace's init dies, the kernel kills every process in it. The shell stays as that init: the
+ * namespace's init dies, the kernel kills every process in it. The signals leave windows, which
+ * the init's lifeline closes (see lifeline()). The shell stays as that init: the
  * program runs as its child, because an init receives no signal it has no handler for (a
  * `sleep`, or Python, would ignore the SIGTERM it was sent). It relays the signals cloister
  * forwards to it, reaps orphans, and exits with the program's status.
@@ -116,6 +117,7 @@ export function planLaunch(
   const lines = [
     // As the namespace's init, from its first line: a signal with no handler would be ignored.
     ...(namespace === null ? [] : RELAYED.map(([name, number]) => `trap 'exit ${128 + number}' ${name}`)),
+    ...(namespace === null ? ["exec 4<&-"] : lifeline()),
     `fail() { printf 'cloister: %s\\n' "$1" >&2; exit 1; }`,
     // Files are created private, then given their modes.
     "umask 077",
@@ -254,6 +256,21 @@ const RELAYED = (["HUP", "INT", "QUIT", "TERM", "USR1", "USR2"] as const).map(
 );
 
 /**
+ * The lifeline (file descriptor 4, a pipe whose other end only cloister holds): when cloister is
+ * gone, however it went, a reader of it sees the end of the file. The parent-death signals alone
+ * leave windows — cloister killed after forking but before setpriv armed its signal, unshare
+ * killed before it armed --kill-child's — in which the service would run on unsupervised. So
+ * the init watches the lifeline from its first line and, when it ends, exits (SIGALRM, which
+ * nothing else sends it): the kernel then kills every process of the namespace. The watcher is
+ * a child of the init; the lifeline is closed in the init itself, so the program never holds it.
+ */
+const lifeline = () => [
+  `trap 'exit ${128 + os.signals.SIGKILL}' ALRM`,
+  "{ read -r _ <&4; kill -ALRM $$; } &",
+  "exec 4<&-",
+];
+
+/**
  * The script's end as the PID namespace's init: the program as a child (standard input given
  * explicitly: an asynchronous command's is otherwise /dev/null; SIGINT and SIGQUIT back at their
  * defaults, which the shell ignores for it), the relayed signals passed on to
@@ -285,7 +302,13 @@ export function startLaunch(
   launch: Launch,
   stdio: "inherit" | "pipe" = "inherit",
 ): { child: ChildProcess; exit: Promise<number> } {
-  const child = spawn(launch.file, launch.args, { stdio: [stdio, stdio, stdio, "pipe"], env: launch.env });
+  const child = spawn(launch.file, launch.args, {
+    // fd 4: the lifeline of a supervised launch (see lifeline()); never written, closed at exit.
+    stdio: [stdio, stdio, stdio, "pipe", ...(launch.supervised ? (["pipe"] as const) : [])],
+    env: launch.env,
+  });
+  const lifelineEnd = child.stdio[4] as Writable | undefined;
+  lifelineEnd?.on("error", () => {});
   const fd3 = child.stdio[3] as Writable;
   // The launcher may fail (and close its end) before reading everything: not our error to report.
   fd3.on("error", () => {});
@@ -298,10 +321,12 @@ export function startLaunch(
     const handlers = FORWARDED.map((s) => [s, forward(s)] as const);
     for (const [s, h] of handlers) process.on(s, h);
     child.on("exit", (code, signal) => {
+      lifelineEnd?.destroy();
       for (const [s, h] of handlers) process.off(s, h);
       done(code ?? 128 + (signal ? os.signals[signal] : 0));
     });
     child.on("error", (error) => {
+      lifelineEnd?.destroy();
       for (const [s, h] of handlers) process.off(s, h);
       process.stderr.write(`cloister: cannot start ${launch.file}: ${error.message}\n`);
       done(1);

@@ -11,6 +11,7 @@
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, chownSync, createReadStream, existsSync, mkdirSync, realpathSync, statSync } from "node:fs";
+import { Socket } from "node:net";
 import { basename, dirname, join } from "node:path";
 import type { Configuration } from "../cas/attestation.ts";
 import { CasClient, CasRequestError } from "../client/cas-client.ts";
@@ -223,6 +224,17 @@ function mount(args: string[]): void {
 
 /** Entry point inside the namespace: read the input from fd 3, launch, exit with the program's code. */
 if (process.argv[2] === "--cloister-volumes") {
+  // The lifeline (launcher.ts's lifeline()): its end means cloister is gone. This process is the
+  // PID namespace's init, so its exit ends every process of the service with it.
+  // A socket, not an fs stream: a read of it would hold one of libuv's threads until it ended.
+  const lifeline = new Socket({ fd: 4, readable: true, writable: false })
+    .on("data", () => {})
+    .on("error", () => {})
+    .on("end", () => {
+      process.stderr.write("cloister: the runtime is gone: stopping the service, uncommitted\n");
+      process.exit(128 + 9);
+    });
+  lifeline.unref();
   const chunks: Buffer[] = [];
   for await (const c of createReadStream("", { fd: 3 })) chunks.push(c as Buffer);
   try {
@@ -231,4 +243,6 @@ if (process.argv[2] === "--cloister-volumes") {
     process.stderr.write(`cloister: ${(error as Error).message}\n`);
     process.exitCode = 1;
   }
+  // Done: the lifeline must not hold this process (cloister closes its end when this one ends).
+  lifeline.removeAllListeners("end").destroy();
 }

@@ -7,7 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { BIN } from "../helpers/cli.ts";
@@ -138,6 +140,75 @@ volumes:
     for (const pid of processesWith(marker)) process.kill(pid, "SIGKILL");
   }
 });
+
+/** The processes whose parent is one of `parents`. */
+function childrenOf(parents: readonly number[]): number[] {
+  return readdirSync("/proc")
+    .filter((e) => /^\d+$/.test(e))
+    .filter((e) => {
+      try {
+        const ppid = Number(/^PPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${e}/status`, "utf8"))?.[1]);
+        return parents.includes(ppid);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+for (const withVolume of [false, true]) {
+  test(`the lifeline: with the parent-death signal never armed, the service still dies with its runtime${withVolume ? " (volume launcher)" : ""}`, async () => {
+    // A fake setpriv that drops --pdeathsig: what happens when cloister is killed after forking
+    // it but before it armed the signal (a window too short to hit on purpose). Only the
+    // lifeline (launcher.ts) is left to end the service.
+    const fake = mkdtempSync(join(tmpdir(), "cloister-unarmed-"));
+    writeFileSync(
+      join(fake, "setpriv"),
+      '#!/bin/sh\n# fake setpriv: never arms the parent-death signal\n[ "$1" = --pdeathsig ] && shift 3\nexec "$@"\n',
+      { mode: 0o755 },
+    );
+    const name = `death-unarmed${withVolume ? "-volume" : ""}`;
+    const marker = `runtime-${name}-marker`;
+    await world.owner.request("POST", "/v1/policies", {
+      policy: `version: "1"
+name: ${name}
+security:
+  attestation: {mode: simulation}
+services:
+  - name: app
+    measurements: [{tee: sim, digest: ${world.digest("/bin/sh")}}]
+    command: [/bin/sh, -c, "sleep 300 & echo ready; wait", ${marker}]
+${withVolume ? "    volumes: [{name: data, path: /srv/runtime-death-unarmed}]\nvolumes:\n  - {name: data, update_policy: ephemeral}\n" : ""}`,
+    });
+    const started = await startUntil(world, `${name}/app`, "/bin/sh", "ready", {
+      PATH: `${fake}:${process.env.PATH}`,
+    });
+    try {
+      const program = processesWith(marker);
+      const sleeper = await eventually(async () => {
+        const found = childrenOf(program);
+        if (found.length === 0) throw new Error("no sleep yet");
+        return found;
+      }, "the program's child started");
+      started.child.kill("SIGKILL");
+      await new Promise((resolve) => started.child.once("exit", resolve));
+      await eventually(
+        async () => {
+          const left = [
+            ...processesWith(marker),
+            ...sleeper.filter((pid) => readdirSync("/proc").includes(String(pid))),
+          ];
+          if (left.length > 0) throw new Error(`still running: ${left.join(", ")}`);
+        },
+        `nothing of ${name}/app left after its runtime was killed`,
+        5_000,
+      );
+    } finally {
+      for (const pid of processesWith(marker)) process.kill(pid, "SIGKILL");
+      rmSync(fake, { recursive: true, force: true });
+    }
+  });
+}
 
 test("the namespace's init relays SIGTERM to a program with no handler for it, and cloister exits 128 + 15", async () => {
   const marker = "runtime-death-relay-marker";
