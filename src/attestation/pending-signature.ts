@@ -9,17 +9,12 @@
  * Checks stay in the verifier's order: whatever the verifier checked before the signature it
  * still checks before, and whatever after, after — so the same evidence is refused with the
  * same reason wherever its signature is checked.
+ *
+ * The check itself is crypto's (crypto/signature-check.ts): the worker thread runs it without
+ * knowing what it is for; what a failed check means for the evidence is settled here.
  */
-import { type KeyObject, verify } from "node:crypto";
+import { checkSignature, type SignatureCheck } from "../crypto/signature-check.ts";
 import { VerificationError } from "./verdict.ts";
-
-export interface SignatureCheck {
-  readonly algorithm: "sha256" | "sha384";
-  readonly data: Uint8Array;
-  readonly key: KeyObject;
-  readonly signature: Uint8Array;
-  readonly dsaEncoding: "der" | "ieee-p1363";
-}
 
 export interface PendingSignature<T> {
   readonly check: SignatureCheck;
@@ -27,11 +22,6 @@ export interface PendingSignature<T> {
   readonly failure: string;
   /** The rest of the verification; not named `then`, which would make this a thenable. */
   readonly afterwards: () => T;
-}
-
-/** The check, on the calling thread. */
-export function checkSignature(check: SignatureCheck): boolean {
-  return verify(check.algorithm, check.data, { key: check.key, dsaEncoding: check.dsaEncoding }, check.signature);
 }
 
 /** The verification's result if its signature verified (`verified`); a refusal otherwise. */

@@ -8,11 +8,12 @@ import { splitPem } from "../attestation/dcap/collateral.ts";
 import { pckExtension } from "../attestation/dcap/pck.ts";
 import { dcapVerdict, prepareDcapQuote } from "../attestation/dcap/verify.ts";
 import { evidenceKind } from "../attestation/evidence.ts";
-import { mapPending, type PendingSignature, type SignatureCheck, settle } from "../attestation/pending-signature.ts";
+import { mapPending, type PendingSignature, settle } from "../attestation/pending-signature.ts";
 import { prepareSimEvidence, simVerdict } from "../attestation/sim/evidence.ts";
 import { parseReport, SnpAbiError } from "../attestation/snp/abi.ts";
 import { prepareSnpReport, snpVerdict } from "../attestation/snp/verify.ts";
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
+import type { SignatureCheck } from "../crypto/signature-check.ts";
 import type { TrustStore } from "./trust-store.ts";
 
 export interface Evidence {
@@ -27,7 +28,7 @@ export interface Evidence {
  * The runtime's evidence verified, with its own signature — the one check a warm verification
  * cannot remember: ECDSA P-384 for SEV-SNP (~0.7–1.4 ms), P-256 for DCAP quotes and simulated
  * reports — checked by `checkSignature` (the CAS's crypto thread, so that the event loop goes on
- * serving while it runs; or `checkSignature` of pending-signature.ts, on this thread). Every other
+ * serving while it runs; or `checkSignature` of crypto/signature-check.ts, on this thread). Every other
  * check runs here, in the verifiers' own order, so the refusals are the same either way.
  */
 export async function verifyEvidence(

@@ -4,9 +4,9 @@
  * signature check, whether it verifies — or why there is none.
  */
 import { parentPort } from "node:worker_threads";
-import { checkSignature } from "../attestation/pending-signature.ts";
 import { type Answer, asBuffer, errorAnswer, type Question } from "./crypto-worker.ts";
 import { manageKey } from "./jwe.ts";
+import { checkSignature } from "./signature-check.ts";
 
 /**
  * Answers go back as they are ready — whatever is done each time a millisecond has passed since

@@ -25,8 +25,8 @@
  * done on the calling thread: slower, never wrong.
  */
 import { Worker } from "node:worker_threads";
-import { checkSignature, type SignatureCheck } from "../attestation/pending-signature.ts";
 import { JweError, type KeyManagement, manageKey } from "./jwe.ts";
+import { checkSignature, type SignatureCheck } from "./signature-check.ts";
 
 export type Question =
   | { readonly id: number; readonly point: Uint8Array }

@@ -8,13 +8,13 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, test } from "node:test";
-import { checkSignature, type SignatureCheck } from "../../src/attestation/pending-signature.ts";
 import { signSimReport } from "../../src/attestation/sim/evidence.ts";
 import { VerificationError } from "../../src/attestation/verdict.ts";
 import { type Evidence, verifyEvidence } from "../../src/cas/evidence.ts";
 import type { TrustStore } from "../../src/cas/trust-store.ts";
 import { CryptoWorker } from "../../src/crypto/crypto-worker.ts";
 import { spkiHash } from "../../src/crypto/keys.ts";
+import { checkSignature, type SignatureCheck } from "../../src/crypto/signature-check.ts";
 import { makeIdentity, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
 
 const VECTORS = join(import.meta.dirname, "..", "..", "..", "shared", "testvectors");

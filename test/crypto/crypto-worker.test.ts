@@ -15,10 +15,10 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { Worker } from "node:worker_threads";
 import { compactDecrypt } from "jose";
-import { checkSignature, type SignatureCheck } from "../../src/attestation/pending-signature.ts";
 import { type Answer, CryptoWorker, errorOf } from "../../src/crypto/crypto-worker.ts";
 import { agreeEphemeral, decryptCompact, JweError, type KeyManagement, sealCompact } from "../../src/crypto/jwe.ts";
 import { p256SpkiPoint } from "../../src/crypto/keys.ts";
+import { checkSignature, type SignatureCheck } from "../../src/crypto/signature-check.ts";
 
 const p256 = () => generateKeyPairSync("ec", { namedCurve: "P-256" });
 const spkiOf = (k: ReturnType<typeof p256>) => k.publicKey.export({ type: "spki", format: "der" });
