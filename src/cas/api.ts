@@ -1,9 +1,17 @@
 /**
  * The CAS's HTTP API as data: each route's method, path, request and response schemas. The
- * server validates against these, and the OpenAPI document is generated from them.
+ * server validates against these, and the OpenAPI document is generated from them. The
+ * attestation routes' schemas are the protocol's (src/protocol/attestation.ts), shared with the
+ * runtime.
  */
 import { z } from "zod";
 import { Collateral } from "../attestation/dcap/collateral.ts";
+import {
+  AttestationRequest,
+  AttestationResponse,
+  ChallengeRequest,
+  ChallengeResponse,
+} from "../protocol/attestation.ts";
 import { AuditPage } from "./audit.ts";
 
 const Signatures = z
@@ -100,30 +108,6 @@ export const CollateralSummary = z.union([
   }),
 ]);
 export const CollateralList = z.strictObject({ collateral: z.array(CollateralSummary) });
-
-export const ChallengeRequest = z.strictObject({ config_id: z.string().min(3).max(1100) });
-export const ChallengeResponse = z.strictObject({ nonce: z.string(), expires_at: z.string() });
-export const AttestationRequest = z.strictObject({
-  config_id: z.string().min(3).max(1100),
-  nonce: z.string().max(64),
-  evidence: z.strictObject({
-    tee: z.enum(["sgx", "tdx", "snp", "sim"]),
-    quote: z
-      .string()
-      .max(64 * 1024)
-      .describe("the quote, report or simulated evidence, base64"),
-    aux: z
-      .string()
-      .max(64 * 1024)
-      .optional()
-      .describe("SEV-SNP: the VCEK or VLEK, PEM or base64 DER"),
-  }),
-  spki: z.string().max(1024).describe("the runtime's ephemeral P-256 key K, SubjectPublicKeyInfo, base64 DER"),
-  csr: z.string().max(8192).optional().describe("ignored: K is bound by the evidence's report_data"),
-});
-export const AttestationResponse = z.strictObject({
-  configuration: z.string().describe("JWE (ECDH-ES+A256KW, A256GCM) to K: argv, environment, files, certificates…"),
-});
 
 const Tag = z.string().regex(/^[0-9a-f]{64}$/, "a tag: 64 lower-case hex digits");
 export const VolumeParams = z.strictObject({ policy: z.string().min(1).max(1024), volume: z.string().min(1).max(128) });

@@ -5,7 +5,8 @@
  * TEE, and sends it. The CAS verifies the evidence, the binding, the measurements and the TCB
  * against the service's policy, resolves templates and imports, issues a service certificate
  * for K from the policy's CA, and returns the configuration as a JWE that only K can open.
- * Every grant and refusal is audited with its reason.
+ * Every grant and refusal is audited with its reason. The wire types, shared with the runtime,
+ * are src/protocol/attestation.ts's.
  */
 import { timingSafeEqual, X509Certificate } from "node:crypto";
 import { expectedReportData } from "../attestation/binding.ts";
@@ -17,8 +18,9 @@ import { JweError, type KeyManagement, sealCompact } from "../crypto/jwe.ts";
 import { p256SpkiPoint, spkiHash } from "../crypto/keys.ts";
 import type { PolicyService } from "../policy/schema.ts";
 import { parseTemplate, renderTemplate, renderTemplateText } from "../policy/templates.ts";
+import type { AttestationRequest, Configuration } from "../protocol/attestation.ts";
 import { ChallengeNonces, NonceError } from "./challenge-nonce.ts";
-import { type Evidence, verifyEvidence } from "./evidence.ts";
+import { verifyEvidence } from "./evidence.ts";
 import type { PolicyValues } from "./imports.ts";
 import { BUILT_IN_SERVICE_CA, caSigner, materialOf, type StoredSecret, volumeKeyName } from "./secrets.ts";
 import { CasError, type CasService, type PolicyRecord } from "./service.ts";
@@ -31,52 +33,6 @@ export const NONCE_TTL_MS = 60_000;
  */
 export const MAX_SPENT_NONCES = 200_000;
 const SERVICE_CERT_VALIDITY_MS = 24 * 3600_000;
-
-export interface AttestationRequest {
-  readonly config_id: string;
-  /** base64 */
-  readonly nonce: string;
-  readonly evidence: Evidence;
-  /** K's SubjectPublicKeyInfo, base64 DER. */
-  readonly spki: string;
-}
-
-export interface Configuration {
-  readonly config_id: string;
-  readonly policy_hash: string;
-  readonly command: readonly string[];
-  readonly environment: Readonly<Record<string, string>>;
-  readonly pwd: string;
-  readonly files: readonly { path: string; mode: string; content: string /* base64 */ }[];
-  /** The service's volumes: where, with which key, in which state (DESIGN.md §5, §7). */
-  readonly volumes: readonly ConfiguredVolume[];
-  readonly tls: PolicyService["tls"];
-  /** The service certificate for K and its issuers, PEM. */
-  readonly certificate_chain: string;
-  /** The CA that issued it, PEM: peers of this policy trust it. */
-  readonly ca_bundle: string;
-  /** Certificates and keys the TLS shield names (by secret name), PEM. */
-  readonly tls_material: Readonly<Record<string, { certificate: string; key?: string; chain: string }>>;
-  readonly verdict: {
-    tee: string;
-    status: string;
-    simulated: boolean;
-    debug: boolean;
-    measurements: Verdict["measurements"];
-  };
-}
-
-export interface ConfiguredVolume {
-  readonly name: string;
-  readonly path: string;
-  /** The tree key, hex. */
-  readonly key: string;
-  /** The state the tree must be in; null for a fresh volume (or one without rollback protection). */
-  readonly tag: string | null;
-  readonly update_policy: "rollback-protected" | "ephemeral" | "no-rollback-protection";
-  /** Seconds between commits while the program runs; null: on exit only. */
-  readonly checkpoint_interval: number | null;
-}
 
 export { expectedReportData };
 

@@ -14,15 +14,8 @@ import { parseReport, SnpAbiError } from "../attestation/snp/abi.ts";
 import { prepareSnpReport, snpVerdict } from "../attestation/snp/verify.ts";
 import { type Verdict, VerificationError } from "../attestation/verdict.ts";
 import type { SignatureCheck } from "../crypto/signature-check.ts";
+import type { Evidence } from "../protocol/attestation.ts";
 import type { TrustStore } from "./trust-store.ts";
-
-export interface Evidence {
-  readonly tee: "sgx" | "tdx" | "snp" | "sim";
-  /** The quote, report or simulated evidence, base64. */
-  readonly quote: string;
-  /** SEV-SNP: the VCEK or VLEK certificate (PEM or base64 DER), when not imported into the CAS. */
-  readonly aux?: string | undefined;
-}
 
 /**
  * The runtime's evidence verified, with its own signature — the one check a warm verification

@@ -7,9 +7,9 @@
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { expectedReportData } from "../attestation/binding.ts";
 import type { EvidenceProvider } from "../attestation/providers/provider.ts";
-import type { Configuration } from "../cas/attestation.ts";
 import { type CasClient, CasRequestError } from "../client/cas-client.ts";
 import { decryptCompact } from "../crypto/jwe.ts";
+import type { Configuration } from "../protocol/attestation.ts";
 
 /**
  * Attempts at most, when the CAS answers 409 `policy_changed`: the policy was updated while the

@@ -34,7 +34,7 @@ import { accessSync, constants, readFileSync, realpathSync, statSync } from "nod
 import { constants as os } from "node:os";
 import { basename, dirname, isAbsolute, join } from "node:path";
 import type { Writable } from "node:stream";
-import type { Configuration } from "../cas/attestation.ts";
+import type { Configuration } from "../protocol/attestation.ts";
 import {
   inHostUserNamespace,
   NEW_DIRECTORY_MODE,

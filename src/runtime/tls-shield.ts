@@ -8,7 +8,7 @@
 import { X509Certificate } from "node:crypto";
 import { createServer as createTcpServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 import { createServer as createTlsServer, type TLSSocket, connect as tlsConnect } from "node:tls";
-import type { Configuration } from "../cas/attestation.ts";
+import type { Configuration } from "../protocol/attestation.ts";
 
 export interface ShieldKeys {
   /** The service certificate's key (K) and chain, used where the policy names no certificate. */

@@ -13,9 +13,9 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, chownSync, createReadStream, existsSync, mkdirSync, realpathSync, statSync } from "node:fs";
 import { Socket } from "node:net";
 import { basename, dirname, join } from "node:path";
-import type { Configuration } from "../cas/attestation.ts";
 import { CasClient, CasRequestError } from "../client/cas-client.ts";
 import { TreeError } from "../fs/format.ts";
+import type { Configuration } from "../protocol/attestation.ts";
 import { lockTree, VolumeInUse } from "./directory-lock.ts";
 import { fileDirectories, pathExists, planLaunch, resolveFileDirectories, STAGING, startLaunch } from "./launcher.ts";
 import {

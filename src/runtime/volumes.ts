@@ -9,7 +9,6 @@
  */
 import { chmodSync, mkdirSync, type Stats } from "node:fs";
 import { join } from "node:path";
-import type { ConfiguredVolume } from "../cas/attestation.ts";
 import { type Body, DEFAULT_CHUNK_SIZE, type Header, MANIFEST, type Region, TreeError } from "../fs/format.ts";
 import {
   checkTreeDirectories,
@@ -21,6 +20,7 @@ import {
 } from "../fs/open.ts";
 import { freshHeader, type Known, makeDirectory, sealDirectory, type Walked, walk } from "../fs/seal.ts";
 import { entryExists } from "../fs/walk.ts";
+import type { ConfiguredVolume } from "../protocol/attestation.ts";
 
 /** Where the CAS keeps tags: compare-and-swap `previous` → `next`. */
 export interface TagKeeper {

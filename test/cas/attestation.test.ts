@@ -11,12 +11,13 @@ import { after, before, describe, test } from "node:test";
 import { compactDecrypt } from "jose";
 import { LasProvider } from "../../src/attestation/providers/las.ts";
 import { measureFile } from "../../src/attestation/sim/evidence.ts";
-import { AttestationService, type Configuration, expectedReportData, NONCE_TTL_MS } from "../../src/cas/attestation.ts";
+import { AttestationService, expectedReportData, NONCE_TTL_MS } from "../../src/cas/attestation.ts";
 import { RateLimiter, sourceOf } from "../../src/cas/rate-limit.ts";
 import type { CasError } from "../../src/cas/service.ts";
 import { CasClient } from "../../src/client/cas-client.ts";
 import { CryptoWorker } from "../../src/crypto/crypto-worker.ts";
 import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
+import type { Configuration } from "../../src/protocol/attestation.ts";
 import { makeIdentity, refusedWith, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "cloister-attest-flow-"));

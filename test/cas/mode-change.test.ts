@@ -13,7 +13,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import type { Configuration } from "../../src/cas/attestation.ts";
 import { BUILT_IN_SERVICE_CA, volumeKeyName } from "../../src/cas/secrets.ts";
 import {
   type CasClient,
@@ -22,6 +21,7 @@ import {
   CasClient as RuntimeClient,
 } from "../../src/client/cas-client.ts";
 import { decryptCompact } from "../../src/crypto/jwe.ts";
+import type { Configuration } from "../../src/protocol/attestation.ts";
 import { makeIdentity, type TestIdentity } from "../helpers/cas.ts";
 import { type AttestationWorld, startAttestationWorld } from "../helpers/runtime.ts";
 

@@ -10,11 +10,12 @@ import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, test } from "node:test";
 import { signSimReport } from "../../src/attestation/sim/evidence.ts";
 import { VerificationError } from "../../src/attestation/verdict.ts";
-import { type Evidence, verifyEvidence } from "../../src/cas/evidence.ts";
+import { verifyEvidence } from "../../src/cas/evidence.ts";
 import type { TrustStore } from "../../src/cas/trust-store.ts";
 import { CryptoWorker } from "../../src/crypto/crypto-worker.ts";
 import { spkiHash } from "../../src/crypto/keys.ts";
 import { checkSignature, type SignatureCheck } from "../../src/crypto/signature-check.ts";
+import type { Evidence } from "../../src/protocol/attestation.ts";
 import { makeIdentity, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
 
 const VECTORS = join(import.meta.dirname, "..", "..", "..", "shared", "testvectors");

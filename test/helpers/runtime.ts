@@ -5,10 +5,10 @@ import { join } from "node:path";
 import { expectedReportData } from "../../src/attestation/binding.ts";
 import { LasProvider } from "../../src/attestation/providers/las.ts";
 import { measureFile } from "../../src/attestation/sim/evidence.ts";
-import type { Configuration } from "../../src/cas/attestation.ts";
 import { CasClient } from "../../src/client/cas-client.ts";
 import { decryptCompact } from "../../src/crypto/jwe.ts";
 import { loadOrCreateNodeKey, startLas } from "../../src/las/server.ts";
+import type { Configuration } from "../../src/protocol/attestation.ts";
 import { makeIdentity, startTestCas, type TestCas } from "./cas.ts";
 
 export interface Attested {

@@ -30,7 +30,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import fc from "fast-check";
-import type { Configuration } from "../../src/cas/attestation.ts";
+import type { Configuration } from "../../src/protocol/attestation.ts";
 import { type Launch, LaunchError, planLaunch, quote, startLaunch } from "../../src/runtime/launcher.ts";
 import { type AnyUserInstall, installForAnyUser } from "../helpers/any-user.ts";
 

@@ -22,11 +22,11 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import type { ConfiguredVolume } from "../../src/cas/attestation.ts";
 import type { CasRequestError } from "../../src/client/cas-client.ts";
 import { LOCK, MANIFEST, META_DIR, OBJECTS, regionsFrom, STATES } from "../../src/fs/format.ts";
 import { openManifest } from "../../src/fs/open.ts";
 import { freshHeader, sealDirectory } from "../../src/fs/seal.ts";
+import type { ConfiguredVolume } from "../../src/protocol/attestation.ts";
 import { lockTree, VolumeInUse } from "../../src/runtime/directory-lock.ts";
 import { commitVolume, openVolume, TagConflict, type TagKeeper, VolumeError } from "../../src/runtime/volumes.ts";
 import type { TestCas } from "../helpers/cas.ts";
