@@ -9,7 +9,7 @@ import { ProviderError } from "../attestation/providers/provider.ts";
 import { CasClient, CasPinError, CasRequestError, CasUnreachableError } from "../client/cas-client.ts";
 import { cloisterHome } from "../identity/store.ts";
 import type { Configuration } from "../protocol/attestation.ts";
-import { obtainConfiguration } from "../runtime/attest-client.ts";
+import { CasAnswerError, obtainConfiguration } from "../runtime/attest-client.ts";
 import { inNamespace, type Launch, LaunchError, planLaunch, startLaunch } from "../runtime/launcher.ts";
 import { type RunningShields, startShields } from "../runtime/tls-shield.ts";
 import type { VolumeLaunchInput } from "../runtime/volume-launcher.ts";
@@ -81,7 +81,8 @@ the program's; 1 with one line saying why when it was never started; 2 for a usa
         } catch (error) {
           if (error instanceof CasRequestError) throw new CliError(refusal(error, opts.tee, configId));
           if (error instanceof CasUnreachableError) throw new CliError(unreachableMessage(error));
-          if (error instanceof ProviderError || error instanceof CasPinError) throw new CliError(error.message);
+          if (error instanceof ProviderError || error instanceof CasPinError || error instanceof CasAnswerError)
+            throw new CliError(error.message);
           throw error;
         }
         // In simulation the LAS measured one file: the policy's program must be that file, found

@@ -17,7 +17,7 @@ import type { CasError } from "../../src/cas/service.ts";
 import { CasClient } from "../../src/client/cas-client.ts";
 import { CryptoWorker } from "../../src/crypto/crypto-worker.ts";
 import { loadOrCreateNodeKey, type RunningLas, startLas } from "../../src/las/server.ts";
-import type { Configuration } from "../../src/protocol/attestation.ts";
+import { Configuration } from "../../src/protocol/attestation.ts";
 import { makeIdentity, refusedWith, startTestCas, type TestCas, type TestIdentity } from "../helpers/cas.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "cloister-attest-flow-"));
@@ -141,7 +141,7 @@ describe("the flow", () => {
     assert.equal(configuration.split(".").length, 5, "a compact JWE");
     const { plaintext, protectedHeader } = await compactDecrypt(configuration, a.key);
     assert.deepEqual([protectedHeader.alg, protectedHeader.enc], ["ECDH-ES+A256KW", "A256GCM"]);
-    const c = JSON.parse(Buffer.from(plaintext).toString()) as Configuration;
+    const c = Configuration.parse(JSON.parse(Buffer.from(plaintext).toString()));
     assert.equal(c.config_id, "shop/web");
     assert.match(c.environment.API_KEY!, /^[A-Za-z0-9]{24}$/);
     assert.equal(c.command[1], `--key=${c.environment.API_KEY}`);

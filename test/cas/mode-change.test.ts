@@ -21,7 +21,7 @@ import {
   CasClient as RuntimeClient,
 } from "../../src/client/cas-client.ts";
 import { decryptCompact } from "../../src/crypto/jwe.ts";
-import type { Configuration } from "../../src/protocol/attestation.ts";
+import { Configuration } from "../../src/protocol/attestation.ts";
 import { makeIdentity, type TestIdentity } from "../helpers/cas.ts";
 import { type AttestationWorld, startAttestationWorld } from "../helpers/runtime.ts";
 
@@ -105,7 +105,7 @@ async function unattested(configId: string): Promise<Configuration> {
     evidence: { tee: "sim", quote: Buffer.from("made up").toString("base64") },
     spki: publicKey.export({ type: "spki", format: "der" }).toString("base64"),
   });
-  return JSON.parse(decryptCompact(configuration, privateKey).plaintext.toString()) as Configuration;
+  return Configuration.parse(JSON.parse(decryptCompact(configuration, privateKey).plaintext.toString()));
 }
 
 const hashOf = async (name: string) => (await owner.request<{ hash: string }>("GET", policyPath(name))).hash;

@@ -8,7 +8,7 @@ import { measureFile } from "../../src/attestation/sim/evidence.ts";
 import { CasClient } from "../../src/client/cas-client.ts";
 import { decryptCompact } from "../../src/crypto/jwe.ts";
 import { loadOrCreateNodeKey, startLas } from "../../src/las/server.ts";
-import type { Configuration } from "../../src/protocol/attestation.ts";
+import { Configuration } from "../../src/protocol/attestation.ts";
 import { makeIdentity, startTestCas, type TestCas } from "./cas.ts";
 
 export interface Attested {
@@ -42,7 +42,7 @@ export async function attestAs(
     evidence: { tee: "sim", quote: evidence.quote.toString("base64") },
     spki: spki.toString("base64"),
   });
-  const config = JSON.parse(decryptCompact(configuration, privateKey).plaintext.toString()) as Configuration;
+  const config = Configuration.parse(JSON.parse(decryptCompact(configuration, privateKey).plaintext.toString()));
   const certificatePem = config.certificate_chain.match(
     /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/,
   )![0];
