@@ -1,8 +1,8 @@
 /**
  * The CAS's HTTP API as data: each route's method, path, request and response schemas. The
  * server validates against these, and the OpenAPI document is generated from them. The
- * attestation routes' schemas are the protocol's (src/protocol/attestation.ts), shared with the
- * runtime.
+ * runtime's routes' schemas (attestation, volume commits) are the protocol's (src/protocol/),
+ * shared with the runtime.
  */
 import { z } from "zod";
 import { Collateral } from "../attestation/dcap/collateral.ts";
@@ -12,6 +12,7 @@ import {
   ChallengeRequest,
   ChallengeResponse,
 } from "../protocol/attestation.ts";
+import { VolumeCommitRequest, VolumeCommitResponse, VolumeParams } from "../protocol/volumes.ts";
 import { AuditPage } from "./audit.ts";
 
 const Signatures = z
@@ -108,14 +109,6 @@ export const CollateralSummary = z.union([
   }),
 ]);
 export const CollateralList = z.strictObject({ collateral: z.array(CollateralSummary) });
-
-const Tag = z.string().regex(/^[0-9a-f]{64}$/, "a tag: 64 lower-case hex digits");
-export const VolumeParams = z.strictObject({ policy: z.string().min(1).max(1024), volume: z.string().min(1).max(128) });
-export const VolumeCommitRequest = z.strictObject({
-  previous: Tag.nullable().describe("the tag the runtime started from; null for a fresh volume"),
-  next: Tag.describe("the tag of the state the runtime wrote"),
-});
-export const VolumeCommitResponse = z.strictObject({ policy: z.string(), volume: z.string(), tag: z.string() });
 
 export const ErrorResponse = z.strictObject({
   error: z.strictObject({

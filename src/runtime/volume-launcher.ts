@@ -16,6 +16,7 @@ import { basename, dirname, join } from "node:path";
 import { CasClient, CasRequestError } from "../client/cas-client.ts";
 import { TreeError } from "../fs/format.ts";
 import type { Configuration } from "../protocol/attestation.ts";
+import type { VolumeCommitRequest } from "../protocol/volumes.ts";
 import { lockTree, VolumeInUse } from "./directory-lock.ts";
 import { fileDirectories, pathExists, planLaunch, resolveFileDirectories, STAGING, startLaunch } from "./launcher.ts";
 import {
@@ -49,10 +50,11 @@ export async function launchWithVolumes(input: VolumeLaunchInput): Promise<numbe
       // kept that long would be closed by the CAS, perhaps just as the next commit is sent on it.
       const cas = new CasClient({ ...input.cas, keyPem: input.serviceKeyPem, certificatePem: leaf });
       try {
+        // Only the status is used: 200, the tag moved; 409, it had moved elsewhere first.
         await cas.request("POST", `/v1/volumes/${encodeURIComponent(policy)}/${encodeURIComponent(volume)}/tag`, {
           previous,
           next,
-        });
+        } satisfies VolumeCommitRequest);
       } catch (error) {
         if (error instanceof CasRequestError && error.status === 409) throw new TagConflict(error.message);
         throw error;
