@@ -6,13 +6,14 @@ import assert from "node:assert/strict";
 import { generateKeyPairSync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { decodeEvidence, evidenceKind } from "../../src/attestation/evidence.ts";
 import { REPORT_SIZE, SIGNED_END } from "../../src/attestation/snp/abi.ts";
 import { SNP_ROOTS } from "../../src/attestation/snp/trust.ts";
 import { snpVerdict, verifySnpReport } from "../../src/attestation/snp/verify.ts";
 import { VerificationError } from "../../src/attestation/verdict.ts";
 import { issue, selfSigner } from "../../src/crypto/certificate.ts";
+import { type FakeSnp, makeFakeSnp } from "../helpers/fake-snp.ts";
 
 const VECTORS = join(import.meta.dirname, "..", "..", "..", "shared", "testvectors", "amd-snp");
 const reportHex = readFileSync(join(VECTORS, "report_milan.hex"), "utf8").trim();
@@ -134,5 +135,38 @@ describe("refusals", () => {
     refusedBy("chain", () =>
       verifySnpReport(report, { endorsementKey: Buffer.from("not a certificate"), at: IN_WINDOW }),
     );
+  });
+});
+
+describe("an SEV-SNP world made here (FAKE ARKs, ASKs, ASVKs and keys; for tests only)", () => {
+  let fake: FakeSnp;
+  before(async () => {
+    fake = await makeFakeSnp();
+  });
+  /** The Milan vector's chip and TCB in a fake VCEK, and the vector re-signed by it. */
+  const milan = async () => {
+    const key = await fake.key({
+      product: "Milan",
+      type: "VCEK",
+      structVersion: 0,
+      hwId: report.subarray(0x1a0, 0x1e0),
+      tcb: { bl: 3, tee: 0, snp: 8, ucode: 0x73, reserved: [0, 0, 0, 0] },
+    });
+    return { key: key.der, report: fake.sign(report, key.privateKey) };
+  };
+
+  test("the fake world is accepted when it is the root (so the refusals made in it mean something)", async () => {
+    const m = await milan();
+    const v = verifySnpReport(m.report, { endorsementKey: m.key, at: IN_WINDOW, roots: fake.roots });
+    assert.equal(v.product, "Milan");
+    assert.equal(v.reportedTcb.raw, "0300000000000873");
+  });
+
+  test("and refused by AMD's pinned roots", async () => {
+    const m = await milan();
+    refusedBy("chain", () => verifySnpReport(m.report, { endorsementKey: m.key, at: IN_WINDOW }));
+    // The real VCEK does not verify the re-signed report, nor the fake key the real one.
+    refusedBy("signature", () => verifySnpReport(m.report, { endorsementKey: vcek, at: IN_WINDOW }));
+    refusedBy("signature", () => verifySnpReport(report, { endorsementKey: m.key, at: IN_WINDOW, roots: fake.roots }));
   });
 });

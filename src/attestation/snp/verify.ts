@@ -8,7 +8,7 @@ import { certificateExtensions, readElement } from "../../crypto/der.ts";
 import { type PendingSignature, settledNow } from "../pending-signature.ts";
 import { type Verdict, VerificationError } from "../verdict.ts";
 import { POLICY, parseReport, SnpAbiError, type SnpReport, type TcbVersion, tcbVersion } from "./abi.ts";
-import { SNP_ROOTS, type SnpProduct } from "./trust.ts";
+import { type ProductRoots, SNP_ROOTS, type SnpProduct } from "./trust.ts";
 
 /** AMD's certificate extensions (1.3.6.1.4.1.3704.1.*). */
 const AMD = {
@@ -35,6 +35,11 @@ export interface SnpVerifyOptions {
   readonly endorsementKey: Uint8Array | string;
   /** When to check validity; default now. */
   readonly at?: Date;
+  /**
+   * Tests only: roots of their own (named as fake) instead of AMD's pinned ARKs, ASKs and ASVKs,
+   * so that tests can make what no real chip gave us. Nothing outside the tests passes this.
+   */
+  readonly roots?: Readonly<Record<SnpProduct, ProductRoots>>;
 }
 
 interface EndorsementKey {
@@ -70,7 +75,7 @@ export function prepareSnpReport(evidence: Uint8Array, options: SnpVerifyOptions
     throw new VerificationError("signature", `the report is not signed (signing key ${report.signingKey})`);
   }
   const keyType = report.signingKey === 0 ? "VCEK" : "VLEK";
-  const ek = endorsementKey(options.endorsementKey, keyType);
+  const ek = endorsementKey(options.endorsementKey, keyType, options.roots ?? SNP_ROOTS);
   const at = options.at ?? new Date();
   if (at < ek.chainStarts || at > ek.chainExpires) {
     throw new VerificationError(
@@ -113,7 +118,7 @@ export function checkEndorsementKey(input: Uint8Array | string): {
     throw new VerificationError("chain", "not an X.509 certificate");
   }
   const keyType = /CN=SEV-VLEK/.test(certificate.issuer) ? "VLEK" : "VCEK";
-  const ek = endorsementKey(certificate.raw, keyType);
+  const ek = endorsementKey(certificate.raw, keyType, SNP_ROOTS);
   const hwId = ek.extensions.get(AMD.hwId);
   return {
     keyType,
@@ -123,9 +128,14 @@ export function checkEndorsementKey(input: Uint8Array | string): {
   };
 }
 
-function endorsementKey(input: Uint8Array | string, keyType: "VCEK" | "VLEK"): EndorsementKey {
+function endorsementKey(
+  input: Uint8Array | string,
+  keyType: "VCEK" | "VLEK",
+  pinned: Readonly<Record<SnpProduct, ProductRoots>>,
+): EndorsementKey {
   const id = `${keyType}:${createHash("sha256").update(input).digest("hex")}`;
-  const cached = verifiedKeys.get(id);
+  // Only keys verified through the pinned roots are remembered.
+  const cached = pinned === SNP_ROOTS ? verifiedKeys.get(id) : undefined;
   if (cached) return cached;
   let certificate: X509Certificate;
   try {
@@ -135,7 +145,7 @@ function endorsementKey(input: Uint8Array | string, keyType: "VCEK" | "VLEK"): E
   }
   const extensions = certificateExtensions(certificate.raw);
   const product = productOf(certificate, extensions);
-  const roots = SNP_ROOTS[product];
+  const roots = pinned[product];
   const ark = new X509Certificate(roots.ark);
   const ask = new X509Certificate(keyType === "VCEK" ? roots.ask : roots.asvk);
   // The ARK is pinned; it must be the one we embed and sign itself and its ASK/ASVK.
@@ -161,8 +171,10 @@ function endorsementKey(input: Uint8Array | string, keyType: "VCEK" | "VLEK"): E
     chainStarts: new Date(Math.max(...dates.map((c) => new Date(c.validFrom).getTime()))),
     chainExpires: new Date(Math.min(...dates.map((c) => new Date(c.validTo).getTime()))),
   };
-  if (verifiedKeys.size >= MAX_CACHED) verifiedKeys.clear();
-  verifiedKeys.set(id, key);
+  if (pinned === SNP_ROOTS) {
+    if (verifiedKeys.size >= MAX_CACHED) verifiedKeys.clear();
+    verifiedKeys.set(id, key);
+  }
   return key;
 }
 
