@@ -138,9 +138,14 @@ export class TrustStore {
     };
   }
 
-  /** The imported keys that may have signed a report from this chip. */
+  /**
+   * The imported keys that may have signed a report from this chip (its CHIP_ID, hex): the VCEKs
+   * of that hwID — the whole CHIP_ID on Milan and Genoa, its first 8 bytes on Turin, whose
+   * CHIP_ID is those followed by 56 zero bytes — and every VLEK.
+   */
   amdKeysFor(chipId: string): readonly string[] {
-    return [...(this.#amd.get(chipId) ?? []), ...(this.#amd.get("vlek") ?? [])];
+    const turin = /^[0-9a-f]{16}0{112}$/.test(chipId) ? (this.#amd.get(chipId.slice(0, 16)) ?? []) : [];
+    return [...(this.#amd.get(chipId) ?? []), ...turin, ...(this.#amd.get("vlek") ?? [])];
   }
 
   list(): (DcapCollateralSummary | AmdKeySummary)[] {

@@ -20,11 +20,26 @@ const reportHex = readFileSync(join(VECTORS, "report_milan.hex"), "utf8").trim()
 const report = Buffer.from(reportHex, "hex");
 const vcek = readFileSync(join(VECTORS, "vcek_milan.der"));
 const IN_WINDOW = new Date("2025-07-01T00:00:00Z");
+const MORE = join(VECTORS, "..", "more");
+const turin = {
+  report: readFileSync(join(MORE, "snp-turin-msft", "turin_attestation_report.bin")),
+  vcek: readFileSync(join(MORE, "snp-turin-msft", "turin_vcek.pem"), "utf8"),
+  at: new Date("2026-03-01T00:00:00Z"),
+};
 
 const refusedBy = (check: string, f: () => unknown) =>
   assert.throws(f, (e: unknown) => {
     assert.ok(e instanceof VerificationError, String(e));
     assert.equal(e.check, check, e.message);
+    return true;
+  });
+
+/** The promise is refused by `check`, with a message matching `why` when given. */
+const refusedAsync = (check: string, p: Promise<unknown>, why?: RegExp) =>
+  assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof VerificationError, String(e));
+    assert.equal(e.check, check, e.message);
+    if (why) assert.match(e.message, why);
     return true;
   });
 
@@ -66,6 +81,19 @@ describe("the Milan vector", () => {
     refusedBy("format", () =>
       verifySnpReport(report.subarray(0, REPORT_SIZE - 1), { endorsementKey: vcek, at: IN_WINDOW }),
     );
+  });
+});
+
+describe("the chip: how each product's VCEK names the chip it was issued to", () => {
+  test("Turin: the VCEK's hwID is 8 bytes, the report's CHIP_ID those 8 followed by 56 zeros (the real Turin vector)", () => {
+    const v = verifySnpReport(turin.report, { endorsementKey: turin.vcek, at: turin.at });
+    assert.equal(v.product, "Turin");
+    assert.equal(snpVerdict(v).details.chip_id, `59790fb1c39f35c1${"00".repeat(56)}`);
+  });
+
+  test("Milan and Genoa: all 64 bytes (the real Milan vector's VCEK and CHIP_ID)", () => {
+    const v = verifySnpReport(report, { endorsementKey: vcek, at: IN_WINDOW });
+    assert.equal(snpVerdict(v).details.chip_id, report.subarray(0x1a0, 0x1e0).toString("hex"));
   });
 });
 
@@ -169,4 +197,64 @@ describe("an SEV-SNP world made here (FAKE ARKs, ASKs, ASVKs and keys; for tests
     refusedBy("signature", () => verifySnpReport(m.report, { endorsementKey: vcek, at: IN_WINDOW }));
     refusedBy("signature", () => verifySnpReport(report, { endorsementKey: m.key, at: IN_WINDOW, roots: fake.roots }));
   });
+});
+
+describe("the chip rule per product, in the fake world", () => {
+  let fake: FakeSnp;
+  before(async () => {
+    fake = await makeFakeSnp();
+  });
+  const milanChip = report.subarray(0x1a0, 0x1e0);
+  const turinChip = turin.report.subarray(0x1a0, 0x1e0);
+  /** A key of `product` with this hwID signing the vector of that product with this CHIP_ID. */
+  const verifyWith = async (product: "Milan" | "Genoa" | "Turin", hwId: Buffer, chipId: Buffer) => {
+    const base = product === "Turin" ? turin.report : report;
+    const tcb =
+      product === "Turin"
+        ? { fmc: 1, bl: 1, tee: 1, snp: 4, ucode: 0x51 }
+        : { bl: 3, tee: 0, snp: 8, ucode: 0x73, reserved: [0, 0, 0, 0] as [number, number, number, number] };
+    const key = await fake.key({ product, type: "VCEK", hwId, tcb });
+    const signed = fake.sign(base, key.privateKey, (r) => {
+      chipId.copy(r, 0x1a0);
+      if (product === "Genoa") r.writeUInt32LE(3, 0); // a Genoa report is version 3 or later
+    });
+    return verifySnpReport(signed, { endorsementKey: key.der, at: turin.at, roots: fake.roots });
+  };
+  const zeros = (n: number) => Buffer.alloc(n);
+
+  test("Turin: hwID then 56 zero bytes is the chip; anything after the hwID, or another hwID, is not", async () => {
+    const hwId = turinChip.subarray(0, 8);
+    assert.equal((await verifyWith("Turin", hwId, turinChip)).product, "Turin");
+    const tail = Buffer.from(turinChip);
+    tail[63] = 1;
+    await refusedAsync(
+      "chip",
+      verifyWith("Turin", hwId, tail),
+      /not the Turin chip .* 59790fb1c39f35c1 followed by 56 zero/,
+    );
+    const other = Buffer.from(turinChip);
+    other[0]! ^= 1;
+    await refusedAsync("chip", verifyWith("Turin", hwId, other));
+  });
+
+  test("Turin: a 64-byte hwID is not a Turin VCEK's, even equal to the CHIP_ID", async () => {
+    await refusedAsync(
+      "chain",
+      verifyWith("Turin", Buffer.from(turinChip), turinChip),
+      /the Turin VCEK's hwID is 64 bytes/,
+    );
+  });
+
+  for (const product of ["Milan", "Genoa"] as const) {
+    test(`${product}: all 64 bytes; the Turin reading (8 bytes and zeros) is not the ${product} chip`, async () => {
+      assert.equal((await verifyWith(product, Buffer.from(milanChip), milanChip)).product, product);
+      const prefixOnly = Buffer.concat([milanChip.subarray(0, 8), zeros(56)]);
+      await refusedAsync("chip", verifyWith(product, Buffer.from(milanChip), prefixOnly));
+      await refusedAsync(
+        "chain",
+        verifyWith(product, milanChip.subarray(0, 8), prefixOnly),
+        new RegExp(`the ${product} VCEK's hwID is 8 bytes; a ${product} hwID is 64`),
+      );
+    });
+  }
 });

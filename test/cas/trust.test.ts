@@ -80,6 +80,21 @@ describe("collateral", () => {
     assert.equal(list.collateral.length, 3);
   });
 
+  test("a Turin VCEK (8-byte hwID) imported is found for its chip's reports (CHIP_ID: the hwID and 56 zeros)", async () => {
+    const dir = join(VECTORS, "more", "snp-turin-msft");
+    const imported = await cas.client(admin).request<{ product: string; chip: string }>("POST", "/v1/collateral", {
+      amd_certificate: readFileSync(join(dir, "turin_vcek.pem"), "utf8"),
+    });
+    assert.deepEqual([imported.product, imported.chip], ["Turin", "59790fb1c39f35c1"]);
+    const report = readFileSync(join(dir, "turin_attestation_report.bin")).toString("base64");
+    const v = await verifyHere(
+      cas.running.service.trust,
+      { tee: "snp", quote: report },
+      new Date("2026-03-01T00:00:00Z"),
+    );
+    assert.equal(v.details.product, "Turin");
+  });
+
   test("altered collateral and foreign certificates are refused", async () => {
     const c = cas.client(admin);
     const altered = { ...dcap("sgx"), tcb_info: dcap("sgx").tcb_info.replace("SWHardeningNeeded", "UpToDate") };
@@ -265,7 +280,7 @@ describe("collateral", () => {
   test("what was imported survives a restart, sealed; a tampered row stops the CAS", async () => {
     cas = await cas.restart();
     const list = await cas.client(admin).request<{ collateral: unknown[] }>("GET", "/v1/collateral");
-    assert.equal(list.collateral.length, 3);
+    assert.equal(list.collateral.length, 4); // SGX, TDX, the Milan and the Turin VCEK
     assert.ok(cas.running.service.trust.lasKeys().has("ab".repeat(32)));
     await cas.stop();
     const db = new DatabaseSync(join(cas.dataDir, "cas.db"));

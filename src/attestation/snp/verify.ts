@@ -119,11 +119,10 @@ export function checkEndorsementKey(input: Uint8Array | string): {
   }
   const keyType = /CN=SEV-VLEK/.test(certificate.issuer) ? "VLEK" : "VCEK";
   const ek = endorsementKey(certificate.raw, keyType, SNP_ROOTS);
-  const hwId = ek.extensions.get(AMD.hwId);
   return {
     keyType,
     product: ek.product,
-    hwId: hwId ? (hwId.length === 64 ? hwId : unwrapOctetString(hwId)).toString("hex") : null,
+    hwId: keyType === "VCEK" ? hwIdOf(ek.extensions, ek.product).toString("hex") : null,
     notAfter: ek.chainExpires,
   };
 }
@@ -207,14 +206,8 @@ function splOf(extensions: Map<string, Buffer>, oid: string): number | undefined
 }
 
 function checkKeyMatchesReport(ek: EndorsementKey, report: SnpReport, tcb: TcbVersion, keyType: string): void {
-  if (keyType === "VCEK" && !report.maskChipKey) {
-    const hwId = ek.extensions.get(AMD.hwId);
-    if (!hwId) throw new VerificationError("chain", "the VCEK has no hwID extension");
-    // AMD puts the 64-byte chip id directly in the extension value (some tools wrap it in an OCTET STRING).
-    const id = hwId.length === 64 ? hwId : unwrapOctetString(hwId);
-    if (!Buffer.from(id).equals(report.chipId))
-      throw new VerificationError("chip", "the report's CHIP_ID is not the chip the VCEK was issued to");
-  }
+  if (keyType === "VCEK" && !report.maskChipKey)
+    checkChipId(ek.product, hwIdOf(ek.extensions, ek.product), report.chipId);
   const expected: [string, number | undefined, number | undefined][] = [
     ["bootloader", splOf(ek.extensions, AMD.blSpl), tcb.bootloader],
     ["tee", splOf(ek.extensions, AMD.teeSpl), tcb.tee],
@@ -232,6 +225,44 @@ function checkKeyMatchesReport(ek: EndorsementKey, report: SnpReport, tcb: TcbVe
         `reported_tcb ${name} ${reported} is not the ${certified} the ${keyType} was issued for`,
       );
     }
+  }
+}
+
+/**
+ * The hwID a VCEK was issued for, by product (AMD's VCEK specification, 57230): Milan and Genoa
+ * write the chip's 64-byte CHIP_ID, Turin an 8-byte chip identifier. AMD puts the bytes directly
+ * in the extension's value; an OCTET STRING around them (as some tools write) is taken off.
+ */
+export function hwIdOf(extensions: Map<string, Buffer>, product: SnpProduct): Buffer {
+  const value = extensions.get(AMD.hwId);
+  if (!value) throw new VerificationError("chain", "the VCEK has no hwID extension");
+  const size = HWID_SIZE[product];
+  const id = value.length === size ? value : unwrapOctetString(value);
+  if (id.length !== size) {
+    throw new VerificationError(
+      "chain",
+      `the ${product} VCEK's hwID is ${id.length} bytes; a ${product} hwID is ${size}`,
+    );
+  }
+  return id;
+}
+
+const HWID_SIZE: Record<SnpProduct, number> = { Milan: 64, Genoa: 64, Turin: 8 };
+
+/**
+ * The report's CHIP_ID against the hwID of the VCEK that signed it: on Milan and Genoa all
+ * 64 bytes equal; on Turin the first 8 bytes are the hwID and the other 56 are zero.
+ */
+export function checkChipId(product: SnpProduct, hwId: Buffer, chipId: Buffer): void {
+  const head = chipId.subarray(0, hwId.length);
+  const tail = chipId.subarray(hwId.length);
+  if (!head.equals(hwId) || tail.some((b) => b !== 0)) {
+    throw new VerificationError(
+      "chip",
+      product === "Turin"
+        ? `the report's CHIP_ID is not the Turin chip the VCEK was issued to (its 8-byte hwID ${hwId.toString("hex")} followed by 56 zero bytes)`
+        : "the report's CHIP_ID is not the chip the VCEK was issued to",
+    );
   }
 }
 
