@@ -207,7 +207,12 @@ describe("the chip rule per product, in the fake world", () => {
   const milanChip = report.subarray(0x1a0, 0x1e0);
   const turinChip = turin.report.subarray(0x1a0, 0x1e0);
   /** A key of `product` with this hwID signing the vector of that product with this CHIP_ID. */
-  const verifyWith = async (product: "Milan" | "Genoa" | "Turin", hwId: Buffer, chipId: Buffer) => {
+  const verifyWith = async (
+    product: "Milan" | "Genoa" | "Turin",
+    hwId: Buffer,
+    chipId: Buffer,
+    edit?: (r: Buffer) => void,
+  ) => {
     const base = product === "Turin" ? turin.report : report;
     const tcb =
       product === "Turin"
@@ -217,6 +222,7 @@ describe("the chip rule per product, in the fake world", () => {
     const signed = fake.sign(base, key.privateKey, (r) => {
       chipId.copy(r, 0x1a0);
       if (product === "Genoa") r.writeUInt32LE(3, 0); // a Genoa report is version 3 or later
+      edit?.(r);
     });
     return verifySnpReport(signed, { endorsementKey: key.der, at: turin.at, roots: fake.roots });
   };
@@ -257,4 +263,47 @@ describe("the chip rule per product, in the fake world", () => {
       );
     });
   }
+});
+
+describe("a masked chip id, in the fake world", () => {
+  let fake: FakeSnp;
+  before(async () => {
+    fake = await makeFakeSnp();
+  });
+  const chipId = report.subarray(0x1a0, 0x1e0);
+  const signed = async (edit: (r: Buffer) => void) => {
+    const key = await fake.key({
+      product: "Milan",
+      type: "VCEK",
+      hwId: Buffer.from(chipId),
+      tcb: { bl: 3, tee: 0, snp: 8, ucode: 0x73 },
+    });
+    return { key: key.der, report: fake.sign(report, key.privateKey, edit) };
+  };
+  const otherChip = Buffer.from(chipId.map((b) => b ^ 0xff));
+
+  test("MASK_CHIP_KEY set does not excuse a CHIP_ID that is another chip's", async () => {
+    const s = await signed((r) => {
+      r.writeUInt32LE(2, 0x48); // KEY_INFO: MASK_CHIP_KEY, signed by the VCEK
+      otherChip.copy(r, 0x1a0);
+    });
+    refusedBy("chip", () => verifySnpReport(s.report, { endorsementKey: s.key, at: IN_WINDOW, roots: fake.roots }));
+  });
+
+  test("an all-zero CHIP_ID (the host's MASK_CHIP_ID) is not compared, and the verdict says so", async () => {
+    for (const keyInfo of [0, 2]) {
+      const s = await signed((r) => {
+        r.writeUInt32LE(keyInfo, 0x48);
+        r.fill(0, 0x1a0, 0x1e0);
+      });
+      const v = verifySnpReport(s.report, { endorsementKey: s.key, at: IN_WINDOW, roots: fake.roots });
+      assert.equal(v.chip, "masked");
+      assert.equal(snpVerdict(v).details.chip_identified_by, "masked");
+    }
+    const named = await signed(() => {});
+    assert.equal(
+      verifySnpReport(named.report, { endorsementKey: named.key, at: IN_WINDOW, roots: fake.roots }).chip,
+      "hwID",
+    );
+  });
 });

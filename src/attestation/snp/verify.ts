@@ -28,6 +28,12 @@ export interface SnpVerified {
   readonly reportedTcb: TcbVersion;
   /** The earliest notAfter of the chain. */
   readonly expires: Date;
+  /**
+   * How the report's chip was identified: by the VCEK's hwID; not at all because the host masked
+   * CHIP_ID (all zeros: the VCEK's signature still binds the report to one chip, unnamed); or not
+   * at all because a VLEK signed it (a VLEK belongs to a cloud provider, not to a chip).
+   */
+  readonly chip: "hwID" | "masked" | "none (VLEK)";
 }
 
 export interface SnpVerifyOptions {
@@ -95,8 +101,8 @@ export function prepareSnpReport(evidence: Uint8Array, options: SnpVerifyOptions
     afterwards: () => {
       const turin = ek.product === "Turin";
       const reportedTcb = tcbVersion(report.reportedTcb, turin);
-      checkKeyMatchesReport(ek, report, reportedTcb, keyType);
-      return { report, product: ek.product, key: keyType, reportedTcb, expires: ek.chainExpires };
+      const chip = checkKeyMatchesReport(ek, report, reportedTcb, keyType);
+      return { report, product: ek.product, key: keyType, reportedTcb, expires: ek.chainExpires, chip };
     },
   };
 }
@@ -205,9 +211,23 @@ function splOf(extensions: Map<string, Buffer>, oid: string): number | undefined
   return v;
 }
 
-function checkKeyMatchesReport(ek: EndorsementKey, report: SnpReport, tcb: TcbVersion, keyType: string): void {
-  if (keyType === "VCEK" && !report.maskChipKey)
-    checkChipId(ek.product, hwIdOf(ek.extensions, ek.product), report.chipId);
+function checkKeyMatchesReport(
+  ek: EndorsementKey,
+  report: SnpReport,
+  tcb: TcbVersion,
+  keyType: string,
+): SnpVerified["chip"] {
+  let chip: SnpVerified["chip"] = "none (VLEK)";
+  if (keyType === "VCEK") {
+    // A host that masks the chip id (MASK_CHIP_ID) gets reports whose CHIP_ID is all zeros; that,
+    // and not the report's MASK_CHIP_KEY bit, is what says the id is not there to compare.
+    const hwId = hwIdOf(ek.extensions, ek.product);
+    if (report.chipId.every((b) => b === 0)) chip = "masked";
+    else {
+      checkChipId(ek.product, hwId, report.chipId);
+      chip = "hwID";
+    }
+  }
   const expected: [string, number | undefined, number | undefined][] = [
     ["bootloader", splOf(ek.extensions, AMD.blSpl), tcb.bootloader],
     ["tee", splOf(ek.extensions, AMD.teeSpl), tcb.tee],
@@ -226,6 +246,7 @@ function checkKeyMatchesReport(ek: EndorsementKey, report: SnpReport, tcb: TcbVe
       );
     }
   }
+  return chip;
 }
 
 /**
@@ -306,6 +327,7 @@ export function snpVerdict(v: SnpVerified): Verdict {
       migration_agent_allowed: (r.policy & POLICY.migrateMa) !== 0n,
       reported_tcb: v.reportedTcb,
       chip_id: hex(r.chipId),
+      chip_identified_by: v.chip,
     },
   };
 }
