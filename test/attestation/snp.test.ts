@@ -21,6 +21,10 @@ const report = Buffer.from(reportHex, "hex");
 const vcek = readFileSync(join(VECTORS, "vcek_milan.der"));
 const IN_WINDOW = new Date("2025-07-01T00:00:00Z");
 const MORE = join(VECTORS, "..", "more");
+const genoa = {
+  report: readFileSync(join(MORE, "snp-genoa-msft", "genoa_attestation_report.bin")),
+  vcek: readFileSync(join(MORE, "snp-genoa-msft", "genoa_vcek.pem"), "utf8"),
+};
 const turin = {
   report: readFileSync(join(MORE, "snp-turin-msft", "turin_attestation_report.bin")),
   vcek: readFileSync(join(MORE, "snp-turin-msft", "turin_vcek.pem"), "utf8"),
@@ -122,6 +126,12 @@ describe("refusals", () => {
 
   test("every single-bit change of the signature and its reserved bytes", () => {
     assert.deepEqual(acceptedFlips(SIGNED_END, REPORT_SIZE), []);
+  });
+
+  test("KEY_INFO's reserved bits (31:5) set: a format error, before any signature", () => {
+    const copy = Buffer.from(report);
+    copy[0x48]! |= 0x20;
+    refusedBy("format", () => verifySnpReport(copy, { endorsementKey: vcek, at: IN_WINDOW }));
   });
 
   test("outside the VCEK's validity", () => {
@@ -305,5 +315,87 @@ describe("a masked chip id, in the fake world", () => {
       verifySnpReport(named.report, { endorsementKey: named.key, at: IN_WINDOW, roots: fake.roots }).chip,
       "hwID",
     );
+  });
+});
+
+describe("the product: named by the report's CPUID (version 3 and later), else by the key", () => {
+  let fake: FakeSnp;
+  before(async () => {
+    fake = await makeFakeSnp();
+  });
+  type Tcb = Parameters<FakeSnp["key"]>[0]["tcb"];
+  const signedBy = async (
+    product: "Milan" | "Genoa" | "Turin",
+    base: Buffer,
+    tcb: Tcb,
+    edit: (r: Buffer) => void = () => {},
+    hwId = Buffer.from(base.subarray(0x1a0, product === "Turin" ? 0x1a8 : 0x1e0)),
+  ) => {
+    const key = await fake.key({ product, type: "VCEK", hwId, tcb });
+    return { key: key.der, report: fake.sign(base, key.privateKey, edit) };
+  };
+  const verify = (s: { key: Buffer; report: Buffer }) =>
+    verifySnpReport(s.report, { endorsementKey: s.key, at: turin.at, roots: fake.roots });
+  const masked = (r: Buffer) => r.fill(0, 0x1a0, 0x1e0);
+
+  test("the real Genoa and Turin reports name their products (19h/11h, 1Ah/02h)", () => {
+    const g = verifySnpReport(genoa.report, { endorsementKey: genoa.vcek, at: turin.at });
+    assert.deepEqual([g.product, g.report.cpuid], ["Genoa", { family: 0x19, model: 0x11, stepping: 1 }]);
+    const t = verifySnpReport(turin.report, { endorsementKey: turin.vcek, at: turin.at });
+    assert.deepEqual([t.product, t.report.cpuid], ["Turin", { family: 0x1a, model: 0x02, stepping: 1 }]);
+  });
+
+  test("Genoa: a Genoa report signed by a Turin key, whose TCB read the Turin way fits, is refused", async () => {
+    // 0a 00 00 00 00 00 17 54 read as Turin: FMC 10, BL 0, TEE 0, SNP 0, ucode 0x54.
+    const s = await signedBy("Turin", genoa.report, { fmc: 10, bl: 0, tee: 0, snp: 0, ucode: 0x54 }, masked);
+    refusedBy("chain", () => verify(s));
+    // The same report signed by a Genoa key with its Genoa TCB is accepted.
+    const g = await signedBy("Genoa", genoa.report, { bl: 10, tee: 0, snp: 0x17, ucode: 0x54 });
+    assert.equal(verify(g).product, "Genoa");
+  });
+
+  test("Turin: a Turin report signed by a Genoa key, whose TCB read the Genoa way fits, is refused", async () => {
+    // 01 01 01 04 00 00 00 51 read as Genoa: BL 1, TEE 1, SNP 0, ucode 0x51 (and reserved bytes).
+    const s = await signedBy("Genoa", turin.report, { bl: 1, tee: 1, snp: 0, ucode: 0x51 }, masked);
+    refusedBy("chain", () => verify(s));
+  });
+
+  test("Milan: a CPUID of no SEV-SNP product is refused; a zero CPUID leaves the product to the key", async () => {
+    const milanTcb = { bl: 3, tee: 0, snp: 8, ucode: 0x73 };
+    const zen2 = await signedBy("Milan", report, milanTcb, (r) => {
+      r.writeUInt32LE(3, 0);
+      r[0x188] = 0x17;
+      r[0x189] = 0x31;
+    });
+    refusedBy("chip", () => verify(zen2));
+    assert.throws(() => verify(zen2), /CPUID family 17h model 31h is not an SEV-SNP product/);
+    const zero = await signedBy("Milan", report, milanTcb, (r) => r.writeUInt32LE(3, 0));
+    assert.equal(verify(zero).product, "Milan");
+    const milanCpuid = await signedBy("Milan", report, milanTcb, (r) => {
+      r.writeUInt32LE(3, 0);
+      r[0x188] = 0x19;
+      r[0x189] = 0x01;
+    });
+    assert.equal(verify(milanCpuid).product, "Milan");
+  });
+
+  test("reported_tcb's reserved bytes are zero, per product's layout; so are the key's reserved SPLs", async () => {
+    const milanTcb = { bl: 3, tee: 0, snp: 8, ucode: 0x73 };
+    const reservedSet = await signedBy("Milan", report, milanTcb, (r) => {
+      r[0x180 + 3] = 1;
+    });
+    refusedBy("tcb", () => verify(reservedSet));
+    assert.throws(() => verify(reservedSet), /reserved byte 3 set \(Milan layout\)/);
+    const turinTcb = { fmc: 1, bl: 1, tee: 1, snp: 4, ucode: 0x51 };
+    const turinReserved = await signedBy("Turin", turin.report, turinTcb, (r) => {
+      r[0x180 + 5] = 2;
+    });
+    assert.throws(() => verify(turinReserved), /tcb: .*reserved byte 5 set \(Turin layout\)/);
+    const keyReserved = await signedBy("Milan", report, { ...milanTcb, reserved: [0, 1, 0, 0] });
+    assert.throws(
+      () => verify(keyReserved),
+      /tcb: the VCEK certifies reserved SPL 1\.3\.6\.1\.4\.1\.3704\.1\.3\.5 = 1/,
+    );
+    assert.equal(verify(await signedBy("Turin", turin.report, turinTcb)).reportedTcb.fmc, 1);
   });
 });

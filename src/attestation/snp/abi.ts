@@ -3,6 +3,8 @@
  * only, nothing trusted. Versions 2, 3 and 5; 1184 bytes, trailing padding tolerated.
  */
 
+import type { SnpProduct } from "./trust.ts";
+
 export const REPORT_SIZE = 0x4a0;
 /** The signature covers bytes [0, SIGNED_END). */
 export const SIGNED_END = 0x2a0;
@@ -79,6 +81,7 @@ export function parseReport(bytes: Uint8Array): SnpReport {
     throw new SnpAbiError(`signature algorithm ${signatureAlgo} is not ECDSA P-384 with SHA-384`);
   }
   const keyInfo = b.readUInt32LE(0x48);
+  if (keyInfo >>> 5 !== 0) throw new SnpAbiError(`KEY_INFO 0x${keyInfo.toString(16)} has reserved bits (31:5) set`);
   const slice = (at: number, n: number) => Buffer.from(b.subarray(at, at + n));
   const component = (at: number) => {
     // R and S are little-endian in 72 bytes; the 24 high bytes must be zero.
@@ -121,9 +124,38 @@ export function parseReport(bytes: Uint8Array): SnpReport {
   };
 }
 
-/** Decode a TCB_VERSION: the layout differs for Turin (which adds FMC). */
-export function tcbVersion(raw: Buffer, turin: boolean): TcbVersion {
-  return turin
-    ? { raw: raw.toString("hex"), fmc: raw[0]!, bootloader: raw[1]!, tee: raw[2]!, snp: raw[3]!, microcode: raw[7]! }
-    : { raw: raw.toString("hex"), bootloader: raw[0]!, tee: raw[1]!, snp: raw[6]!, microcode: raw[7]! };
+/**
+ * Decode a TCB_VERSION by product (SEV-SNP ABI, TCB_VERSION): Milan and Genoa write
+ * [BOOT_LOADER, TEE, reserved ×4, SNP, MICROCODE]; Turin [FMC, BOOT_LOADER, TEE, SNP,
+ * reserved ×3, MICROCODE]. `reserved` is where the reserved bytes are.
+ */
+export function tcbVersion(raw: Buffer, product: SnpProduct): TcbVersion & { readonly reserved: readonly number[] } {
+  const hex = raw.toString("hex");
+  return product === "Turin"
+    ? {
+        raw: hex,
+        fmc: raw[0]!,
+        bootloader: raw[1]!,
+        tee: raw[2]!,
+        snp: raw[3]!,
+        microcode: raw[7]!,
+        reserved: [4, 5, 6],
+      }
+    : { raw: hex, bootloader: raw[0]!, tee: raw[1]!, snp: raw[6]!, microcode: raw[7]!, reserved: [2, 3, 4, 5] };
+}
+
+/**
+ * The product a version 3+ report names by its CPUID family and model (CPUID_FAM_ID, the
+ * extended and base family added; CPUID_MOD_ID, extended and base model): family 19h models
+ * 00h–0Fh Milan, 10h–1Fh and A0h–AFh Genoa (and the Zen 4 parts under Genoa's root), family 1Ah
+ * models 00h–1Fh Turin. Undefined when the fields are zero (version 2, or firmware that left them
+ * out); "unknown" for any other family or model.
+ */
+export function productOfCpuid(cpuid: SnpReport["cpuid"]): SnpProduct | "unknown" | undefined {
+  if (!cpuid || (cpuid.family === 0 && cpuid.model === 0 && cpuid.stepping === 0)) return undefined;
+  const { family, model } = cpuid;
+  if (family === 0x19 && model <= 0x0f) return "Milan";
+  if (family === 0x19 && ((model >= 0x10 && model <= 0x1f) || (model >= 0xa0 && model <= 0xaf))) return "Genoa";
+  if (family === 0x1a && model <= 0x1f) return "Turin";
+  return "unknown";
 }

@@ -7,7 +7,15 @@ import { createHash, type KeyObject, X509Certificate } from "node:crypto";
 import { certificateExtensions, readElement } from "../../crypto/der.ts";
 import { type PendingSignature, settledNow } from "../pending-signature.ts";
 import { type Verdict, VerificationError } from "../verdict.ts";
-import { POLICY, parseReport, SnpAbiError, type SnpReport, type TcbVersion, tcbVersion } from "./abi.ts";
+import {
+  POLICY,
+  parseReport,
+  productOfCpuid,
+  SnpAbiError,
+  type SnpReport,
+  type TcbVersion,
+  tcbVersion,
+} from "./abi.ts";
 import { type ProductRoots, SNP_ROOTS, type SnpProduct } from "./trust.ts";
 
 /** AMD's certificate extensions (1.3.6.1.4.1.3704.1.*). */
@@ -18,6 +26,13 @@ const AMD = {
   snpSpl: "1.3.6.1.4.1.3704.1.3.3",
   ucodeSpl: "1.3.6.1.4.1.3704.1.3.8",
   fmcSpl: "1.3.6.1.4.1.3704.1.3.9",
+  /** spl4 … spl7: reserved TCB components. */
+  reservedSpls: [
+    "1.3.6.1.4.1.3704.1.3.4",
+    "1.3.6.1.4.1.3704.1.3.5",
+    "1.3.6.1.4.1.3704.1.3.6",
+    "1.3.6.1.4.1.3704.1.3.7",
+  ],
   hwId: "1.3.6.1.4.1.3704.1.4",
 } as const;
 
@@ -81,7 +96,18 @@ export function prepareSnpReport(evidence: Uint8Array, options: SnpVerifyOptions
     throw new VerificationError("signature", `the report is not signed (signing key ${report.signingKey})`);
   }
   const keyType = report.signingKey === 0 ? "VCEK" : "VLEK";
-  const ek = endorsementKey(options.endorsementKey, keyType, options.roots ?? SNP_ROOTS);
+  // The product: the report's CPUID names it (version 3 and later), and the key must then chain
+  // to that product's root; a version 2 report names none, and the key's product is taken.
+  const named = productOfCpuid(report.cpuid);
+  if (named === "unknown") {
+    const c = report.cpuid!;
+    const h = (n: number) => `${n.toString(16).padStart(2, "0").toUpperCase()}h`;
+    throw new VerificationError(
+      "chip",
+      `the report's CPUID family ${h(c.family)} model ${h(c.model)} is not an SEV-SNP product known here (Milan 19h/00h–0Fh, Genoa 19h/10h–1Fh and A0h–AFh, Turin 1Ah/00h–1Fh)`,
+    );
+  }
+  const ek = endorsementKey(options.endorsementKey, keyType, options.roots ?? SNP_ROOTS, named);
   const at = options.at ?? new Date();
   if (at < ek.chainStarts || at > ek.chainExpires) {
     throw new VerificationError(
@@ -99,9 +125,9 @@ export function prepareSnpReport(evidence: Uint8Array, options: SnpVerifyOptions
     },
     failure: `the report's signature does not verify with the ${keyType}`,
     afterwards: () => {
-      const turin = ek.product === "Turin";
-      const reportedTcb = tcbVersion(report.reportedTcb, turin);
-      const chip = checkKeyMatchesReport(ek, report, reportedTcb, keyType);
+      const decoded = tcbVersion(report.reportedTcb, ek.product);
+      const chip = checkKeyMatchesReport(ek, report, decoded, keyType);
+      const { reserved: _, ...reportedTcb } = decoded;
       return { report, product: ek.product, key: keyType, reportedTcb, expires: ek.chainExpires, chip };
     },
   };
@@ -137,8 +163,9 @@ function endorsementKey(
   input: Uint8Array | string,
   keyType: "VCEK" | "VLEK",
   pinned: Readonly<Record<SnpProduct, ProductRoots>>,
+  named?: SnpProduct,
 ): EndorsementKey {
-  const id = `${keyType}:${createHash("sha256").update(input).digest("hex")}`;
+  const id = `${keyType}:${named ?? "-"}:${createHash("sha256").update(input).digest("hex")}`;
   // Only keys verified through the pinned roots are remembered.
   const cached = pinned === SNP_ROOTS ? verifiedKeys.get(id) : undefined;
   if (cached) return cached;
@@ -149,7 +176,9 @@ function endorsementKey(
     throw new VerificationError("chain", `the ${keyType} certificate cannot be parsed`);
   }
   const extensions = certificateExtensions(certificate.raw);
-  const product = productOf(certificate, extensions);
+  // The report's CPUID, when it names the product, decides which root the key must chain to
+  // (as go-sev-guest does: the key's productName is then not what decides).
+  const product = named ?? productOf(certificate, extensions);
   const roots = pinned[product];
   const ark = new X509Certificate(roots.ark);
   const ask = new X509Certificate(keyType === "VCEK" ? roots.ask : roots.asvk);
@@ -214,7 +243,7 @@ function splOf(extensions: Map<string, Buffer>, oid: string): number | undefined
 function checkKeyMatchesReport(
   ek: EndorsementKey,
   report: SnpReport,
-  tcb: TcbVersion,
+  tcb: ReturnType<typeof tcbVersion>,
   keyType: string,
 ): SnpVerified["chip"] {
   let chip: SnpVerified["chip"] = "none (VLEK)";
@@ -245,6 +274,23 @@ function checkKeyMatchesReport(
         `reported_tcb ${name} ${reported} is not the ${certified} the ${keyType} was issued for`,
       );
     }
+  }
+  // The rest of TCB_VERSION is reserved: zero in the report, and zero (or absent) in the key, so
+  // that reported_tcb is exactly the TCB the key was issued for.
+  const nonZero = tcb.reserved.filter((i) => report.reportedTcb[i] !== 0);
+  if (nonZero.length > 0) {
+    throw new VerificationError(
+      "tcb",
+      `reported_tcb ${tcb.raw} has reserved byte${nonZero.length > 1 ? "s" : ""} ${nonZero.join(", ")} set (${ek.product} layout)`,
+    );
+  }
+  for (const oid of AMD.reservedSpls) {
+    const spl = splOf(ek.extensions, oid);
+    if (spl !== undefined && spl !== 0)
+      throw new VerificationError(
+        "tcb",
+        `the ${keyType} certifies reserved SPL ${oid} = ${spl}, which no report carries`,
+      );
   }
   return chip;
 }
@@ -322,6 +368,7 @@ export function snpVerdict(v: SnpVerified): Verdict {
       product: v.product,
       signing_key: v.key,
       report_version: r.version,
+      cpuid: r.cpuid ?? null,
       policy: `0x${r.policy.toString(16)}`,
       smt_allowed: (r.policy & POLICY.smt) !== 0n,
       migration_agent_allowed: (r.policy & POLICY.migrateMa) !== 0n,
