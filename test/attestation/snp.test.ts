@@ -25,6 +25,11 @@ const genoa = {
   report: readFileSync(join(MORE, "snp-genoa-msft", "genoa_attestation_report.bin")),
   vcek: readFileSync(join(MORE, "snp-genoa-msft", "genoa_vcek.pem"), "utf8"),
 };
+const vlek = {
+  report: readFileSync(join(MORE, "snp-milan-vlek-aws", "test-vlek-report.bin")),
+  key: readFileSync(join(MORE, "snp-milan-vlek-aws", "test-vlek.der")),
+  at: new Date("2025-06-01T00:00:00Z"),
+};
 const turin = {
   report: readFileSync(join(MORE, "snp-turin-msft", "turin_attestation_report.bin")),
   vcek: readFileSync(join(MORE, "snp-turin-msft", "turin_vcek.pem"), "utf8"),
@@ -397,5 +402,58 @@ describe("the product: named by the report's CPUID (version 3 and later), else b
       /tcb: the VCEK certifies reserved SPL 1\.3\.6\.1\.4\.1\.3704\.1\.3\.5 = 1/,
     );
     assert.equal(verify(await signedBy("Turin", turin.report, turinTcb)).reportedTcb.fmc, 1);
+  });
+});
+
+describe("a VLEK-signed report: checked against the cloud provider the VLEK names, not a chip", () => {
+  let fake: FakeSnp;
+  before(async () => {
+    fake = await makeFakeSnp();
+  });
+  const tcb = { bl: 4, tee: 0, snp: 24, ucode: 0xd9 };
+  const signed = async (key: { hwId?: Buffer; cspId?: string }, edit?: (r: Buffer) => void) => {
+    const k = await fake.key({ product: "Milan", type: "VLEK", tcb, ...key });
+    return { key: k.der, report: fake.sign(vlek.report, k.privateKey, edit) };
+  };
+  const verify = (s: { key: Buffer; report: Buffer }) =>
+    verifySnpReport(s.report, { endorsementKey: s.key, at: vlek.at, roots: fake.roots });
+
+  test("the real VLEK report (AWS): no chip compared, the provider in the verdict", () => {
+    const v = verifySnpReport(vlek.report, { endorsementKey: vlek.key, at: vlek.at });
+    assert.deepEqual(
+      [v.key, v.product, v.chip, v.cspId],
+      ["VLEK", "Milan", "none (VLEK)", "CN=cc-us-east-2.amazonaws.com"],
+    );
+    assert.equal(snpVerdict(v).details.csp_id, "CN=cc-us-east-2.amazonaws.com");
+  });
+
+  test("a VLEK names a provider: one with a hwID, or without a CSP_ID, is refused", async () => {
+    const good = await signed({ cspId: "CN=example (test)" });
+    assert.equal(verify(good).cspId, "CN=example (test)");
+    const withHwId = await signed({ cspId: "CN=example (test)", hwId: Buffer.from(report.subarray(0x1a0, 0x1e0)) });
+    refusedBy("chain", () => verify(withHwId));
+    assert.throws(() => verify(withHwId), /the VLEK has a hwID extension: a VLEK names no chip/);
+    const noProvider = await signed({});
+    assert.throws(() => verify(noProvider), /chain: the VLEK has no CSP_ID extension/);
+  });
+
+  test("a VLEK-signed report's CHIP_ID is not compared with anything (any chip of the provider)", async () => {
+    const s = await signed({ cspId: "CN=example (test)" }, (r) => report.subarray(0x1a0, 0x1e0).copy(r, 0x1a0));
+    assert.equal(verify(s).chip, "none (VLEK)");
+  });
+
+  test("a VCEK names a chip: one with a CSP_ID is refused", async () => {
+    const k = await fake.key({
+      product: "Milan",
+      type: "VCEK",
+      tcb: { bl: 3, tee: 0, snp: 8, ucode: 0x73 },
+      hwId: Buffer.from(report.subarray(0x1a0, 0x1e0)),
+      cspId: "CN=example (test)",
+    });
+    const r = fake.sign(report, k.privateKey);
+    assert.throws(
+      () => verifySnpReport(r, { endorsementKey: k.der, at: IN_WINDOW, roots: fake.roots }),
+      /chain: the VCEK has a CSP_ID extension/,
+    );
   });
 });

@@ -34,6 +34,8 @@ const AMD = {
     "1.3.6.1.4.1.3704.1.3.7",
   ],
   hwId: "1.3.6.1.4.1.3704.1.4",
+  /** VLEKs: the cloud provider the VLEK was made for. */
+  cspId: "1.3.6.1.4.1.3704.1.5",
 } as const;
 
 export interface SnpVerified {
@@ -49,6 +51,8 @@ export interface SnpVerified {
    * at all because a VLEK signed it (a VLEK belongs to a cloud provider, not to a chip).
    */
   readonly chip: "hwID" | "masked" | "none (VLEK)";
+  /** VLEKs: the cloud provider the VLEK was made for (its CSP_ID extension). */
+  readonly cspId?: string;
 }
 
 export interface SnpVerifyOptions {
@@ -128,7 +132,15 @@ export function prepareSnpReport(evidence: Uint8Array, options: SnpVerifyOptions
       const decoded = tcbVersion(report.reportedTcb, ek.product);
       const chip = checkKeyMatchesReport(ek, report, decoded, keyType);
       const { reserved: _, ...reportedTcb } = decoded;
-      return { report, product: ek.product, key: keyType, reportedTcb, expires: ek.chainExpires, chip };
+      return {
+        report,
+        product: ek.product,
+        key: keyType,
+        reportedTcb,
+        expires: ek.chainExpires,
+        chip,
+        ...(keyType === "VLEK" ? { cspId: keyIdentity(ek, keyType).cspId! } : {}),
+      };
     },
   };
 }
@@ -154,7 +166,7 @@ export function checkEndorsementKey(input: Uint8Array | string): {
   return {
     keyType,
     product: ek.product,
-    hwId: keyType === "VCEK" ? hwIdOf(ek.extensions, ek.product).toString("hex") : null,
+    hwId: keyIdentity(ek, keyType).hwId?.toString("hex") ?? null,
     notAfter: ek.chainExpires,
   };
 }
@@ -244,16 +256,16 @@ function checkKeyMatchesReport(
   ek: EndorsementKey,
   report: SnpReport,
   tcb: ReturnType<typeof tcbVersion>,
-  keyType: string,
+  keyType: "VCEK" | "VLEK",
 ): SnpVerified["chip"] {
   let chip: SnpVerified["chip"] = "none (VLEK)";
-  if (keyType === "VCEK") {
+  const identity = keyIdentity(ek, keyType);
+  if (identity.hwId) {
     // A host that masks the chip id (MASK_CHIP_ID) gets reports whose CHIP_ID is all zeros; that,
     // and not the report's MASK_CHIP_KEY bit, is what says the id is not there to compare.
-    const hwId = hwIdOf(ek.extensions, ek.product);
     if (report.chipId.every((b) => b === 0)) chip = "masked";
     else {
-      checkChipId(ek.product, hwId, report.chipId);
+      checkChipId(ek.product, identity.hwId, report.chipId);
       chip = "hwID";
     }
   }
@@ -317,6 +329,35 @@ export function hwIdOf(extensions: Map<string, Buffer>, product: SnpProduct): Bu
 const HWID_SIZE: Record<SnpProduct, number> = { Milan: 64, Genoa: 64, Turin: 8 };
 
 /**
+ * What a key names: a VCEK its chip (hwID, and no CSP_ID); a VLEK, derived for a cloud provider
+ * and loaded into each of its chips, that provider (CSP_ID) and no chip — so a VLEK-signed
+ * report's CHIP_ID has nothing to be compared with.
+ */
+function keyIdentity(ek: EndorsementKey, keyType: "VCEK" | "VLEK"): { hwId?: Buffer; cspId?: string } {
+  if (keyType === "VLEK") {
+    if (ek.extensions.has(AMD.hwId))
+      throw new VerificationError("chain", "the VLEK has a hwID extension: a VLEK names no chip");
+    return { cspId: cspIdOf(ek.extensions) };
+  }
+  if (ek.extensions.has(AMD.cspId))
+    throw new VerificationError("chain", "the VCEK has a CSP_ID extension: only a VLEK names a cloud provider");
+  return { hwId: hwIdOf(ek.extensions, ek.product) };
+}
+
+/** A VLEK's CSP_ID extension: an IA5String naming the cloud provider. */
+function cspIdOf(extensions: Map<string, Buffer>): string {
+  const value = extensions.get(AMD.cspId);
+  if (!value) throw new VerificationError("chain", "the VLEK has no CSP_ID extension");
+  try {
+    const e = readElement(value, 0);
+    if (e.tag === 0x16 && e.end === value.length) return value.subarray(e.contentStart, e.end).toString("latin1");
+  } catch {
+    // refused below
+  }
+  throw new VerificationError("chain", "the VLEK's CSP_ID extension is not an IA5String");
+}
+
+/**
  * The report's CHIP_ID against the hwID of the VCEK that signed it: on Milan and Genoa all
  * 64 bytes equal; on Turin the first 8 bytes are the hwID and the other 56 are zero.
  */
@@ -375,6 +416,7 @@ export function snpVerdict(v: SnpVerified): Verdict {
       reported_tcb: v.reportedTcb,
       chip_id: hex(r.chipId),
       chip_identified_by: v.chip,
+      ...(v.cspId === undefined ? {} : { csp_id: v.cspId }),
     },
   };
 }
