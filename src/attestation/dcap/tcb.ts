@@ -47,7 +47,29 @@ export function platformTcb(tcbInfo: TcbInfo, pck: PckExtension, td?: TdReportBo
     }
     return { status: asStatus(level.tcbStatus), advisories: level.advisoryIDs ?? [], tcbDate: level.tcbDate };
   }
-  throw new VerificationError("tcb", "no TCB level of the TCB info matches the platform");
+  throw new VerificationError(
+    "tcb",
+    `no TCB level of the TCB info matches the platform (Intel's QVL: TCB_NOT_SUPPORTED): ${shortfall(tcbInfo, pck, td)}`,
+  );
+}
+
+/** What keeps the platform below the lowest TCB level, for the refusal's message. */
+function shortfall(tcbInfo: TcbInfo, pck: PckExtension, td?: TdReportBody): string {
+  const level = tcbInfo.tcbLevels[tcbInfo.tcbLevels.length - 1]!;
+  const sgx = level.tcb.sgxtcbcomponents?.map((c) => c.svn) ?? v2Components(level.tcb) ?? [];
+  const short: string[] = [];
+  sgx.forEach((svn, i) => {
+    if (pck.components[i]! < svn) short.push(`SGX TCB component ${i + 1} is ${pck.components[i]}, needs ${svn}`);
+  });
+  if (level.tcb.pcesvn !== undefined && pck.pcesvn < level.tcb.pcesvn)
+    short.push(`PCESVN is ${pck.pcesvn}, needs ${level.tcb.pcesvn}`);
+  if (td) {
+    const from = td.teeTcbSvn[1]! > 0 ? 2 : 0;
+    level.tcb.tdxtcbcomponents?.forEach((c, i) => {
+      if (i >= from && td.teeTcbSvn[i]! < c.svn) short.push(`TEE_TCB_SVN[${i}] is ${td.teeTcbSvn[i]}, needs ${c.svn}`);
+    });
+  }
+  return `against the lowest level (${level.tcbDate}, ${level.tcbStatus}) ${short.length ? short.join("; ") : "nothing falls short"}`;
 }
 
 function v2Components(tcb: Record<string, unknown>): number[] | undefined {

@@ -262,6 +262,11 @@ export function dcapVerdict(v: DcapVerified): Verdict {
       tee_tcb_svn: hex(td.teeTcbSvn),
       mrseam: hex(td.mrseam),
       td_attributes: hex(td.tdAttributes),
+      // TD 1.5 (quote v5, body type 3): the TDX module's SVN now (it may have been updated under
+      // the running TD since TEE_TCB_SVN was taken at launch), and the service TD's measurement.
+      ...(td.teeTcbSvn2 && td.mrservicetd
+        ? { tee_tcb_svn2: hex(td.teeTcbSvn2), mrservicetd: hex(td.mrservicetd) }
+        : {}),
     },
   };
 }

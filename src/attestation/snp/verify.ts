@@ -198,10 +198,14 @@ function endorsementKey(
   if (ark.fingerprint256 !== roots.arkFingerprint || !ark.verify(ark.publicKey) || !ask.verify(ark.publicKey)) {
     throw new VerificationError("chain", `the pinned ${product} roots do not verify`);
   }
-  if (!certificate.checkIssued(ask) || !certificate.verify(ask.publicKey)) {
+  const ica = keyType === "VCEK" ? "ASK" : "ASVK";
+  if (!certificate.checkIssued(ask)) {
+    throw new VerificationError("chain", `the ${keyType} is not issued by AMD's ${ica} for ${product}`);
+  }
+  if (!certificate.verify(ask.publicKey)) {
     throw new VerificationError(
       "chain",
-      `the ${keyType} is not signed by AMD's ${keyType === "VCEK" ? "ASK" : "ASVK"} for ${product}`,
+      `the ${keyType} names AMD's ${ica} for ${product} as its issuer, but its signature does not verify with that key`,
     );
   }
   const publicKey = certificate.publicKey;
