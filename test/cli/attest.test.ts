@@ -12,6 +12,7 @@ const DCAP = join(import.meta.dirname, "..", "..", "..", "shared", "testvectors"
 const dir = mkdtempSync(join(tmpdir(), "cloister-attest-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 const at = ["--at", "2025-07-01T00:00:00Z"];
+const MORE = join(import.meta.dirname, "..", "..", "..", "shared", "testvectors", "more");
 
 describe("cloister attest verify", () => {
   test("an SEV-SNP report: exit 0 and a verdict a policy can use", async () => {
@@ -165,5 +166,121 @@ describe("cloister attest verify with simulated evidence", () => {
     const wrongKey = await runCli(["attest", "verify", file, "--las-key", "00".repeat(32)]);
     assert.equal(wrongKey.code, 1);
     assert.match(wrongKey.stderr, /refused: chain: LAS key .* is not enrolled/);
+  });
+});
+
+describe("cloister attest verify on the vectors of testvectors/more, as a new user runs it", () => {
+  type Json = {
+    tee: string;
+    status: string;
+    advisories: string[];
+    debug: boolean;
+    measurements: Record<string, string>;
+    details: Record<string, unknown>;
+  };
+  const verify = async (args: string[]) => {
+    const r = await runCli(["attest", "verify", ...args, "-o", "json"]);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as Json;
+  };
+  const refused = async (args: string[], line: RegExp) => {
+    const r = await runCli(["attest", "verify", ...args]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stderr, line);
+  };
+  const m = (...p: string[]) => join(MORE, ...p);
+
+  test("Turin (report v5, 8-byte hwID): verified, FMC in the TCB", async () => {
+    const v = await verify([
+      m("snp-turin-msft", "turin_attestation_report.bin"),
+      "--vcek",
+      m("snp-turin-msft", "turin_vcek.pem"),
+      "--at",
+      "2026-03-01T00:00:00Z",
+    ]);
+    assert.deepEqual(
+      [v.tee, v.status, v.debug, v.details.product, v.details.chip_identified_by],
+      ["snp", "Unevaluated", false, "Turin", "hwID"],
+    );
+    assert.deepEqual(v.details.reported_tcb, {
+      raw: "0101010400000051",
+      fmc: 1,
+      bootloader: 1,
+      tee: 1,
+      snp: 4,
+      microcode: 81,
+    });
+  });
+
+  test("Genoa (report v3): verified, its measurement", async () => {
+    const v = await verify([
+      m("snp-genoa-msft", "genoa_attestation_report.bin"),
+      "--vcek",
+      m("snp-genoa-msft", "genoa_vcek.pem"),
+      "--at",
+      "2026-03-01T00:00:00Z",
+    ]);
+    assert.deepEqual([v.details.product, v.details.report_version], ["Genoa", 3]);
+    assert.match(v.measurements.measurement!, /^5feee30d.*0c23fca1$/);
+  });
+
+  test("a VLEK-signed report: verified within the VLEK's year (the provider shown), refused after", async () => {
+    const args = [m("snp-milan-vlek-aws", "test-vlek-report.bin"), "--vcek", m("snp-milan-vlek-aws", "test-vlek.der")];
+    const v = await verify([...args, "--at", "2025-06-01T00:00:00Z"]);
+    assert.deepEqual(
+      [v.details.signing_key, v.details.csp_id, v.measurements.vmpl],
+      ["VLEK", "CN=cc-us-east-2.amazonaws.com", 1],
+    );
+    await refused(
+      [...args, "--at", "2026-03-01T00:00:00Z"],
+      /^cloister: refused: expired: the VLEK chain is valid from .* to 2025-12-10T22:14:21.000Z/,
+    );
+  });
+
+  test("VCEKs with broken signatures: refused by the chain", async () => {
+    const dir = m("snp-milan-vcek-bad-certs");
+    assert.equal(
+      (
+        await verify([
+          join(dir, "test-report.bin"),
+          "--vcek",
+          join(dir, "test-vcek.der"),
+          "--at",
+          "2026-03-01T00:00:00Z",
+        ])
+      ).details.product,
+      "Milan",
+    );
+    for (const bad of ["test-vcek-invalid-legacy.der", "test-vcek-invalid-new.der"]) {
+      await refused(
+        [join(dir, "test-report.bin"), "--vcek", join(dir, bad)],
+        /^cloister: refused: chain: the VCEK names AMD's ASK for Milan as its issuer, but its signature does not verify/,
+      );
+    }
+  });
+
+  test("TDX quote v5 (TD 1.5): UpToDate; the outdated one refused, no TCB level matching", async () => {
+    const v = await verify([
+      m("tdx-v5-gotdx", "quote_v5_sample.dat"),
+      "--collateral",
+      m("tdx-v5-gotdx", "collateral_fmspc90C06F000000_from_phala.json"),
+      "--at",
+      "2026-03-01T00:00:00Z",
+    ]);
+    assert.deepEqual(
+      [v.tee, v.status, v.advisories, v.debug, v.details.quote_version],
+      ["tdx", "UpToDate", [], false, 5],
+    );
+    assert.match(v.measurements.mrtd!, /^7348651a.*3bc8f876$/);
+    await refused(
+      [
+        m("tdx-v5-phala-outdated", "tdx_quote_outdated"),
+        "--collateral",
+        m("tdx-v5-phala-outdated", "tdx_quote_outdated_collateral.json"),
+        "--at",
+        "2026-03-01T00:00:00Z",
+      ],
+      /^cloister: refused: tcb: no TCB level of the TCB info matches the platform .*SGX TCB component 8 is 3, needs 5\n$/,
+    );
   });
 });
