@@ -29,7 +29,15 @@ type Issued = { cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair };
 export interface FakeDcap {
   readonly anchor: X509Certificate;
   /** Collateral for `tee`, re-signed by the fake PKI; the PCK CRL lists `revoked` serials. */
-  collateral(tee: "sgx" | "tdx", options?: { revokePck?: boolean }): Promise<Collateral>;
+  collateral(
+    tee: "sgx" | "tdx",
+    options?: {
+      revokePck?: boolean;
+      /** The TCB info's or QE identity's text changed before it is signed. */
+      editTcbInfo?: (text: string) => string;
+      editQeIdentity?: (text: string) => string;
+    },
+  ): Promise<Collateral>;
   /** A quote with the vector's body (changed by `editBody`), signed by a fresh attestation key. */
   quote(
     tee: "sgx" | "tdx",
@@ -125,16 +133,18 @@ export async function makeFakeDcap(): Promise<FakeDcap> {
     async collateral(tee, options = {}) {
       const v = vectors[tee];
       const signerChain = `${pem(tcbSigner.cert)}${pem(root.cert)}`;
+      const tcbInfo = (options.editTcbInfo ?? ((t) => t))(v.collateral.tcb_info);
+      const qeIdentity = (options.editQeIdentity ?? ((t) => t))(v.collateral.qe_identity);
       return {
         pck_crl_issuer_chain: `${pem(pckCa.cert)}${pem(root.cert)}`,
         root_ca_crl: await crl(root, []),
         pck_crl: await crl(pckCa, options.revokePck ? [v.pck.serialNumber] : []),
         tcb_info_issuer_chain: signerChain,
-        tcb_info: v.collateral.tcb_info,
-        tcb_info_signature: await signJson(v.collateral.tcb_info),
+        tcb_info: tcbInfo,
+        tcb_info_signature: await signJson(tcbInfo),
         qe_identity_issuer_chain: signerChain,
-        qe_identity: v.collateral.qe_identity,
-        qe_identity_signature: await signJson(v.collateral.qe_identity),
+        qe_identity: qeIdentity,
+        qe_identity_signature: await signJson(qeIdentity),
       };
     },
 
