@@ -35,6 +35,17 @@ function processesWith(marker: string): number[] {
   return found;
 }
 
+/** A policy in simulation mode whose one service, app, runs `/bin/sh -c SCRIPT ARGS…`, with an ephemeral volume at `volumeAt`. */
+const shellPolicy = (name: string, script: string, args: readonly string[] = [], volumeAt?: string) => `version: "1"
+name: ${name}
+security:
+  attestation: {mode: simulation}
+services:
+  - name: app
+    measurements: [{tee: sim, digest: ${world.digest("/bin/sh")}}]
+    command: [/bin/sh, -c, "${script}"${args.map((a) => `, ${a}`).join("")}]
+${volumeAt ? `    volumes: [{name: data, path: ${volumeAt}}]\nvolumes:\n  - {name: data, update_policy: ephemeral}\n` : ""}`;
+
 async function killedRuntimeLeavesNothing(
   configId: string,
   program: string,
@@ -96,18 +107,7 @@ services:
 test("a service with a volume: the volume launcher, the program and its child die with the runtime", async () => {
   const marker = "runtime-death-volume-marker";
   await world.owner.request("POST", "/v1/policies", {
-    policy: `version: "1"
-name: death-volume
-security:
-  attestation: {mode: simulation}
-services:
-  - name: app
-    measurements: [{tee: sim, digest: ${world.digest("/bin/sh")}}]
-    command: [/bin/sh, -c, "sleep 300 & echo ready; wait", ${marker}]
-    volumes: [{name: data, path: /srv/runtime-death}]
-volumes:
-  - {name: data, update_policy: ephemeral}
-`,
+    policy: shellPolicy("death-volume", "sleep 300 & echo ready; wait", [marker], "/srv/runtime-death"),
   });
   const started = await startUntil(world, "death-volume/app", "/bin/sh");
   try {
@@ -170,15 +170,12 @@ for (const withVolume of [false, true]) {
     const name = `death-unarmed${withVolume ? "-volume" : ""}`;
     const marker = `runtime-${name}-marker`;
     await world.owner.request("POST", "/v1/policies", {
-      policy: `version: "1"
-name: ${name}
-security:
-  attestation: {mode: simulation}
-services:
-  - name: app
-    measurements: [{tee: sim, digest: ${world.digest("/bin/sh")}}]
-    command: [/bin/sh, -c, "sleep 300 & echo ready; wait", ${marker}]
-${withVolume ? "    volumes: [{name: data, path: /srv/runtime-death-unarmed}]\nvolumes:\n  - {name: data, update_policy: ephemeral}\n" : ""}`,
+      policy: shellPolicy(
+        name,
+        "sleep 300 & echo ready; wait",
+        [marker],
+        withVolume ? "/srv/runtime-death-unarmed" : undefined,
+      ),
     });
     const started = await startUntil(world, `${name}/app`, "/bin/sh", "ready", {
       PATH: `${fake}:${process.env.PATH}`,
@@ -213,15 +210,7 @@ ${withVolume ? "    volumes: [{name: data, path: /srv/runtime-death-unarmed}]\nv
 test("the namespace's init relays SIGTERM to a program with no handler for it, and cloister exits 128 + 15", async () => {
   const marker = "runtime-death-relay-marker";
   await world.owner.request("POST", "/v1/policies", {
-    policy: `version: "1"
-name: death-relay
-security:
-  attestation: {mode: simulation}
-services:
-  - name: app
-    measurements: [{tee: sim, digest: ${world.digest("/bin/sh")}}]
-    command: [/bin/sh, -c, "echo ready; exec sleep 300", ${marker}]
-`,
+    policy: shellPolicy("death-relay", "echo ready; exec sleep 300", [marker]),
   });
   const started = await startUntil(world, "death-relay/app", "/bin/sh");
   await eventually(async () => {
@@ -235,15 +224,7 @@ services:
 
 test("SIGINT interrupts a program with no handler for it (an asynchronous command's is ignored)", async () => {
   await world.owner.request("POST", "/v1/policies", {
-    policy: `version: "1"
-name: death-interrupt
-security:
-  attestation: {mode: simulation}
-services:
-  - name: app
-    measurements: [{tee: sim, digest: ${world.digest("/bin/sh")}}]
-    command: [/bin/sh, -c, "grep SigIgn /proc/self/status; echo ready; exec sleep 300"]
-`,
+    policy: shellPolicy("death-interrupt", "grep SigIgn /proc/self/status; echo ready; exec sleep 300"),
   });
   const started = await startUntil(world, "death-interrupt/app", "/bin/sh");
   assert.match(started.output(), /SigIgn:\s+0+\n/, "the program ignores no signal");
