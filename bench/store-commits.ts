@@ -71,7 +71,7 @@ async function measure(mode: Mode) {
         if (mode === "grouped")
           pending.push(store.appendAuditGrouped(append).then(() => void waits.push(performance.now() - t)));
         else {
-          store.appendAudit(append);
+          await store.appendAudit(append);
           waits.push(performance.now() - t);
         }
         entries++;

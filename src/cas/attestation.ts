@@ -59,6 +59,7 @@ export class AttestationService {
       ttlMs: NONCE_TTL_MS,
       maxSpent: options.maxSpentNonces ?? MAX_SPENT_NONCES,
       now: options.now,
+      key: cas.challengeKey,
     });
     this.#crypto.start();
   }
@@ -89,29 +90,33 @@ export class AttestationService {
     let bound = false;
     // The JWE's key management, once asked (below): a refusal clears its content key.
     let management: Promise<KeyManagement> | undefined;
-    const refuse = (status: number, code: string, reason: string): never => {
+    const refuse = async (status: number, code: string, reason: string): Promise<never> => {
       if (spent && !bound) this.#nonces.unspend(request.nonce);
       management?.then(
         (keys) => keys.cek.fill(0),
         () => {},
       );
       // A caller who has not shown evidence bound to a nonce of ours proved nothing: tallied.
-      this.#cas.refuse("runtime", "attestation", configId, reason, bound ? undefined : { source, code });
+      await this.#cas.refuse("runtime", "attestation", configId, reason, bound ? undefined : { source, code });
       throw new CasError(status, code, reason);
     };
+    let nonceExpiry: number;
     try {
-      this.#nonces.spend(request.nonce, configId);
+      nonceExpiry = this.#nonces.spend(request.nonce, configId);
       spent = true;
     } catch (error) {
       if (!(error instanceof NonceError)) throw error;
-      if (error.problem === "busy") refuse(503, "busy", error.message);
-      refuse(403, "bad_nonce", error.message);
+      if (error.problem === "busy") return refuse(503, "busy", error.message);
+      return refuse(403, "bad_nonce", error.message);
     }
 
     const { policy: policyName, service: serviceName } = splitConfigId(configId);
-    // Read with the policy, nothing waiting in between: compared again just before the grant.
+    // What other replicas appended (a policy changed, a LAS enrolled) is applied first.
+    await this.#cas.sync();
+    // Read with the policy: compared again as the grant is written.
     const generation = this.#cas.policyGeneration(policyName);
-    const loaded = this.#cas.secretValues(policyName);
+    const policies = await this.#cas.importClosure(policyName);
+    const loaded = policies.get(policyName);
     if (!loaded) return refuse(404, "unknown_service", `no policy ${policyName}`);
     const { record } = loaded;
     const service = record.policy.services.find((s) => s.name === serviceName);
@@ -170,7 +175,11 @@ export class AttestationService {
       const expected = expectedReportData(Buffer.from(request.nonce, "base64"), spki);
       const actual = Buffer.from(verdict.report_data, "hex");
       if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) {
-        refuse(403, "binding", "the evidence's report_data does not bind this nonce and key (replayed evidence?)");
+        return refuse(
+          403,
+          "binding",
+          "the evidence's report_data does not bind this nonce and key (replayed evidence?)",
+        );
       }
       bound = true;
       const problems = [...settingsProblems(verdict, settings), ...measurementProblems(verdict, service.measurements)];
@@ -182,7 +191,7 @@ export class AttestationService {
             verdict.measurements.measurement ??
             "",
         );
-        refuse(
+        return refuse(
           403,
           "not_allowed",
           `${measurement ? `measurement ${measurement.slice(0, 12)}… ` : ""}is not allowed for ${configId}: ${problems.join("; ")}`,
@@ -204,9 +213,9 @@ export class AttestationService {
     try {
       let configuration: Configuration;
       try {
-        configuration = this.#configure(record, loaded.values, service, configId, spki, verdict);
+        configuration = this.#configure(record, policies, service, configId, spki, verdict);
       } catch (error) {
-        if (error instanceof CasError) refuse(error.status, error.code, error.message);
+        if (error instanceof CasError) return await refuse(error.status, error.code, error.message);
         throw error;
       }
       try {
@@ -233,8 +242,15 @@ export class AttestationService {
       return { configuration: jwe };
     }
     const changed = `policy ${policyName} changed while this attestation was being verified; attest again`;
-    const { refused } = await this.#cas.grant("runtime", "attestation", configId, record.hash, outcome, () =>
-      this.#cas.policyGeneration(policyName) !== generation ? changed : undefined,
+    // The nonce is recorded as spent in the grant's transaction: once across every replica.
+    const { refused } = await this.#cas.grant(
+      "runtime",
+      "attestation",
+      configId,
+      record.hash,
+      outcome,
+      () => (this.#cas.policyGeneration(policyName) !== generation ? changed : undefined),
+      { nonce: Buffer.from(request.nonce, "base64"), expiresAt: nonceExpiry },
     );
     if (refused !== undefined) throw new CasError(409, "policy_changed", refused);
     return { configuration: jwe };
@@ -242,15 +258,15 @@ export class AttestationService {
 
   #configure(
     record: PolicyRecord,
-    own: Readonly<Record<string, StoredSecret>>,
+    policies: ReadonlyMap<string, PolicyValues | undefined>,
     service: PolicyService,
     configId: string,
     runtimeSpki: Buffer,
     verdict: Verdict,
   ): Configuration {
     const policyName = record.name;
+    const own = policies.get(policyName)?.values ?? {};
     const cache = new Map<string, StoredSecret>();
-    const policies = new Map<string, PolicyValues | undefined>([[policyName, { record, values: own }]]);
     const value = (name: string): StoredSecret => {
       let v = cache.get(name);
       if (!v) {
@@ -349,24 +365,27 @@ export class AttestationService {
    * service of the policy (urn:cloister:POLICY/SERVICE) that mounts `volume`. The TLS handshake
    * proved the caller holds its key.
    */
-  authorizeVolumeCommit(peer: X509Certificate | undefined, policyName: string, volume: string): void {
+  async authorizeVolumeCommit(peer: X509Certificate | undefined, policyName: string, volume: string): Promise<void> {
     const target = `${policyName}/${volume}`;
     const refused = (status: number, code: string, reason: string): CasError => {
-      // Before the certificate is found to be the policy's: a stranger's refusal, tallied by its key.
+      // Before the certificate is found to be the policy's: a stranger's refusal, tallied by its
+      // key (a tally is written by a timer: nothing to wait for here).
       const actor = peer ? spkiHash(peer.publicKey) : "";
-      this.#cas.refuse(actor, "volume.commit", target, reason, { source: actor || "no certificate", code });
+      void this.#cas.refuse(actor, "volume.commit", target, reason, { source: actor || "no certificate", code });
       return new CasError(status, code, reason);
     };
     if (!peer)
       throw refused(401, "no_identity", "a volume is committed with the service certificate issued at attestation");
     const notOurs = `the client certificate is not a current service certificate of ${policyName}`;
-    const loaded = this.#cas.secretValues(policyName);
+    await this.#cas.sync();
+    const policies = await this.#cas.importClosure(policyName);
+    const loaded = policies.get(policyName);
     // The same answer as a certificate the policy's CA did not issue: a stranger learns nothing
     // of which policies exist.
     if (!loaded) throw refused(403, "forbidden", notOurs);
     const { record, values } = loaded;
     const caName = record.policy.security.service_ca ?? BUILT_IN_SERVICE_CA;
-    const ca = caName === BUILT_IN_SERVICE_CA ? values[caName] : this.#cas.resolveSecret(policyName, caName);
+    const ca = caName === BUILT_IN_SERVICE_CA ? values[caName] : this.#cas.resolveSecret(policyName, caName, policies);
     if (ca?.kind !== "x509-ca") throw refused(500, "no_service_ca", `the service CA of ${policyName} is missing`);
     const issuer = new X509Certificate(ca.certificate);
     const now = this.#now();

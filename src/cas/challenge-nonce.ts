@@ -14,9 +14,12 @@
  *
  * The 80 random bits make every nonce distinct; the MAC (HMAC truncated to 128 bits, as RFC 2104
  * allows) makes it unforgeable and unpredictable, so evidence cannot be prepared for a future
- * nonce. The key is random per CAS process: the spent set lives in memory and is lost on restart,
- * so a restart must also void every nonce issued before it, or one spent just before could be
- * replayed just after.
+ * nonce. The key is the CAS's (derived from its master key, CasService.challengeKey), so that a
+ * challenge issued by one replica can be answered at another. The spent set here is this
+ * process's fast path — a concurrent replay is caught before its evidence is verified — and not
+ * the record: a nonce is recorded as spent in the database, in the transaction of the grant it
+ * was used for (Store.appendAuditGrouped), where every replica, and this one after a restart,
+ * finds it.
  */
 import { createHmac, createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from "node:crypto";
 import { randomBytesPooled } from "../crypto/random-pool.ts";
@@ -27,6 +30,8 @@ const RANDOM_BYTES = 10;
 const MAC_BYTES = NONCE_BYTES - EXPIRY_BYTES - RANDOM_BYTES;
 const LABEL = Buffer.from("cloister-challenge-v1\0");
 const SEPARATOR = Buffer.from([0]);
+/** How far ahead of this one another replica's clock may be. */
+const MAX_CLOCK_SKEW_MS = 5_000;
 
 /** Why a nonce was not accepted; `busy` leaves it unspent (it may be tried again). */
 export type NonceProblem = "malformed" | "not-issued" | "expired" | "spent" | "busy";
@@ -50,7 +55,7 @@ export interface ChallengeNonceOptions {
    * forgotten as expired and then accepted again.
    */
   readonly now?: () => number;
-  /** The MAC key; random if not given (tests pass one to make two instances agree). */
+  /** The MAC key; random if not given (the CAS passes its own: every replica agrees). */
   readonly key?: Buffer;
 }
 
@@ -85,9 +90,10 @@ export class ChallengeNonces {
   /**
    * Spend `encoded` (base64), which must be a nonce this instance issued for `configId`, not yet
    * expired or used; throws NonceError saying which it is not. Once this returns, the nonce is
-   * spent — a concurrent replay finds it so — until `unspend` takes it back.
+   * spent — a concurrent replay finds it so — until `unspend` takes it back. Returns when it
+   * expires (ms since the epoch).
    */
-  spend(encoded: string, configId: string): void {
+  spend(encoded: string, configId: string): number {
     const nonce = Buffer.from(typeof encoded === "string" ? encoded : "", "base64");
     if (nonce.length !== NONCE_BYTES || nonce.toString("base64") !== encoded)
       throw new NonceError("malformed", `the nonce is not ${NONCE_BYTES} bytes of base64: ask for a new challenge`);
@@ -95,12 +101,12 @@ export class ChallengeNonces {
     if (!timingSafeEqual(this.#mac(configId, body), nonce.subarray(EXPIRY_BYTES + RANDOM_BYTES)))
       throw new NonceError(
         "not-issued",
-        `the nonce was not issued for ${configId} by this CAS since it started (issued for another service, or made up): ask for a new challenge`,
+        `the nonce was not issued for ${configId} by this CAS (issued for another service, or made up): ask for a new challenge`,
       );
     const expires = nonce.readUIntBE(0, EXPIRY_BYTES);
     const now = this.#now();
-    // Issued by this key, so by this process, whose clock does not step back: never the case.
-    if (expires > now + this.#ttlMs)
+    // Issued by this key, so by this CAS, a replica's clock a little ahead at most.
+    if (expires > now + this.#ttlMs + MAX_CLOCK_SKEW_MS)
       throw new NonceError("not-issued", "the nonce expires later than any this CAS issues: ask for a new challenge");
     if (expires < now)
       throw new NonceError(
@@ -113,6 +119,7 @@ export class ChallengeNonces {
     if (this.#spent.size >= this.#maxSpent)
       throw new NonceError("busy", "too many attestations in the last minute; try again shortly");
     this.#spent.set(encoded, expires);
+    return expires;
   }
 
   /**

@@ -16,7 +16,7 @@ import { Metrics } from "./metrics.ts";
 import { RateLimiter, sourceOf } from "./rate-limit.ts";
 import { CasError, CasService } from "./service.ts";
 import type { Envelope } from "./store/envelope.ts";
-import { type Store, StoreFailedError } from "./store/store.ts";
+import { type Store, StoreFailedError, StoreUnavailableError } from "./store/store.ts";
 
 export const CAS_VERSION = "0.1.0";
 /** A policy is at most 1 MiB of text; JSON escaping can double it. */
@@ -32,10 +32,11 @@ export interface CasIdentity {
 
 /** The CAS's own key, made on first start and kept sealed under the master key in the store. */
 export async function loadOrCreateIdentity(store: Store, envelope: Envelope): Promise<CasIdentity> {
-  let sealed = store.readMeta("cas_identity");
+  let sealed = await store.readMeta("cas_identity");
   if (!sealed) {
     const made = await selfSignedP256("cloister CAS", 3650);
-    sealed = store.initMeta("cas_identity", envelope.sealOwn("cas_identity", Buffer.from(JSON.stringify(made))));
+    // initMeta: of replicas starting at once on an empty database, the first identity stands.
+    sealed = await store.initMeta("cas_identity", envelope.sealOwn("cas_identity", Buffer.from(JSON.stringify(made))));
   }
   const { keyPem, certificatePem } = JSON.parse(envelope.openOwn("cas_identity", sealed).toString("utf8")) as {
     keyPem: string;
@@ -109,6 +110,11 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
     if (error instanceof StoreFailedError) {
       return reply.status(503).send({ error: { code: "store_failed", message: error.message } });
     }
+    // The database is away (PostgreSQL stopped, the network cut): try again, here or at another
+    // replica. The message names the database's address, never its credentials.
+    if (error instanceof StoreUnavailableError) {
+      return reply.status(503).send({ error: { code: "store_unavailable", message: error.message } });
+    }
     const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
     if (status === 500) app.log.error({ err: error }, "internal error");
     return reply.status(status).send({
@@ -126,17 +132,23 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
 
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async (_request, reply) => {
+    // For load balancers: ready while the store answers (a replica whose database is away
+    // says so, and why, and is taken out of rotation until it is back).
     try {
-      store.lastAudit();
-      return { status: "ready" };
-    } catch {
-      return reply.status(503).send({ status: "store unavailable" });
+      await store.lastAudit();
+      return { status: "ready", store: store.engine };
+    } catch (error) {
+      const reason =
+        error instanceof StoreUnavailableError || error instanceof StoreFailedError
+          ? error.message
+          : "store unavailable";
+      return reply.status(503).send({ status: "store unavailable", store: store.engine, reason });
     }
   });
   app.get("/metrics", async (_request, reply) =>
     reply
       .type("text/plain; version=0.0.4")
-      .send(metrics.render({ cloister_cas_policies: store.listPolicies().length })),
+      .send(metrics.render({ cloister_cas_policies: (await store.listPolicies()).length })),
   );
   const openapi = openApiDocument(CAS_VERSION);
   app.get("/v1/openapi.json", async () => openapi);
@@ -148,8 +160,8 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
     createPolicy: ({ actor, body }) => service.create(actor, body.policy, body.signatures),
     updatePolicy: ({ actor, body, params }) =>
       service.update(actor, body.policy, body.signatures, params.name, { regenerateSecrets: body.regenerate_secrets }),
-    getPolicy: ({ actor, params }) => {
-      const r = service.get(actor, params.name);
+    getPolicy: async ({ actor, params }) => {
+      const r = await service.get(actor, params.name);
       return {
         name: r.name,
         hash: r.hash,
@@ -161,30 +173,39 @@ export async function buildCasServer(options: CasServerOptions): Promise<Fastify
         policy: r.redacted,
       };
     },
-    listPolicies: ({ actor }) => ({ policies: service.list(actor) }),
-    deletePolicy: ({ actor, params, query }) => {
+    listPolicies: async ({ actor }) => ({ policies: await service.list(actor) }),
+    deletePolicy: async ({ actor, params, query }) => {
       const signatures =
         query.signature === undefined ? [] : Array.isArray(query.signature) ? query.signature : [query.signature];
-      service.delete(actor, params.name, signatures);
+      await service.delete(actor, params.name, signatures);
       return null;
     },
-    policyHistory: ({ actor, params }) => ({ name: params.name, versions: service.history(actor, params.name) }),
+    policyHistory: async ({ actor, params }) => ({
+      name: params.name,
+      versions: await service.history(actor, params.name),
+    }),
     challenge: ({ body }) => attestation.challenge(body.config_id),
     attest: ({ body, source }) => attestation.attest(body, source),
-    commitVolume: ({ actor, params, body, peer }) => {
-      attestation.authorizeVolumeCommit(peer(), params.policy, params.volume);
-      service.commitVolume(actor, params.policy, params.volume, body.previous, body.next);
+    commitVolume: async ({ actor, params, body, peer }) => {
+      await attestation.authorizeVolumeCommit(peer(), params.policy, params.volume);
+      await service.commitVolume(actor, params.policy, params.volume, body.previous, body.next);
       return { policy: params.policy, volume: params.volume, tag: body.next };
     },
-    enrolLas: ({ actor, body }) => {
-      service.enrolLas(actor, body.key);
+    enrolLas: async ({ actor, body }) => {
+      await service.enrolLas(actor, body.key);
       return { keys: [...service.trust.lasKeys()].sort() };
     },
-    listLas: () => ({ keys: [...service.trust.lasKeys()].sort() }),
+    listLas: async () => {
+      await service.sync();
+      return { keys: [...service.trust.lasKeys()].sort() };
+    },
     importCollateral: ({ actor, body }) => service.importCollateral(actor, body),
-    listCollateral: () => ({ collateral: service.trust.list() }),
-    auditExport: ({ actor, query }) => ({
-      ...service.exportAudit(actor, query.since, query.limit),
+    listCollateral: async () => {
+      await service.sync();
+      return { collateral: service.trust.list() };
+    },
+    auditExport: async ({ actor, query }) => ({
+      ...(await service.exportAudit(actor, query.since, query.limit)),
       cas_key: Buffer.from(
         new X509Certificate(identity.certificatePem).publicKey.export({ type: "spki", format: "der" }),
       ).toString("base64"),

@@ -3,13 +3,13 @@
  * authorisation per access_policy, secrets generated and migrated, envelope encryption, and
  * an audit entry for every decision. HTTP lives in server.ts; this file knows nothing of it.
  */
-import type { KeyObject } from "node:crypto";
+import { hkdfSync, type KeyObject } from "node:crypto";
 import type { Collateral } from "../attestation/dcap/collateral.ts";
 import { SignatureError, type SignedAction, verifyPolicySignature } from "../crypto/signatures.ts";
 import { policyHash } from "../policy/canonical.ts";
 import { checkPolicyText, formatPolicyError, type PolicyError, type PolicyWarning } from "../policy/check.ts";
 import type { NormalizedPolicy } from "../policy/normalize.ts";
-import { type AccessRuleT, REDACTED } from "../policy/schema.ts";
+import { type AccessRuleT, isImport, REDACTED } from "../policy/schema.ts";
 import { AUDIT_GENESIS, type AuditEntry, AuditLog, type AuditPage, entryDigest } from "./audit.ts";
 import { admits, type Requester } from "./authorization.ts";
 import { ImportError, type PolicyValues, resolveSecret } from "./imports.ts";
@@ -17,8 +17,8 @@ import { hasRedacted, keepRedactedValues, presentForEdit } from "./redact.ts";
 import { type Refusal, RefusalTally } from "./refusal-tally.ts";
 import { keptAcrossModeChange, type StoredSecret, secretValuesFor } from "./secrets.ts";
 import { Envelope, TamperError } from "./store/envelope.ts";
-import type { AuditRow, PolicyRow, Store } from "./store/store.ts";
-import { CollateralError, TrustStore } from "./trust-store.ts";
+import type { AuditRow, NonceSpend, PolicyRow, Store } from "./store/store.ts";
+import { type AmdKeySummary, CollateralError, type DcapCollateralSummary, TrustStore } from "./trust-store.ts";
 
 /** Audit entries in one page of an export, at most (GET /v1/audit's `limit`). */
 export const AUDIT_PAGE_MAX = 10_000;
@@ -126,6 +126,11 @@ export class CasService {
   /** Enrolled LAS keys and imported collateral. */
   readonly trust: TrustStore;
   /**
+   * The key challenge nonces are authenticated with (challenge-nonce.ts): the CAS's, derived from
+   * its master key, so that every replica accepts the nonces any of them issued.
+   */
+  readonly challengeKey: Buffer;
+  /**
    * Identities the CAS has granted something (from the verified log, then as it grants), and its
    * administrators: their refusals are audited one by one. Anyone else's are tallied (#tally).
    */
@@ -146,17 +151,24 @@ export class CasService {
   /** What `get` shows of a version (redacted, predecessor current): YAML work done once per version. */
   readonly #presented = new Map<string, { hash: string; text: string }>();
 
+  /** The last audit entry applied (#follow): where the next one must continue the chain. */
+  #lastApplied: AuditRow | undefined;
+  /** Set when an enrolment or import was applied: the trust store is read again at #sync. */
+  #trustStale = false;
+  /** Tallied entries being written: flushRefusals waits for them. */
+  readonly #tallying = new Set<Promise<void>>();
+
   private constructor(
     store: Store,
     envelope: Envelope,
     audit: AuditLog,
     options: CasOptions,
-    index: Map<string, string>,
-    volumes: Map<string, VolumeState>,
-    known: Set<string>,
+    trust: TrustStore,
+    challengeKey: Buffer,
   ) {
-    this.#known = known;
-    if (Array.isArray(options.admins)) for (const admin of options.admins) known.add(admin);
+    this.challengeKey = challengeKey;
+    this.#known = new Set();
+    if (Array.isArray(options.admins)) for (const admin of options.admins) this.#known.add(admin);
     this.#tally = new RefusalTally((r) => this.#tallied(r), {
       now: () => this.#now(),
     });
@@ -164,37 +176,86 @@ export class CasService {
     this.#envelope = envelope;
     this.#audit = audit;
     this.#options = options;
-    this.#index = index;
-    this.#volumes = volumes;
-    this.trust = new TrustStore(store, envelope);
+    this.#index = new Map();
+    this.#volumes = new Map();
+    this.trust = trust;
   }
 
-  /** Open the service on a store: verify the whole audit log and rebuild the index from it. */
-  static open(store: Store, masterKey: Buffer, signingKey: KeyObject, options: CasOptions = {}): CasService {
+  /**
+   * Open the service on a store: verify the whole audit log and rebuild the index from it, then
+   * follow the log — what this service and any other replica on the database appends.
+   */
+  static async open(
+    store: Store,
+    masterKey: Buffer,
+    signingKey: KeyObject,
+    options: CasOptions = {},
+  ): Promise<CasService> {
     const envelope = new Envelope(masterKey);
     const audit = new AuditLog(masterKey, signingKey);
-    const rows = store.audit(0);
-    const problem = audit.verifyRows(rows, undefined);
+    const challengeKey = Buffer.from(
+      hkdfSync("sha256", masterKey, Buffer.alloc(0), "cloister challenge nonces v1", 32),
+    );
+    const trust = await TrustStore.load(store, envelope);
+    const service = new CasService(store, envelope, audit, options, trust, challengeKey);
+    const rows = await store.audit(0);
+    service.#follow(rows);
+    store.follow(service.#lastApplied?.seq ?? 0, (more) => service.#follow(more));
+    return service;
+  }
+
+  /**
+   * Apply committed audit entries, in order: the index, the generations, the volume tags, who is
+   * known, and whether the trust store must be read again all follow from the log. The entries
+   * must continue the chain from the last one applied, each with its MAC: a replica never acts
+   * on an entry that fails verification (nor on any after it).
+   */
+  #follow(rows: readonly AuditRow[]): void {
+    if (rows.length === 0) return;
+    const problem = this.#audit.verifyRows(rows, this.#lastApplied);
     if (problem) throw new TamperError(`the audit log fails verification: ${problem}`);
-    const index = new Map<string, string>();
-    const volumes = new Map<string, VolumeState>();
-    const known = new Set<string>();
-    for (const row of rows) {
-      const e = JSON.parse(row.entry) as AuditEntry;
-      if (e.outcome !== "granted") continue;
-      known.add(e.actor);
-      if ((e.action === "policy.create" || e.action === "policy.update") && e.policy_hash)
-        index.set(e.target, e.policy_hash);
-      if (e.action === "policy.delete") {
-        index.delete(e.target);
-        for (const key of volumes.keys()) if (key.startsWith(`${e.target}\0`)) volumes.delete(key);
-      }
-      if (e.action === "volume.commit") {
+    for (const row of rows) this.#apply(JSON.parse(row.entry) as AuditEntry);
+    this.#lastApplied = rows.at(-1);
+  }
+
+  #apply(e: AuditEntry): void {
+    if (e.outcome !== "granted") return;
+    this.#known.add(e.actor);
+    switch (e.action) {
+      case "policy.create":
+      case "policy.update":
+        if (e.policy_hash) this.#indexed(e.target, e.policy_hash);
+        break;
+      case "policy.delete":
+        this.#indexed(e.target, undefined);
+        for (const key of this.#volumes.keys()) if (key.startsWith(`${e.target}\0`)) this.#volumes.delete(key);
+        this.#cache.delete(e.target);
+        this.#openedSecrets.delete(e.target);
+        this.#presented.delete(e.target);
+        this.#envelope.forget(e.target);
+        break;
+      case "volume.commit": {
         const commit = parseVolumeCommit(e);
-        if (commit) volumes.set(commit.key, commit.state);
+        if (commit) this.#volumes.set(commit.key, commit.state);
+        break;
       }
+      case "las.enrol":
+      case "collateral.import":
+        this.#trustStale = true;
+        break;
     }
-    return new CasService(store, envelope, audit, options, index, volumes, known);
+  }
+
+  /**
+   * Before a decision that depends on the log: apply what other replicas appended since this one
+   * last looked (nothing, on the embedded store), and read the trust store again if it changed.
+   */
+  async sync(): Promise<void> {
+    await this.#store.catchUp();
+    if (this.#trustStale) {
+      this.#trustStale = false;
+      await this.trust.reload();
+    }
   }
 
   #now(): Date {
@@ -214,9 +275,14 @@ export class CasService {
     // Authorised first: only who may create the name learns that it is taken (names are unique,
     // so they may). The index (from the audit log) knows every policy; a concurrent create is
     // caught by the store.
-    this.#authorizeCreate(actor, policy.name, hash, signatures);
+    await this.sync();
+    await this.#authorizeCreate(actor, policy.name, hash, signatures);
     if (this.#index.has(policy.name)) {
-      this.#refuse(actor, "policy.create", policy.name, hash, "a policy of that name exists");
+      // Asked again after the answer was lost (a replica died after the commit): done already.
+      const current = await this.#load(policy.name);
+      if (current?.record.hash === hash && current.record.creator === actor && current.record.version === 1)
+        return withWarnings({ name: policy.name, hash, version: 1 }, checked.warnings);
+      await this.#refuse(actor, "policy.create", policy.name, hash, "a policy of that name exists");
       throw new CasError(409, "exists", `policy ${policy.name} already exists; update it instead`);
     }
     const values = await secretValuesFor(policy, new Map());
@@ -234,16 +300,16 @@ export class CasService {
       policy,
     };
     const dek = this.#envelope.newDataKey(policy.name);
-    const ok = this.#store.create(this.#write(dek.key, dek.wrapped, record, values), (prev) =>
+    // The follower applies the entry (the index, the generation) once it is committed.
+    const ok = await this.#store.create(this.#write(dek.key, dek.wrapped, record, values), (prev) =>
       this.#auditRow(prev, actor, "policy.create", policy.name, hash, "granted", "created"),
     );
     if (!ok) {
-      this.#refuse(actor, "policy.create", policy.name, hash, "a policy of that name was created concurrently");
+      await this.#refuse(actor, "policy.create", policy.name, hash, "a policy of that name was created concurrently");
       throw new CasError(409, "exists", `policy ${policy.name} already exists; update it instead`);
     }
-    this.#indexed(policy.name, hash);
-    this.#declareVolumes(actor, policy.name, policy, hash);
-    this.#checkpointIfDue();
+    await this.#declareVolumes(actor, policy.name, policy, hash);
+    await this.#checkpointIfDue();
     return withWarnings({ name: policy.name, hash, version: 1 }, checked.warnings);
   }
 
@@ -264,16 +330,17 @@ export class CasService {
     if (expectedName !== undefined && expectedName !== name) {
       throw new CasError(400, "name_mismatch", `the policy is named ${name}, but the request is for ${expectedName}`);
     }
-    const current = this.#load(name);
-    if (!current) throw this.#unseen(actor, "policy.update", name);
+    await this.sync();
+    const current = await this.#load(name);
+    if (!current) throw await this.#unseen(actor, "policy.update", name);
     const { row, record } = current;
-    const previousValues = this.#secrets(name, row.version, row.wrappedKey);
+    const previousValues = await this.#secrets(name, row.version, row.wrappedKey);
     // Nothing about the stored policy shapes the answer before the caller is authorised: the
     // values a <redacted> would keep are looked up here, but a missing one is told only below.
     const { policy, unkept } = keepRedactedValues(checked.policy, record.policy, previousValues);
     const hash = policy === checked.policy ? checked.hash : policyHash(policy);
     // Authorise before comparing versions, so that the current hash is told only to those who may update.
-    this.#authorize(
+    await this.#authorize(
       actor,
       "write",
       "policy.update",
@@ -296,7 +363,20 @@ export class CasService {
       throw new CasError(400, "no_predecessor", `an update names its predecessor: add predecessor: ${record.hash}`);
     }
     if (policy.predecessor !== record.hash) {
-      this.#refuse(actor, "policy.update", name, hash, `predecessor ${policy.predecessor} is not the current version`);
+      // Asked again after the answer was lost: this very update is the current version.
+      if (
+        record.hash === hash &&
+        record.updated_by === actor &&
+        (await this.#previousHash(name, row)) === policy.predecessor
+      )
+        return withWarnings({ name, hash, version: record.version }, checked.warnings);
+      await this.#refuse(
+        actor,
+        "policy.update",
+        name,
+        hash,
+        `predecessor ${policy.predecessor} is not the current version`,
+      );
       throw new CasError(
         409,
         "conflict",
@@ -319,17 +399,26 @@ export class CasService {
     };
     const dek = this.#envelope.dataKey(name, row.wrappedKey);
     const reason = `version ${next.version}${carried === previous ? "" : `; attestation mode ${record.policy.security.attestation.mode} -> ${policy.security.attestation.mode}: generated values made anew`}`;
-    const ok = this.#store.update(row.version, this.#write(dek, row.wrappedKey, next, values), (prev) =>
+    const ok = await this.#store.update(row.version, this.#write(dek, row.wrappedKey, next, values), (prev) =>
       this.#auditRow(prev, actor, "policy.update", name, hash, "granted", reason),
     );
     if (!ok) {
-      this.#refuse(actor, "policy.update", name, hash, "lost a concurrent update");
+      await this.#refuse(actor, "policy.update", name, hash, "lost a concurrent update");
       throw new CasError(409, "conflict", `${name} was updated concurrently; fetch it and apply your change again`);
     }
-    this.#indexed(name, hash);
-    this.#declareVolumes(actor, name, policy, hash);
-    this.#checkpointIfDue();
+    await this.#declareVolumes(actor, name, policy, hash);
+    await this.#checkpointIfDue();
     return withWarnings({ name, hash, version: next.version }, checked.warnings);
+  }
+
+  /** The hash of the version before the current one, from the policy's history. */
+  async #previousHash(name: string, row: PolicyRow): Promise<string | undefined> {
+    if (row.version < 2) return undefined;
+    const versions = await this.#store.versions(name);
+    const before = versions.find((v) => v.version === row.version - 1);
+    if (!before) return undefined;
+    const dek = this.#envelope.dataKey(name, row.wrappedKey);
+    return this.#open<VersionRecord>(dek, "version", name, before.version, before.sealed).hash;
   }
 
   /**
@@ -357,7 +446,7 @@ export class CasService {
     const lost = await keptAcrossModeChange(policy, previous);
     if (lost.length > 0 && !consented) {
       const reason = `changing attestation mode ${from} -> ${to} makes every generated value anew, discarding ${lost.join(", ")}`;
-      this.#refuse(actor, "policy.update", record.name, hash, `${reason}; not confirmed`);
+      await this.#refuse(actor, "policy.update", record.name, hash, `${reason}; not confirmed`);
       throw new CasError(
         409,
         "regenerates_secrets",
@@ -367,8 +456,9 @@ export class CasService {
     return new Map([...previous].filter(([, v]) => v.spec === "explicit"));
   }
 
-  get(actor: string, name: string): PolicyRecord & { redacted: string } {
-    const { record } = this.#readable(actor, name, "policy.get");
+  async get(actor: string, name: string): Promise<PolicyRecord & { redacted: string }> {
+    await this.sync();
+    const { record } = await this.#readable(actor, name, "policy.get");
     let shown = this.#presented.get(name);
     if (shown?.hash !== record.hash) {
       shown = { hash: record.hash, text: presentForEdit(record.text, record.hash) };
@@ -377,12 +467,13 @@ export class CasService {
     return { ...record, redacted: shown.text };
   }
 
-  list(actor: string): PolicySummary[] {
+  async list(actor: string): Promise<PolicySummary[]> {
+    await this.sync();
     const out: PolicySummary[] = [];
-    for (const row of this.#store.listPolicies()) {
+    for (const row of await this.#store.listPolicies()) {
       let loaded: { record: PolicyRecord } | undefined;
       try {
-        loaded = this.#load(row.name, row);
+        loaded = await this.#load(row.name, row);
       } catch (error) {
         if (error instanceof CasError) continue; // tampered: refused and audited by #load
         throw error;
@@ -394,17 +485,21 @@ export class CasService {
     return out;
   }
 
-  history(actor: string, name: string): VersionRecord[] {
-    const { row } = this.#readable(actor, name, "policy.history");
+  async history(actor: string, name: string): Promise<VersionRecord[]> {
+    await this.sync();
+    const { row } = await this.#readable(actor, name, "policy.history");
     const dek = this.#envelope.dataKey(name, row.wrappedKey);
-    return this.#store.versions(name).map((v) => this.#open<VersionRecord>(dek, "version", name, v.version, v.sealed));
+    return (await this.#store.versions(name)).map((v) =>
+      this.#open<VersionRecord>(dek, "version", name, v.version, v.sealed),
+    );
   }
 
-  delete(actor: string, name: string, signatures: readonly string[]): void {
-    const current = this.#load(name);
-    if (!current) throw this.#unseen(actor, "policy.delete", name);
+  async delete(actor: string, name: string, signatures: readonly string[]): Promise<void> {
+    await this.sync();
+    const current = await this.#load(name);
+    if (!current) throw await this.#unseen(actor, "policy.delete", name);
     const { row, record } = current;
-    this.#authorize(
+    await this.#authorize(
       actor,
       "delete",
       "policy.delete",
@@ -414,7 +509,7 @@ export class CasService {
       record.policy.access_policy.update,
       signatures,
     );
-    const ok = this.#store.delete(name, row.version, (prev) =>
+    const ok = await this.#store.delete(name, row.version, (prev) =>
       this.#auditRow(
         prev,
         actor,
@@ -426,17 +521,12 @@ export class CasService {
       ),
     );
     if (!ok) throw new CasError(409, "conflict", `${name} changed while it was being deleted; try again`);
-    this.#indexed(name, undefined);
-    for (const key of this.#volumes.keys()) if (key.startsWith(`${name}\0`)) this.#volumes.delete(key);
-    this.#cache.delete(name);
-    this.#openedSecrets.delete(name);
-    this.#presented.delete(name);
-    this.#envelope.forget(name);
   }
 
   /** The hash the next signature of `action` on `name` must cover (for `cloister policy sign`). */
-  currentHash(actor: string, name: string): string {
-    return this.#readable(actor, name, "policy.get").record.hash;
+  async currentHash(actor: string, name: string): Promise<string> {
+    await this.sync();
+    return (await this.#readable(actor, name, "policy.get")).record.hash;
   }
 
   /**
@@ -446,37 +536,33 @@ export class CasService {
    * the end. The last page ends at a checkpoint: one is signed over the last entry if none is
    * yet (so a reader's exports add at most one checkpoint per entry written meanwhile).
    */
-  exportAudit(actor: string, since: number, limit = AUDIT_PAGE_MAX): AuditPage {
-    const rows = this.#store.audit(since, limit + 1);
+  async exportAudit(actor: string, since: number, limit = AUDIT_PAGE_MAX): Promise<AuditPage> {
+    await this.sync();
+    const rows = await this.#store.audit(since, limit + 1);
     const more = rows.length > limit;
     if (more) rows.length = limit;
     const end = rows.at(-1)?.seq ?? since;
-    if (!more && rows.length > 0 && (this.#store.lastCheckpoint()?.seq ?? 0) < end)
-      this.#store.addCheckpoint(this.#audit.checkpoint(rows.at(-1)!, this.#now()));
+    if (!more && rows.length > 0 && ((await this.#store.lastCheckpoint())?.seq ?? 0) < end)
+      await this.#store.addCheckpoint(this.#audit.checkpoint(rows.at(-1)!, this.#now()));
     const readable = new Map<string, boolean>();
-    const mayRead = (policy: string): boolean => {
-      let ok = readable.get(policy);
-      if (ok === undefined) {
-        try {
-          const loaded = this.#load(policy);
-          ok =
-            loaded !== undefined &&
-            admits(loaded.record.policy.access_policy.read, loaded.record.creator, alone(actor));
-        } catch {
-          ok = false;
-        }
-        readable.set(policy, ok);
+    const policies = new Set<string>();
+    for (const row of rows) policies.add(auditedPolicy(JSON.parse(row.entry) as AuditEntry));
+    for (const policy of policies) {
+      if (policy === "") continue;
+      let ok: boolean;
+      try {
+        const loaded = await this.#load(policy);
+        ok =
+          loaded !== undefined && admits(loaded.record.policy.access_policy.read, loaded.record.creator, alone(actor));
+      } catch {
+        ok = false;
       }
-      return ok;
-    };
+      readable.set(policy, ok);
+    }
     const entries = rows.map((row) => {
       const entry = JSON.parse(row.entry) as AuditEntry;
-      // Attestation entries name a config id (policy/service): readers of the policy see them.
-      const policy =
-        entry.action === "attestation" || entry.action === "volume.commit"
-          ? entry.target.slice(0, Math.max(0, entry.target.lastIndexOf("/")))
-          : entry.target;
-      const visible = entry.actor === actor || (policy !== "" && mayRead(policy));
+      const policy = auditedPolicy(entry);
+      const visible = entry.actor === actor || (policy !== "" && readable.get(policy) === true);
       return visible
         ? { seq: row.seq, entry, chain: row.chain }
         : { seq: row.seq, redacted: true as const, digest: entryDigest(row.entry), chain: row.chain };
@@ -485,54 +571,62 @@ export class CasService {
       format: "cloister-audit-v1",
       cas_key: "", // filled in by the server, which holds the public key
       // The chain hash through entry `since`: where the exported part of the chain starts.
-      previous_chain: since > 0 ? (this.#store.auditEntry(since)?.chain ?? AUDIT_GENESIS) : AUDIT_GENESIS,
+      previous_chain: since > 0 ? ((await this.#store.auditEntry(since))?.chain ?? AUDIT_GENESIS) : AUDIT_GENESIS,
       entries,
-      checkpoints: this.#store.checkpoints(since, end),
+      checkpoints: await this.#store.checkpoints(since, end),
       next: more ? end : null,
     };
   }
 
   /** Enrol a LAS key (simulation mode): administrators only. */
-  enrolLas(actor: string, key: string): void {
-    this.#requireAdmin(actor, "las.enrol", key);
+  async enrolLas(actor: string, key: string): Promise<void> {
+    await this.#requireAdmin(actor, "las.enrol", key);
     try {
-      this.trust.enrolLas(key);
+      await this.trust.enrolLas(key);
     } catch (error) {
       if (error instanceof CollateralError) throw new CasError(400, "bad_request", error.message);
       throw error;
     }
-    this.#store.appendAudit((prev) => this.#auditRow(prev, actor, "las.enrol", "", null, "granted", `LAS key ${key}`));
+    await this.#store.appendAudit((prev) =>
+      this.#auditRow(prev, actor, "las.enrol", "", null, "granted", `LAS key ${key}`),
+    );
   }
 
   /** Import PCCS collateral or an AMD VCEK/VLEK certificate: administrators only. */
-  importCollateral(actor: string, item: { dcap?: Collateral | undefined; amd_certificate?: string | undefined }) {
-    this.#requireAdmin(actor, "collateral.import", "");
+  async importCollateral(
+    actor: string,
+    item: { dcap?: Collateral | undefined; amd_certificate?: string | undefined },
+  ): Promise<DcapCollateralSummary | AmdKeySummary> {
+    await this.#requireAdmin(actor, "collateral.import", "");
+    await this.sync();
     try {
       const result = item.dcap
-        ? this.trust.importDcap(item.dcap)
+        ? await this.trust.importDcap(item.dcap)
         : item.amd_certificate
-          ? this.trust.importAmdKey(item.amd_certificate)
+          ? await this.trust.importAmdKey(item.amd_certificate)
           : undefined;
       if (!result) throw new CollateralError("expected dcap (PCCS collateral) or amd_certificate");
       const what =
         result.kind === "dcap"
           ? `${result.tee} collateral for FMSPC ${result.fmspc}`
           : `${result.key_type} for ${result.product}`;
-      this.#store.appendAudit((prev) => this.#auditRow(prev, actor, "collateral.import", "", null, "granted", what));
+      await this.#store.appendAudit((prev) =>
+        this.#auditRow(prev, actor, "collateral.import", "", null, "granted", what),
+      );
       return result;
     } catch (error) {
       if (error instanceof CollateralError) {
-        this.#refuse(actor, "collateral.import", "", null, error.message);
+        await this.#refuse(actor, "collateral.import", "", null, error.message);
         throw new CasError(400, "bad_collateral", error.message);
       }
       throw error;
     }
   }
 
-  #requireAdmin(actor: string, action: string, target: string): void {
+  async #requireAdmin(actor: string, action: string, target: string): Promise<void> {
     const admins = this.#options.admins;
     if (admins === "any" || admins?.includes(actor)) return;
-    this.#refuse(actor, action, target, null, "not an administrator");
+    await this.#refuse(actor, action, target, null, "not an administrator");
     throw new CasError(403, "forbidden", "only the CAS's administrators (cas start --admin) may do this");
   }
 
@@ -551,57 +645,79 @@ export class CasService {
   /**
    * Compare-and-swap a volume's tag: `previous` must be the current one. The caller (a runtime
    * with a service certificate of the policy) was authenticated by the route. The audit entry
-   * is the record: the CAS rebuilds tags from the log at start.
+   * is the record: every replica rebuilds tags from the log. The comparison is made as the entry
+   * is appended — under the chain head's lock, after every entry committed before it, by any
+   * replica — so that of two commits from one tag exactly one wins.
    */
-  commitVolume(actor: string, policy: string, volume: string, previous: string | null, next: string): void {
+  async commitVolume(
+    actor: string,
+    policy: string,
+    volume: string,
+    previous: string | null,
+    next: string,
+  ): Promise<void> {
     const target = `${policy}/${volume}`;
-    const loaded = this.#load(policy);
+    await this.sync();
+    const loaded = await this.#load(policy);
     if (!loaded) throw new CasError(404, "not_found", `no policy ${policy}`);
-    const declaration = loaded.record.policy.volumes.find((v) => v.name === volume);
+    const { record } = loaded;
+    const declaration = record.policy.volumes.find((v) => v.name === volume);
     if (!declaration) throw new CasError(404, "not_found", `policy ${policy} has no volume ${volume}`);
     if (declaration.update_policy !== "rollback-protected") {
-      this.#refuseNow(actor, "volume.commit", target, loaded.record.hash, `the volume is ${declaration.update_policy}`);
+      await this.#refuseNow(actor, "volume.commit", target, record.hash, `the volume is ${declaration.update_policy}`);
       throw new CasError(
         409,
         "not_rollback_protected",
         `volume ${volume} is ${declaration.update_policy}: the CAS keeps no tag for it`,
       );
     }
-    const current = this.volumeTag(loaded.record, volume);
-    // Asked again after an answer was lost: already done.
-    if (current === next && previous !== next) return;
-    if (current !== previous) {
-      const reason = `the volume is at ${current ?? "its fresh state"}, not ${previous ?? "its fresh state"}: another runtime committed first (a fork), or an older state`;
-      this.#refuseNow(actor, "volume.commit", target, loaded.record.hash, reason);
-      throw new CasError(409, "conflict", `volume ${volume} of ${policy}: ${reason}`);
-    }
     const declared = declaration.tag;
-    this.#store.appendAudit((prev) =>
-      this.#auditRow(
-        prev,
-        actor,
-        "volume.commit",
-        target,
-        loaded.record.hash,
-        "granted",
-        volumeCommitReason(previous, next, declared),
-      ),
-    );
-    this.#volumes.set(`${policy}\0${volume}`, { tag: next, declared });
-    this.#checkpointIfDue();
+    let refused: CasError | undefined;
+    try {
+      const row = await this.#store.appendAudit((prev) => {
+        refused = undefined;
+        if (this.#index.get(policy) !== record.hash) {
+          const reason = `policy ${policy} changed while the commit was being made; commit again`;
+          refused = new CasError(409, "policy_changed", reason);
+          return this.#auditRow(prev, actor, "volume.commit", target, record.hash, "refused", reason);
+        }
+        const current = this.volumeTag(record, volume);
+        // Asked again after an answer was lost: already done, nothing to append.
+        if (current === next && previous !== next) throw ALREADY_DONE;
+        if (current !== previous) {
+          const reason = `the volume is at ${current ?? "its fresh state"}, not ${previous ?? "its fresh state"}: another runtime committed first (a fork), or an older state`;
+          refused = new CasError(409, "conflict", `volume ${volume} of ${policy}: ${reason}`);
+          return this.#auditRow(prev, actor, "volume.commit", target, record.hash, "refused", reason);
+        }
+        return this.#auditRow(
+          prev,
+          actor,
+          "volume.commit",
+          target,
+          record.hash,
+          "granted",
+          volumeCommitReason(previous, next, declared),
+        );
+      });
+      await this.#checkpointIfDue(row);
+    } catch (error) {
+      if (error === ALREADY_DONE) return;
+      throw error;
+    }
+    if (refused) throw refused;
   }
 
   /**
    * A volume's newly declared tag (an owner shipping a tree) becomes its state, recorded like a
    * commit: so that removing the declaration later keeps that state rather than an older one.
    */
-  #declareVolumes(actor: string, name: string, policy: NormalizedPolicy, hash: string): void {
+  async #declareVolumes(actor: string, name: string, policy: NormalizedPolicy, hash: string): Promise<void> {
     for (const volume of policy.volumes) {
       if (volume.tag === null || volume.update_policy !== "rollback-protected") continue;
       const key = `${name}\0${volume.name}`;
       const committed = this.#volumes.get(key);
       if (committed?.declared === volume.tag) continue;
-      this.#store.appendAudit((prev) =>
+      await this.#store.appendAudit((prev) =>
         this.#auditRow(
           prev,
           actor,
@@ -609,10 +725,9 @@ export class CasService {
           `${name}/${volume.name}`,
           hash,
           "granted",
-          volumeCommitReason(committed?.tag ?? null, volume.tag!, volume.tag),
+          volumeCommitReason(this.#volumes.get(key)?.tag ?? null, volume.tag!, volume.tag),
         ),
       );
-      this.#volumes.set(key, { tag: volume.tag, declared: volume.tag });
     }
   }
 
@@ -629,15 +744,18 @@ export class CasService {
     hash: string | null,
     reason: string,
     stands: () => string | undefined = () => undefined,
+    spend?: NonceSpend,
   ): Promise<{ refused?: string }> {
     let refused: string | undefined;
-    const row = await this.#store.appendAuditGrouped((prev) => {
-      refused = stands();
+    const row = await this.#store.appendAuditGrouped((prev, context) => {
+      refused = context.nonceSpent
+        ? "the nonce was already used (replayed, perhaps at another replica): ask for a new challenge"
+        : stands();
       return refused === undefined
         ? this.#auditRow(prev, actor, action, target, hash, "granted", reason)
         : this.#auditRow(prev, actor, action, target, hash, "refused", refused);
-    });
-    this.#checkpointIfDue(row);
+    }, spend);
+    await this.#checkpointIfDue(row);
     return refused === undefined ? {} : { refused };
   }
 
@@ -647,15 +765,15 @@ export class CasService {
    * it, no certificate of the policy — and the refusal is tallied by its source (an address, or
    * the caller's identity) and `code` rather than written on its own (refusal-tally.ts).
    */
-  refuse(
+  async refuse(
     actor: string,
     action: string,
     target: string,
     reason: string,
     stranger?: { readonly source: string; readonly code: string },
-  ): void {
+  ): Promise<void> {
     if (stranger) this.#tally.refuse(stranger.source, stranger.code, { actor, action, target, hash: null, reason });
-    else this.#refuseNow(actor, action, target, null, reason);
+    else await this.#refuseNow(actor, action, target, null, reason);
   }
 
   /**
@@ -673,19 +791,29 @@ export class CasService {
     });
   }
 
+  /**
+   * The tally's entries are written in the background (the tally is a timer's work, no caller
+   * waits for it); flushRefusals waits for them. One that cannot be written — the database is
+   * away — is lost: a tally is at most one interval's counts.
+   */
   #tallied(r: Refusal): void {
-    if (r.outcome === "granted")
-      this.#checkpointIfDue(
-        this.#store.appendAudit((prev) =>
-          this.#auditRow(prev, r.actor, r.action, r.target, r.hash, "granted", r.reason),
-        ),
-      );
-    else this.#refuseNow(r.actor, r.action, r.target, r.hash, r.reason);
+    const written = (async () => {
+      if (r.outcome === "granted")
+        await this.#checkpointIfDue(
+          await this.#store.appendAudit((prev) =>
+            this.#auditRow(prev, r.actor, r.action, r.target, r.hash, "granted", r.reason),
+          ),
+        );
+      else await this.#refuseNow(r.actor, r.action, r.target, r.hash, r.reason);
+    })().catch(() => {});
+    this.#tallying.add(written);
+    void written.finally(() => this.#tallying.delete(written));
   }
 
   /** Write the strangers' tally now (the CAS is stopping, or a test reads the log). */
-  flushRefusals(): void {
+  async flushRefusals(): Promise<void> {
     this.#tally.flush();
+    await Promise.all(this.#tallying);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -705,11 +833,11 @@ export class CasService {
     return Boolean(createTopLevel?.includes(actor) || admins?.includes(actor));
   }
 
-  #authorizeCreate(actor: string, name: string, hash: string, signatures: readonly string[]): void {
+  async #authorizeCreate(actor: string, name: string, hash: string, signatures: readonly string[]): Promise<void> {
     const slash = name.lastIndexOf("/");
     if (slash < 0) {
       if (!this.#mayCreateTopLevel(actor)) {
-        this.#refuse(actor, "policy.create", name, hash, "not allowed to create top-level policies");
+        await this.#refuse(actor, "policy.create", name, hash, "not allowed to create top-level policies");
         throw new CasError(
           403,
           "forbidden",
@@ -719,9 +847,9 @@ export class CasService {
       return;
     }
     const parentName = name.slice(0, slash);
-    const parent = this.#load(parentName);
-    if (!parent) throw this.#unseen(actor, "policy.create", name, parentName);
-    this.#authorize(
+    const parent = await this.#load(parentName);
+    if (!parent) throw await this.#unseen(actor, "policy.create", name, parentName);
+    await this.#authorize(
       actor,
       "write",
       "policy.create",
@@ -734,7 +862,7 @@ export class CasService {
     );
   }
 
-  #authorize(
+  async #authorize(
     actor: string,
     action: SignedAction,
     auditAction: string,
@@ -744,37 +872,39 @@ export class CasService {
     rules: readonly AccessRuleT[],
     signatures: readonly string[],
     governingName = name,
-  ): void {
+  ): Promise<void> {
     // A caller who may not read the governing policy is told nothing more than that it is not
     // there for them — the answer, and the audit entry, a policy that does not exist gets.
-    const refused = (error: CasError, reason: string): never => {
+    const refused = async (error: CasError, reason: string): Promise<never> => {
       if (!admits(governing.policy.access_policy.read, governing.creator, alone(actor)))
-        throw this.#unseen(actor, auditAction, name, governingName === name ? undefined : governingName);
-      this.#refuse(actor, auditAction, name, hash, reason);
+        throw await this.#unseen(actor, auditAction, name, governingName === name ? undefined : governingName);
+      await this.#refuse(actor, auditAction, name, hash, reason);
       throw error;
     };
     const signers = new Set<string>();
-    signatures.forEach((s, i) => {
+    for (const [i, s] of signatures.entries()) {
+      let signer: string;
       try {
-        signers.add(verifyPolicySignature(s, action, name, hash));
+        signer = verifyPolicySignature(s, action, name, hash);
       } catch (error) {
         if (!(error instanceof SignatureError)) throw error;
         const reason = `signature ${i + 1} is not valid: ${error.message}`;
-        refused(new CasError(403, "bad_signature", reason), reason);
+        return refused(new CasError(403, "bad_signature", reason), reason);
       }
-    });
+      signers.add(signer);
+    }
     const requester: Requester = { identity: actor, signers };
     if (!admits(rules, governing.creator, requester)) {
       const what = governingName !== name ? `create_policies of ${governingName}` : `update of ${name}`;
       const reason = `${what} does not admit the caller${signers.size > 0 ? ` with ${signers.size} valid signature${signers.size === 1 ? "" : "s"}` : ""}`;
-      refused(new CasError(403, "forbidden", `not allowed: ${reason}`), reason);
+      return refused(new CasError(403, "forbidden", `not allowed: ${reason}`), reason);
     }
   }
 
-  #readable(actor: string, name: string, action: string): { row: PolicyRow; record: PolicyRecord } {
-    const loaded = this.#load(name);
+  async #readable(actor: string, name: string, action: string): Promise<{ row: PolicyRow; record: PolicyRecord }> {
+    const loaded = await this.#load(name);
     if (!loaded || !admits(loaded.record.policy.access_policy.read, loaded.record.creator, alone(actor)))
-      throw this.#unseen(actor, action, name);
+      throw await this.#unseen(actor, action, name);
     return loaded;
   }
 
@@ -784,17 +914,18 @@ export class CasService {
    * caller's own entries in an export (nor their digests) tell the two apart. `governing`: the
    * parent whose create_policies a child's creation needed.
    */
-  #unseen(actor: string, action: string, name: string, governing?: string): CasError {
+  async #unseen(actor: string, action: string, name: string, governing?: string): Promise<CasError> {
     const hidden = governing ?? name;
-    this.#refuse(actor, action, name, null, `no policy ${hidden} that the caller may read (or none at all)`);
+    await this.#refuse(actor, action, name, null, `no policy ${hidden} that the caller may read (or none at all)`);
     return unseen(hidden, governing === undefined ? undefined : name);
   }
 
   /** The current record of `name`, checked against the data key, its place, and the audit index. */
-  #load(name: string, known?: PolicyRow): { row: PolicyRow; record: PolicyRecord } | undefined {
-    const row = known ?? this.#store.getPolicy(name);
+  async #load(name: string, known?: PolicyRow): Promise<{ row: PolicyRow; record: PolicyRecord } | undefined> {
+    const row = known ?? (await this.#store.getPolicy(name));
     if (!row) {
-      if (this.#index.has(name)) this.#tampered(name, "the policy was removed from the store behind the CAS's back");
+      if (this.#index.has(name))
+        throw await this.#tampered(name, "the policy was removed from the store behind the CAS's back");
       return undefined;
     }
     const cached = this.#cache.get(name);
@@ -804,13 +935,14 @@ export class CasService {
       const dek = this.#envelope.dataKey(name, row.wrappedKey);
       record = this.#open<PolicyRecord>(dek, "policy", name, row.version, row.sealed);
     } catch (error) {
-      if (error instanceof TamperError) this.#tampered(name, error.message);
+      if (error instanceof TamperError) throw await this.#tampered(name, error.message);
       throw error;
     }
-    if (record.name !== name || record.version !== row.version) this.#tampered(name, "the record belongs elsewhere");
+    if (record.name !== name || record.version !== row.version)
+      throw await this.#tampered(name, "the record belongs elsewhere");
     const expected = this.#index.get(name);
     if (expected !== record.hash) {
-      this.#tampered(
+      throw await this.#tampered(
         name,
         expected
           ? `the stored version ${record.hash.slice(0, 12)}… is not the current ${expected.slice(0, 12)}… (restored from an older copy?)`
@@ -821,9 +953,10 @@ export class CasService {
     return { row, record };
   }
 
-  #tampered(name: string, reason: string): never {
-    this.#refuse("cas", "store.tamper", name, null, reason);
-    throw new CasError(
+  /** Record a verification failure of `name`'s stored state; the error to throw. */
+  async #tampered(name: string, reason: string): Promise<CasError> {
+    await this.#refuse("cas", "store.tamper", name, null, reason);
+    return new CasError(
       500,
       "store_tampered",
       `the stored state of policy ${name} failed verification and is refused: ${reason}`,
@@ -834,9 +967,9 @@ export class CasService {
     return this.#envelope.openRecord<T>(dek, kind, name, version, sealed);
   }
 
-  #secrets(name: string, version: number, wrapped: Buffer): Record<string, StoredSecret> {
-    const row = this.#store.secrets(name, version);
-    if (!row) this.#tampered(name, `the secrets of version ${version} are missing`);
+  async #secrets(name: string, version: number, wrapped: Buffer): Promise<Record<string, StoredSecret>> {
+    const row = await this.#store.secrets(name, version);
+    if (!row) throw await this.#tampered(name, `the secrets of version ${version} are missing`);
     const cached = this.#openedSecrets.get(name);
     if (cached?.version === version && cached.sealed.equals(row.sealed)) return cached.values;
     try {
@@ -850,23 +983,34 @@ export class CasService {
       this.#openedSecrets.set(name, { version, sealed: row.sealed, values });
       return values;
     } catch (error) {
-      if (error instanceof TamperError) this.#tampered(name, error.message);
+      if (error instanceof TamperError) throw await this.#tampered(name, error.message);
       throw error;
     }
   }
 
   /**
-   * The value of a secret as `policy` sees it, imports resolved against the exporters' current
-   * policies: for the attestation flow, never for owners. Refusals are audited.
+   * The current values of `policy` and of every policy its imports reach, transitively: what
+   * resolveSecret needs, read before it (it is called while a configuration is rendered).
    */
-  resolveSecret(policy: string, secret: string, memo?: Map<string, PolicyValues | undefined>): StoredSecret {
-    // `memo`: one attestation reads each policy once, however many of its secrets it renders.
-    const load = memo
-      ? (name: string) => {
-          if (!memo.has(name)) memo.set(name, this.secretValues(name));
-          return memo.get(name);
-        }
-      : (name: string) => this.secretValues(name);
+  async importClosure(policy: string): Promise<Map<string, PolicyValues | undefined>> {
+    const memo = new Map<string, PolicyValues | undefined>();
+    const pending = [policy];
+    for (let name = pending.pop(); name !== undefined; name = pending.pop()) {
+      if (memo.has(name)) continue;
+      const loaded = await this.secretValues(name);
+      memo.set(name, loaded);
+      for (const s of loaded?.record.policy.secrets ?? []) if (isImport(s)) pending.push(s.import.policy);
+    }
+    return memo;
+  }
+
+  /**
+   * The value of a secret as `policy` sees it, imports resolved against the exporters' current
+   * policies as `memo` (importClosure) holds them: for the attestation flow, never for owners.
+   * Refusals are audited.
+   */
+  resolveSecret(policy: string, secret: string, memo: ReadonlyMap<string, PolicyValues | undefined>): StoredSecret {
+    const load = (name: string) => memo.get(name);
     try {
       return resolveSecret(load, policy, secret);
     } catch (error) {
@@ -880,11 +1024,19 @@ export class CasService {
             hash: null,
             reason: error.message,
           });
-        else this.#refuse("cas", "secret.import", policy, null, error.message);
+        // Not awaited (the caller renders synchronously): appended before the attestation's own
+        // refusal, which the caller records next and awaits.
+        else this.#background(this.#refuse("cas", "secret.import", policy, null, error.message));
         throw new CasError(409, "import_refused", error.message);
       }
       throw error;
     }
+  }
+
+  #background(work: Promise<void>): void {
+    const tracked = work.catch(() => {});
+    this.#tallying.add(tracked);
+    void tracked.finally(() => this.#tallying.delete(tracked));
   }
 
   /** A number that changes whenever `name` is created, updated or deleted (see #generations). */
@@ -900,10 +1052,12 @@ export class CasService {
   }
 
   /** The secret values of a policy's current version: for the attestation flow, never for owners. */
-  secretValues(name: string): { record: PolicyRecord; values: Record<string, StoredSecret> } | undefined {
-    const loaded = this.#load(name);
+  async secretValues(
+    name: string,
+  ): Promise<{ record: PolicyRecord; values: Record<string, StoredSecret> } | undefined> {
+    const loaded = await this.#load(name);
     if (!loaded) return undefined;
-    return { record: loaded.record, values: this.#secrets(name, loaded.row.version, loaded.row.wrappedKey) };
+    return { record: loaded.record, values: await this.#secrets(name, loaded.row.version, loaded.row.wrappedKey) };
   }
 
   #write(dek: Buffer, wrapped: Buffer, record: PolicyRecord, values: Map<string, StoredSecret>) {
@@ -943,7 +1097,6 @@ export class CasService {
     outcome: "granted" | "refused",
     reason: string,
   ): AuditRow {
-    if (outcome === "granted") this.#known.add(actor);
     return this.#audit.row(previous, {
       time: this.#now().toISOString(),
       actor,
@@ -959,22 +1112,22 @@ export class CasService {
    * A refusal by this service: written on its own if the caller is known (#known), tallied by
    * its identity and action if not — anyone can make an identity, and repeat the request.
    */
-  #refuse(actor: string, action: string, target: string, hash: string | null, reason: string): void {
-    if (actor === "cas" || this.#known.has(actor)) this.#refuseNow(actor, action, target, hash, reason);
+  async #refuse(actor: string, action: string, target: string, hash: string | null, reason: string): Promise<void> {
+    if (actor === "cas" || this.#known.has(actor)) await this.#refuseNow(actor, action, target, hash, reason);
     else this.#tally.refuse(actor, "", { actor, action, target, hash, reason });
   }
 
-  #refuseNow(actor: string, action: string, target: string, hash: string | null, reason: string): void {
-    this.#checkpointIfDue(
-      this.#store.appendAudit((prev) => this.#auditRow(prev, actor, action, target, hash, "refused", reason)),
+  async #refuseNow(actor: string, action: string, target: string, hash: string | null, reason: string): Promise<void> {
+    await this.#checkpointIfDue(
+      await this.#store.appendAudit((prev) => this.#auditRow(prev, actor, action, target, hash, "refused", reason)),
     );
   }
 
   /** `appended`: the row just written, when the caller has it (saves reading it back). */
-  #checkpointIfDue(appended?: AuditRow): void {
+  async #checkpointIfDue(appended?: AuditRow): Promise<void> {
     const every = this.#options.checkpointEvery ?? 100;
-    const last = appended ?? this.#store.lastAudit();
-    if (last && last.seq % every === 0) this.#store.addCheckpoint(this.#audit.checkpoint(last, this.#now()));
+    const last = appended ?? (await this.#store.lastAudit());
+    if (last && last.seq % every === 0) await this.#store.addCheckpoint(this.#audit.checkpoint(last, this.#now()));
   }
 }
 
@@ -1000,6 +1153,16 @@ interface VolumeState {
   readonly tag: string;
   /** The policy's declared initial tag when this tag was committed. */
   readonly declared: string | null;
+}
+
+/** Thrown by a volume commit's appender when the commit is already the volume's state. */
+const ALREADY_DONE = new Error("already committed");
+
+/** The policy an audit entry is about: attestation and volume entries name "policy/…". */
+function auditedPolicy(entry: AuditEntry): string {
+  return entry.action === "attestation" || entry.action === "volume.commit"
+    ? entry.target.slice(0, Math.max(0, entry.target.lastIndexOf("/")))
+    : entry.target;
 }
 
 const volumeCommitReason = (previous: string | null, next: string, declared: string | null) =>

@@ -5,12 +5,18 @@ import type { FastifyInstance } from "fastify";
 import { lockDataDirectory } from "./data-dir-lock.ts";
 import { loadOrCreateMasterKey } from "./master-key.ts";
 import { buildCasServer, type CasIdentity, CasService, loadOrCreateIdentity } from "./server.ts";
-import { Envelope } from "./store/envelope.ts";
+import { Envelope, TamperError } from "./store/envelope.ts";
 import { SqliteStore, type SqliteStoreOptions } from "./store/sqlite.ts";
-import { StoreFailedError } from "./store/store.ts";
+import type { Store, StoreFailedError } from "./store/store.ts";
 
 export interface CasStartOptions {
   readonly dataDir: string;
+  /**
+   * Where the CAS's state lives: undefined or "sqlite" for the embedded store in the data
+   * directory; a postgres:// URL for PostgreSQL, which several replicas may share (each with
+   * its own data directory, all with the same master key).
+   */
+  readonly store?: string;
   /** host:port; port 0 picks a free one. */
   readonly listen: string;
   readonly masterKeyFile?: string;
@@ -44,6 +50,29 @@ export interface RunningCas {
 
 export class ListenError extends Error {}
 
+export class StoreOptionError extends Error {}
+
+/** The store `options.store` names: the embedded one in the data directory, or PostgreSQL. */
+async function openStore(options: CasStartOptions, onFailed: (error: StoreFailedError) => void): Promise<Store> {
+  const where = options.store ?? "sqlite";
+  if (where === "sqlite")
+    return new SqliteStore(join(options.dataDir, "cas.db"), {
+      ...options.storeOptions,
+      onFailed: (error) => {
+        options.storeOptions?.onFailed?.(error);
+        onFailed(error);
+      },
+    });
+  if (/^postgres(ql)?:\/\//.test(where)) {
+    // Loaded only here: a CAS on the embedded store never loads the PostgreSQL driver.
+    const { PostgresStore } = await import("./store/postgres.ts");
+    return PostgresStore.open(where);
+  }
+  throw new StoreOptionError(
+    `--store ${where.replace(/\/\/[^@/]*@/, "//…@")}: expected sqlite (the default) or a URL such as postgres://cloister@db.example:5432/cloister?sslmode=verify-full`,
+  );
+}
+
 export function parseListen(listen: string): { host: string; port: number } {
   const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(listen);
   const port = Number(m?.[2]);
@@ -56,24 +85,27 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
   await fs.mkdir(options.dataDir, { recursive: true, mode: 0o700 });
   // Before anything is read: what a CAS rebuilds from the store must not go stale under it.
   const unlock = lockDataDirectory(options.dataDir);
-  let opened: SqliteStore | undefined;
+  let opened: Store | undefined;
   try {
     const master = await loadOrCreateMasterKey(options.masterKeyFile ?? join(options.dataDir, "master.key"));
     const failed = Promise.withResolvers<StoreFailedError>();
     let stop: (() => Promise<void>) | undefined;
-    const store = new SqliteStore(join(options.dataDir, "cas.db"), {
-      ...options.storeOptions,
+    const store = await openStore(options, (error) => {
       // A write that could not be made durable: stop answering at once (close), rather than
       // answer from memory what the disk may not hold. The owner learns why from `failed`.
-      onFailed: (error) => {
-        options.storeOptions?.onFailed?.(error);
-        void (stop?.() ?? Promise.resolve()).catch(() => {}).finally(() => failed.resolve(error));
-      },
+      void (stop?.() ?? Promise.resolve()).catch(() => {}).finally(() => failed.resolve(error));
     });
     opened = store;
     const envelope = new Envelope(master.key);
-    const identity = await loadOrCreateIdentity(store, envelope);
-    const service = CasService.open(store, master.key, identity.privateKey, {
+    const identity = await loadOrCreateIdentity(store, envelope).catch((error: unknown) => {
+      // Every replica on a database shares its master key: another one cannot open its identity.
+      if (error instanceof TamperError)
+        throw new TamperError(
+          `the master key does not open the CAS identity in this ${store.engine} store: every replica of a CAS needs the same master key (${error.message})`,
+        );
+      throw error;
+    });
+    const service = await CasService.open(store, master.key, identity.privateKey, {
       createTopLevel: options.createTopLevel,
       admins: options.admins,
       checkpointEvery: options.checkpointEvery,
@@ -96,11 +128,7 @@ export async function startCas(options: CasStartOptions): Promise<RunningCas> {
           await app.close();
           // What strangers were refused since the tally's last entry, before the store closes
           // (lost if the store has failed: a tally is at most one interval's counts).
-          try {
-            service.flushRefusals();
-          } catch (error) {
-            if (!(error instanceof StoreFailedError)) throw error;
-          }
+          await service.flushRefusals();
         } finally {
           await store.close();
           unlock();

@@ -5,13 +5,20 @@
  * enrol a LAS or swap collateral; held in memory, so verification never reads the store or the
  * network on the hot path.
  */
+import { createHash } from "node:crypto";
 import { Collateral, verifyCollateral } from "../attestation/dcap/collateral.ts";
 import { checkEndorsementKey } from "../attestation/snp/verify.ts";
 import { VerificationError } from "../attestation/verdict.ts";
 import type { Envelope } from "./store/envelope.ts";
 import type { Store } from "./store/store.ts";
 
+/** Where LAS keys were kept as one list (read still; each key now has an entry of its own under LAS). */
 const LAS_KEYS = "las_keys";
+/**
+ * One meta entry per key, and per AMD certificate (named by its digest): replicas enrolling or
+ * importing at once each write their own entry, rather than one overwriting the other's list.
+ */
+const LAS = "las/";
 const DCAP = "collateral/dcap/";
 const AMD = "collateral/amd/";
 
@@ -36,28 +43,53 @@ export class CollateralError extends Error {}
 export class TrustStore {
   readonly #store: Store;
   readonly #envelope: Envelope;
-  readonly #lasKeys: Set<string>;
+  readonly #lasKeys = new Set<string>();
+  /** Imported PCCS collateral by "TEE/FMSPC". */
   readonly #dcap = new Map<string, Collateral>();
   /** AMD keys (PEM) by chip id (VCEK) or "vlek". */
   readonly #amd = new Map<string, string[]>();
 
-  constructor(store: Store, envelope: Envelope) {
+  private constructor(store: Store, envelope: Envelope) {
     this.#store = store;
     this.#envelope = envelope;
-    const sealed = store.readMeta(LAS_KEYS);
-    this.#lasKeys = new Set(
-      sealed ? (JSON.parse(envelope.openOwn(LAS_KEYS, sealed).toString("utf8")) as string[]) : [],
-    );
-    for (const { key, value } of store.listMeta(DCAP)) {
+  }
+
+  static async load(store: Store, envelope: Envelope): Promise<TrustStore> {
+    const trust = new TrustStore(store, envelope);
+    await trust.reload();
+    return trust;
+  }
+
+  /**
+   * Read everything again from the store: at start, and when another replica's enrolment or
+   * import reaches this one through the audit log (CasService follows it).
+   */
+  async reload(): Promise<void> {
+    const [legacy, las, dcap, amd] = await Promise.all([
+      this.#store.readMeta(LAS_KEYS),
+      this.#store.listMeta(LAS),
+      this.#store.listMeta(DCAP),
+      this.#store.listMeta(AMD),
+    ]);
+    this.#lasKeys.clear();
+    this.#dcap.clear();
+    this.#amd.clear();
+    const envelope = this.#envelope;
+    if (legacy)
+      for (const key of JSON.parse(envelope.openOwn(LAS_KEYS, legacy).toString("utf8")) as string[])
+        this.#lasKeys.add(key);
+    for (const { key, value } of las) this.#lasKeys.add(envelope.openOwn(key, value).toString("utf8"));
+    for (const { key, value } of dcap) {
       this.#dcap.set(
         key.slice(DCAP.length),
         Collateral.parse(JSON.parse(envelope.openOwn(key, value).toString("utf8"))),
       );
     }
-    for (const { key, value } of store.listMeta(AMD)) {
+    for (const { key, value } of amd) {
       const pem = envelope.openOwn(key, value).toString("utf8");
       const slot = key.slice(AMD.length).split("/")[0]!;
-      this.#amd.set(slot, [...(this.#amd.get(slot) ?? []), pem]);
+      const pems = this.#amd.get(slot) ?? [];
+      if (!pems.includes(pem)) this.#amd.set(slot, [...pems, pem]);
     }
   }
 
@@ -65,14 +97,12 @@ export class TrustStore {
     return this.#lasKeys;
   }
 
-  enrolLas(key: string): void {
+  async enrolLas(key: string): Promise<void> {
     if (!/^[0-9a-f]{64}$/.test(key))
       throw new CollateralError("a LAS key is the 64-hex-digit hash that `cloister las start` prints");
+    const label = `${LAS}${key}`;
+    await this.#store.writeMeta(label, this.#envelope.sealOwn(label, Buffer.from(key)));
     this.#lasKeys.add(key);
-    this.#store.writeMeta(
-      LAS_KEYS,
-      this.#envelope.sealOwn(LAS_KEYS, Buffer.from(JSON.stringify([...this.#lasKeys].sort()))),
-    );
   }
 
   /**
@@ -80,7 +110,7 @@ export class TrustStore {
    * judged at use). Newer collateral replaces older for the same TEE and FMSPC; older never
    * replaces newer, so a TCB recovery cannot be undone by re-importing old collateral.
    */
-  importDcap(collateral: Collateral): DcapCollateralSummary {
+  async importDcap(collateral: Collateral): Promise<DcapCollateralSummary> {
     let verified: ReturnType<typeof verifyCollateral>;
     try {
       verified = verifyCollateral(collateral);
@@ -102,7 +132,7 @@ export class TrustStore {
       }
     }
     const label = `${DCAP}${slot}`;
-    this.#store.writeMeta(label, this.#envelope.sealOwn(label, Buffer.from(JSON.stringify(collateral))));
+    await this.#store.writeMeta(label, this.#envelope.sealOwn(label, Buffer.from(JSON.stringify(collateral))));
     this.#dcap.set(slot, collateral);
     return summary(tee, fmspc, verified);
   }
@@ -112,7 +142,7 @@ export class TrustStore {
   }
 
   /** Import a VCEK or VLEK certificate (PEM or DER) after checking its chain to AMD's pinned root. */
-  importAmdKey(certificate: Uint8Array | string): AmdKeySummary {
+  async importAmdKey(certificate: Uint8Array | string): Promise<AmdKeySummary> {
     let info: ReturnType<typeof checkEndorsementKey>;
     try {
       info = checkEndorsementKey(certificate);
@@ -125,8 +155,8 @@ export class TrustStore {
     const slot = info.hwId ?? "vlek";
     const existing = this.#amd.get(slot) ?? [];
     if (!existing.includes(pem)) {
-      const label = `${AMD}${slot}/${existing.length}`;
-      this.#store.writeMeta(label, this.#envelope.sealOwn(label, Buffer.from(pem)));
+      const label = `${AMD}${slot}/${createHash("sha256").update(pem).digest("hex").slice(0, 32)}`;
+      await this.#store.writeMeta(label, this.#envelope.sealOwn(label, Buffer.from(pem)));
       this.#amd.set(slot, [...existing, pem]);
     }
     return {

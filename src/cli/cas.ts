@@ -5,8 +5,9 @@ import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { DataDirectoryInUse } from "../cas/data-dir-lock.ts";
 import { MasterKeyError } from "../cas/master-key.ts";
-import { ListenError, type RunningCas, startCas } from "../cas/start.ts";
+import { ListenError, type RunningCas, StoreOptionError, startCas } from "../cas/start.ts";
 import { TamperError } from "../cas/store/envelope.ts";
+import { StoreUnavailableError } from "../cas/store/store.ts";
 import { CliError } from "./errors.ts";
 import type { Io } from "./io.ts";
 import { startNodeLas } from "./las.ts";
@@ -17,7 +18,15 @@ export function casCommands(program: Command, io: Io): Command {
   cas
     .command("start")
     .description("run a CAS on a persistent store until interrupted")
-    .requiredOption("--data-dir <dir>", "where the store lives (created 0700)")
+    .requiredOption(
+      "--data-dir <dir>",
+      "where the store lives (created 0700); with --store postgres://…, this replica's own files",
+    )
+    .option(
+      "--store <sqlite|url>",
+      "sqlite (the embedded store in DATA-DIR) or postgres://USER@HOST:PORT/DB?sslmode=verify-full, shared by replicas",
+      "sqlite",
+    )
     .option("--listen <host:port>", "address to listen on", "127.0.0.1:8081")
     .option("--master-key-file <file>", "the master key (created 0600 when absent); default DATA-DIR/master.key")
     .option("--env-file <file>", "write CLOISTER_CAS_ADDR and CLOISTER_CAS_KEY lines here")
@@ -40,6 +49,11 @@ export function casCommands(program: Command, io: Io): Command {
 Keep the master key apart from the data directory in production: whoever holds both can open
 the store. Clients pin the CAS by the key hash printed at start.
 
+Replicas: start several with the same --store postgres://… and the same --master-key-file,
+each on its own --listen address; all serve every route and present one CAS key. Give clients
+every address, comma-separated (--cas or CLOISTER_CAS_ADDR). The password belongs in PGPASSWORD
+or ~/.pgpass rather than the URL. See docs/operations.md.
+
 Only the administrators and the identities named by --create-top-level may create top-level
 policies; everyone else creates under a policy whose create_policies admits them.
 --create-top-level any lets any identity create them: anyone who can reach the CAS can then grow
@@ -48,6 +62,7 @@ its store, so keep that for development and closed networks (cloister dev does i
     .action(
       async (opts: {
         dataDir: string;
+        store: string;
         listen: string;
         masterKeyFile?: string;
         envFile?: string;
@@ -66,6 +81,7 @@ its store, so keep that for development and closed networks (cloister dev does i
         const running = await start(() =>
           startCas({
             dataDir: opts.dataDir,
+            store: opts.store,
             listen: opts.listen,
             masterKeyFile: opts.masterKeyFile,
             createTopLevel: open ? "any" : creators,
@@ -113,7 +129,7 @@ its store, so keep that for development and closed networks (cloister dev does i
           throw error;
         },
       );
-      running.service.trust.enrolLas(las.key);
+      await running.service.trust.enrolLas(las.key);
       if (opts.envFile) await writeEnvFile(opts.envFile, running, las.url);
       io.stdout(
         [
@@ -159,7 +175,9 @@ async function start(run: () => Promise<RunningCas>): Promise<RunningCas> {
       error instanceof MasterKeyError ||
       error instanceof ListenError ||
       error instanceof TamperError ||
-      error instanceof DataDirectoryInUse
+      error instanceof DataDirectoryInUse ||
+      error instanceof StoreOptionError ||
+      error instanceof StoreUnavailableError
     )
       throw new CliError(error.message);
     const code = (error as NodeJS.ErrnoException).code;

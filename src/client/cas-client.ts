@@ -16,7 +16,11 @@ import { spkiHash } from "../crypto/keys.ts";
 const { request: httpRequest, Agent } = process.getBuiltinModule("node:http");
 
 export interface CasClientOptions {
-  /** https://host:port */
+  /**
+   * https://host:port, or several, comma-separated: the replicas of one CAS (docs/operations.md).
+   * A request that cannot reach one — its connection refused or lost, no answer in time, or a 503
+   * — is sent to the next; a 4xx answer is the CAS's, and final.
+   */
   readonly url: string;
   /** The expected CAS key hash; undefined: connect only to learn it (see fetchCasKey). */
   readonly casKey: string;
@@ -117,9 +121,18 @@ function connectTls(options: Omit<CasClientOptions, "casKey">): Promise<{ socket
 
 /** Learn the key hash of the CAS at `url`, as ssh shows a host key, without sending anything. */
 export async function fetchCasKey(options: Omit<CasClientOptions, "casKey">): Promise<string> {
-  const { socket, key } = await connectTls(options);
-  socket.destroy();
-  return key;
+  // Of several replicas, the first that answers: every one presents the same key.
+  const urls = casAddresses(options.url);
+  for (const [i, url] of urls.entries()) {
+    try {
+      const { socket, key } = await connectTls({ ...options, url });
+      socket.destroy();
+      return key;
+    } catch (error) {
+      if (i === urls.length - 1 || !(error instanceof CasUnreachableError)) throw error;
+    }
+  }
+  throw new CasUnreachableError(`no CAS address in "${options.url}"`);
 }
 
 /**
@@ -153,7 +166,65 @@ class PinnedAgent extends Agent {
   }
 }
 
+/** The addresses in a CLOISTER_CAS_ADDR or --cas value: one, or several comma-separated. */
+export function casAddresses(value: string): string[] {
+  const urls = value
+    .split(",")
+    .map((u) => u.trim())
+    .filter((u) => u !== "");
+  if (urls.length === 0) throw new CasUnreachableError(`no CAS address in "${value}"`);
+  return urls;
+}
+
+/** Whether another replica may answer where this one did not (never for an answer of the CAS's own). */
+const tryElsewhere = (error: unknown): boolean =>
+  error instanceof CasUnreachableError || (error instanceof CasRequestError && error.status === 503);
+
 export class CasClient {
+  readonly #options: CasClientOptions;
+  /** One pinned client per address (replica), in the order given. */
+  readonly #replicas: ReplicaClient[];
+  /** The replica that answered last: where the next request goes first. */
+  #current = 0;
+
+  constructor(options: CasClientOptions) {
+    this.#options = options;
+    this.#replicas = casAddresses(options.url).map((url) => new ReplicaClient({ ...options, url }));
+  }
+
+  /** Close the connections kept for later requests (a later request opens a new one). */
+  close(): void {
+    for (const replica of this.#replicas) replica.close();
+  }
+
+  /**
+   * One request on a pinned connection. Returns the parsed JSON body (undefined for 204). With
+   * several addresses, each is tried once at most, starting with the one that answered last.
+   * Every replica must present the pinned key: a pin error is final, not a reason to move on.
+   */
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body), "utf8");
+    const count = this.#replicas.length;
+    let last: unknown;
+    for (let attempt = 0; attempt < count; attempt++) {
+      const index = (this.#current + attempt) % count;
+      try {
+        const answer = await this.#replicas[index]!.request<T>(method, path, payload);
+        this.#current = index;
+        return answer;
+      } catch (error) {
+        if (!tryElsewhere(error) || count === 1) throw error;
+        last = error;
+      }
+    }
+    throw last instanceof CasUnreachableError && count > 1
+      ? new CasUnreachableError(`no replica of the CAS answered (${this.#options.url}): ${last.message}`, last.code)
+      : last;
+  }
+}
+
+/** A client of one address. */
+class ReplicaClient {
   readonly #options: CasClientOptions;
   readonly #agent: PinnedAgent;
 
@@ -162,14 +233,11 @@ export class CasClient {
     this.#agent = new PinnedAgent(options);
   }
 
-  /** Close the connections kept for later requests (a later request opens a new one). */
   close(): void {
     this.#agent.destroy();
   }
 
-  /** One request on a pinned connection. Returns the parsed JSON body (undefined for 204). */
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body), "utf8");
+  request<T>(method: string, path: string, payload: Buffer | undefined): Promise<T> {
     return this.#send<T>(method, path, payload, false);
   }
 
@@ -215,7 +283,11 @@ export class CasClient {
         },
       );
       req.on("timeout", () =>
-        req.destroy(new CasUnreachableError(`the CAS did not answer within ${this.#options.timeoutMs ?? 30_000} ms`)),
+        req.destroy(
+          new CasUnreachableError(
+            `the CAS at ${this.#options.url} did not answer within ${this.#options.timeoutMs ?? 30_000} ms`,
+          ),
+        ),
       );
       req.on("error", (error: NodeJS.ErrnoException) => {
         // A kept connection the CAS closed while it was idle, found closed only as this request

@@ -316,11 +316,11 @@ describe("refusals", () => {
       // Deleted and made again with the very same text — the same hash — while an attestation
       // waits: still a change (the secrets are new), so refused too; a hash alone would not see it.
       const same = text("", digest);
-      cas.running.service.delete(owner.hash, "race", []);
+      await cas.running.service.delete(owner.hash, "race", []);
       const first = await cas.running.service.create(owner.hash, same, []);
       const waitingRequest = await boundRequest("race/web", attestation.challenge("race/web").nonce);
       const waiting = attestation.attest(waitingRequest);
-      cas.running.service.delete(owner.hash, "race", []);
+      await cas.running.service.delete(owner.hash, "race", []);
       const second = await cas.running.service.create(owner.hash, same, []);
       assert.equal(second.hash, first.hash, "the same text, the same hash");
       await assert.rejects(

@@ -133,10 +133,10 @@ describe("a stranger's requests", () => {
   test("the audit log tells the stranger nothing either: the same entries, as it sees them, for a hidden and a missing policy", async () => {
     const seen = async (name: string) => {
       const id = await makeIdentity(`prober of ${name}`);
-      const before = cas.running.service.exportAudit(id.hash, 0).entries.length;
+      const before = (await cas.running.service.exportAudit(id.hash, 0)).entries.length;
       await answer(() => cas.client(id).request("GET", policyPath(name)), name);
       await answer(() => cas.client(id).request("DELETE", policyPath(name)), name);
-      const entries = cas.running.service.exportAudit(id.hash, 0).entries;
+      const entries = (await cas.running.service.exportAudit(id.hash, 0)).entries;
       const own = entries.flatMap((e) => ("entry" in e && e.entry.actor === id.hash ? [e.entry] : []));
       return {
         added: entries.length - before,

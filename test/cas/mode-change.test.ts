@@ -81,8 +81,8 @@ secrets:
 };
 
 /** Every value a policy holds now, as strings (for "never seen before" checks). */
-function heldValues(name: string): Record<string, string> {
-  const loaded = world.cas.running.service.secretValues(name);
+async function heldValues(name: string): Promise<Record<string, string>> {
+  const loaded = await world.cas.running.service.secretValues(name);
   assert.ok(loaded, name);
   return Object.fromEntries(
     Object.entries(loaded.values).map(([k, v]) => [
@@ -136,7 +136,7 @@ describe("a change of attestation mode", () => {
     const name = "sim-to-none";
     await owner.request("POST", "/v1/policies", { policy: policyText(name, "simulation") });
     const attested = await world.attest(`${name}/app`);
-    const simValues = heldValues(name);
+    const simValues = await heldValues(name);
     assert.equal(attested.config.environment.ASCII, simValues.pw);
     const v1 = await hashOf(name);
 
@@ -150,13 +150,13 @@ describe("a change of attestation mode", () => {
       return true;
     });
     assert.equal(await hashOf(name), v1, "a refused change stores nothing");
-    assert.deepEqual(heldValues(name), simValues);
+    assert.deepEqual(await heldValues(name), simValues);
 
     await change(name, "none", true);
     const anyone = await unattested(`${name}/app`);
     assertNoneOf(anyone, simValues, ["given"]);
     assert.equal(anyone.environment.GIVEN, "given by the owner", "explicit values are the owner's and stay");
-    const noneValues = heldValues(name);
+    const noneValues = await heldValues(name);
     for (const secret of ["pw", "bin", "signing", "ca", BUILT_IN_SERVICE_CA, volumeKeyName("data")])
       assert.notEqual(noneValues[secret], simValues[secret], secret);
     assert.equal(anyone.ca_bundle.includes(simValues[BUILT_IN_SERVICE_CA]!.split("\n")[1]!), false);
@@ -174,7 +174,7 @@ describe("a change of attestation mode", () => {
   test("hardware → none: values made for hardware never reach the unauthenticated route", async () => {
     const name = "hardware-to-none";
     await owner.request("POST", "/v1/policies", { policy: policyText(name, "hardware") });
-    const hardwareValues = heldValues(name);
+    const hardwareValues = await heldValues(name);
     await assert.rejects(change(name, "none", false), { status: 409, code: "regenerates_secrets" });
     await change(name, "none", true);
     assertNoneOf(await unattested(`${name}/app`), hardwareValues, ["given"]);
@@ -184,9 +184,9 @@ describe("a change of attestation mode", () => {
     const name = "none-and-back";
     await owner.request("POST", "/v1/policies", { policy: policyText(name, "none") });
     const first = await unattested(`${name}/app`);
-    const noneValues = heldValues(name);
+    const noneValues = await heldValues(name);
     await change(name, "hardware", true);
-    const hardwareValues = heldValues(name);
+    const hardwareValues = await heldValues(name);
     for (const secret of ["pw", "bin", "signing", "ca"]) assert.notEqual(hardwareValues[secret], noneValues[secret]);
     await change(name, "none", true);
     const last = await unattested(`${name}/app`);
@@ -197,9 +197,9 @@ describe("a change of attestation mode", () => {
   test("within one mode values stay, and no consent is asked", async () => {
     const name = "same-mode";
     await owner.request("POST", "/v1/policies", { policy: policyText(name, "none") });
-    const before = heldValues(name);
+    const before = await heldValues(name);
     await change(name, "none", false, '"given anew"');
-    const after = heldValues(name);
+    const after = await heldValues(name);
     for (const secret of ["pw", "bin", "signing", "ca", BUILT_IN_SERVICE_CA])
       assert.equal(after[secret], before[secret]);
     assert.equal(after.given, "given anew");
@@ -211,7 +211,7 @@ describe("a change of attestation mode", () => {
       `version: "1"\nname: ${name}\n${predecessor ? `predecessor: ${predecessor}\n` : ""}security: {attestation: {mode: ${mode}}}\nsecrets: [{name: given, kind: ascii, value: "v"}]\n`;
     await owner.request("POST", "/v1/policies", { policy: text("simulation") });
     await owner.request("PUT", policyPath(name), { policy: text("none", await hashOf(name)) });
-    assert.equal(heldValues(name).given, "v");
+    assert.equal((await heldValues(name)).given, "v");
   });
 
   test("imports into a policy that later becomes none stop at once", async () => {
@@ -229,7 +229,7 @@ secrets:
 `;
     await owner.request("POST", "/v1/policies", { policy: importer("simulation") });
     await owner.request("POST", "/v1/policies", { policy: exporter });
-    const exported = heldValues("mc-data").k!;
+    const exported = (await heldValues("mc-data")).k!;
     assert.equal((await world.attest("mc-app/app")).config.environment.K, exported);
     // Only the built-in service CA is the importer's own generated value.
     await assert.rejects(
@@ -248,9 +248,9 @@ secrets:
   });
 
   test("the audit log says the values were made anew, and that a change was refused for want of consent", async () => {
-    const entries = world.cas.running.service
-      .exportAudit(ownerHash, 0)
-      .entries.flatMap((e) => ("entry" in e && e.entry.target === "hardware-to-none" ? [e.entry] : []));
+    const entries = (await world.cas.running.service.exportAudit(ownerHash, 0)).entries.flatMap((e) =>
+      "entry" in e && e.entry.target === "hardware-to-none" ? [e.entry] : [],
+    );
     assert.ok(
       entries.some((e) => e.outcome === "refused" && /makes every generated value anew.*not confirmed/.test(e.reason)),
     );

@@ -37,16 +37,16 @@ describe("durability", () => {
     const path = join(dir, "grouped.db");
     const store = new SqliteStore(path);
     try {
-      store.appendAudit(entry("a"));
+      await store.appendAudit(entry("a"));
       const pending = [store.appendAuditGrouped(entry("b")), store.appendAuditGrouped(entry("c"))];
       // Not written yet: the group commits after this turn.
-      assert.equal(store.lastAudit()?.entry, "a");
+      assert.equal((await store.lastAudit())?.entry, "a");
       // A transaction of its own in between goes first; the group follows it in the chain.
-      store.appendAudit(entry("d"));
+      await store.appendAudit(entry("d"));
       const [b, c] = await Promise.all(pending);
       assert.deepEqual([b!.seq, c!.seq, b!.chain, c!.chain], [3, 4, "d>b", "b>c"]);
       assert.deepEqual(
-        store.audit(0).map((r) => r.entry),
+        (await store.audit(0)).map((r) => r.entry),
         ["a", "d", "b", "c"],
       );
     } finally {
@@ -63,7 +63,7 @@ describe("durability", () => {
       });
       await assert.rejects(ok, /cannot make the row/);
       await assert.rejects(bad, /cannot make the row/);
-      assert.equal(store.lastAudit(), undefined, "nothing of the failed group is kept");
+      assert.equal(await store.lastAudit(), undefined, "nothing of the failed group is kept");
       assert.equal((await store.appendAuditGrouped(entry("y"))).seq, 1);
     } finally {
       await store.close();
@@ -78,7 +78,7 @@ describe("durability", () => {
     assert.equal((await pending).seq, 1);
     const again = new SqliteStore(path);
     try {
-      assert.equal(again.lastAudit()?.entry, "last");
+      assert.equal((await again.lastAudit())?.entry, "last");
     } finally {
       await again.close();
     }
@@ -104,8 +104,8 @@ describe("a sync that fails", () => {
         });
       }
       assert.equal(heard.length, 1);
-      assert.throws(() => store.appendAudit(entry("c")), StoreFailedError);
-      assert.throws(() => store.writeMeta("k", Buffer.from("v")), StoreFailedError);
+      await assert.rejects(store.appendAudit(entry("c")), StoreFailedError);
+      await assert.rejects(store.writeMeta("k", Buffer.from("v")), StoreFailedError);
       await assert.rejects(store.appendAuditGrouped(entry("d")), StoreFailedError);
       assert.equal(heard.length, 1, "told once");
     } finally {
@@ -123,7 +123,7 @@ describe("files", () => {
     try {
       const store = new SqliteStore(path);
       try {
-        store.appendAudit(entry("a"));
+        await store.appendAudit(entry("a"));
         for (const file of [path, `${path}-wal`, `${path}-shm`]) assert.equal(mode(file), 0o600, file);
       } finally {
         await store.close();
@@ -136,7 +136,7 @@ describe("files", () => {
   test("files an older CAS left 0644 are made 0600 when the store opens", async () => {
     const path = join(dir, "older.db");
     const first = new SqliteStore(path);
-    first.appendAudit(entry("a"));
+    await first.appendAudit(entry("a"));
     await first.close();
     for (const file of [path, `${path}-wal`, `${path}-shm`]) {
       closeSync(openSync(file, "a"));
@@ -145,7 +145,7 @@ describe("files", () => {
     const store = new SqliteStore(path);
     try {
       for (const file of [path, `${path}-wal`, `${path}-shm`]) assert.equal(mode(file), 0o600, file);
-      assert.equal(store.lastAudit()?.entry, "a");
+      assert.equal((await store.lastAudit())?.entry, "a");
     } finally {
       await store.close();
     }

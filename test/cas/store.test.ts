@@ -62,7 +62,7 @@ describe("restart", () => {
         `predecessor: ${v1.hash}\nsecrets:\n  - {name: k, kind: binary}\n  - {name: ca, kind: x509-ca}\n  - {name: more, kind: ascii}\n`,
       ),
     });
-    const before = cas.running.service.secretValues("keep")!.values;
+    const before = (await cas.running.service.secretValues("keep"))!.values;
     cas = await cas.restart();
     const restarted = cas;
     cleanups.push(() => restarted.stop());
@@ -77,7 +77,7 @@ describe("restart", () => {
       history.versions.map((v) => v.hash),
       [v1.hash, v2.hash],
     );
-    const afterRestart = cas.running.service.secretValues("keep")!.values;
+    const afterRestart = (await cas.running.service.secretValues("keep"))!.values;
     assert.deepEqual(afterRestart, before);
     // Generated values were kept across the update too (DESIGN.md §4).
     assert.ok(afterRestart.k && afterRestart.ca && afterRestart.more);
@@ -142,12 +142,12 @@ describe("tampering with the database", () => {
     const v1 = await c.request<{ hash: string }>("POST", "/v1/policies", {
       policy: text("live", "secrets: [{name: pw, kind: ascii, value: first-value}]\n"),
     });
-    const value = () => (cas.running.service.secretValues("live")!.values.pw as { value: string }).value;
-    assert.equal(value(), "first-value");
+    const value = async () => ((await cas.running.service.secretValues("live"))!.values.pw as { value: string }).value;
+    assert.equal(await value(), "first-value");
     await c.request("PUT", policyPath("live"), {
       policy: text("live", `predecessor: ${v1.hash}\nsecrets: [{name: pw, kind: ascii, value: second-value}]\n`),
     });
-    assert.equal(value(), "second-value", "the new version's secrets, not the ones opened before");
+    assert.equal(await value(), "second-value", "the new version's secrets, not the ones opened before");
     // A byte flipped in the current secrets row while the CAS runs (and holds them open).
     const d = db(cas);
     const row = d.prepare("SELECT sealed FROM secrets WHERE name = 'live' AND version = 2").get() as {
@@ -157,7 +157,7 @@ describe("tampering with the database", () => {
     sealed[sealed.length >> 1]! ^= 0x01;
     d.prepare("UPDATE secrets SET sealed = ? WHERE name = 'live' AND version = 2").run(sealed);
     d.close();
-    assert.throws(
+    await assert.rejects(
       () => value(),
       (e: CasRequestError) => e.code === "store_tampered",
     );

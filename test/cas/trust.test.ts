@@ -284,14 +284,15 @@ describe("collateral", () => {
     assert.ok(cas.running.service.trust.lasKeys().has("ab".repeat(32)));
     await cas.stop();
     const db = new DatabaseSync(join(cas.dataDir, "cas.db"));
-    const row = db.prepare("SELECT key, value FROM meta WHERE key = 'las_keys'").get() as {
+    const label = `las/${"ab".repeat(32)}`;
+    const row = db.prepare("SELECT key, value FROM meta WHERE key = ?").get(label) as {
       key: string;
       value: Uint8Array;
     };
     const value = Buffer.from(row.value);
     value[value.length - 1]! ^= 1;
-    db.prepare("UPDATE meta SET value = ? WHERE key = 'las_keys'").run(value);
+    db.prepare("UPDATE meta SET value = ? WHERE key = ?").run(value, label);
     db.close();
-    await assert.rejects(cas.restart(), /las_keys does not open/);
+    await assert.rejects(cas.restart(), new RegExp(`${label} does not open`));
   });
 });

@@ -20,9 +20,9 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 const entry = JSON.stringify({ detail: "x".repeat(400) });
 /** Append `n` audit rows, as attestations do. */
-const appendRows = (store: SqliteStore, n: number) => {
+const appendRows = async (store: SqliteStore, n: number) => {
   for (let i = 0; i < n; i++)
-    store.appendAudit((previous) => ({
+    await store.appendAudit((previous) => ({
       seq: (previous?.seq ?? 0) + 1,
       entry,
       chain: "a".repeat(64),
@@ -50,10 +50,10 @@ describe("WAL checkpoints", () => {
       assert.deepEqual(store.walCheckpointing(), { thread: true, inlinePages: 10_000 });
       await settle();
       const before = statSync(path).size;
-      appendRows(store, 300); // a few hundred pages: no commit checkpoints them
+      await appendRows(store, 300); // a few hundred pages: no commit checkpoints them
       await settle();
       assert.ok(statSync(path).size > before + 300 * 400, "the thread copied the rows into the database file");
-      assert.equal(store.audit(0).length, 300);
+      assert.equal((await store.audit(0)).length, 300);
     } finally {
       await store.close();
     }
@@ -66,7 +66,7 @@ describe("WAL checkpoints", () => {
       assert.deepEqual(store.walCheckpointing(), { thread: false, inlinePages: 1000 });
       await settle();
       const before = statSync(path).size;
-      appendRows(store, 100); // a few hundred pages: no commit checkpoints yet
+      await appendRows(store, 100); // a few hundred pages: no commit checkpoints yet
       await settle();
       assert.equal(statSync(path).size, before, "the rows are still only in the WAL");
     } finally {
@@ -113,7 +113,7 @@ describe("WAL checkpoints", () => {
     const path = join(dir, "reopen.db");
     for (let round = 0; round < 5; round++) {
       const store = new SqliteStore(path);
-      appendRows(store, 2000); // a WAL of megabytes: the last connection's checkpoint takes a while
+      await appendRows(store, 2000); // a WAL of megabytes: the last connection's checkpoint takes a while
       await within10s(store.close(), "close");
       assert.equal(existsSync(`${path}-wal`), false, "the last connection closed, and removed the WAL");
       // Nothing holds the database any more: a connection that will not wait at all gets it.
@@ -122,7 +122,7 @@ describe("WAL checkpoints", () => {
       impatient.close();
     }
     const store = new SqliteStore(path);
-    assert.equal(store.audit(0).length, 10_000);
+    assert.equal((await store.audit(0)).length, 10_000);
     await store.close();
   });
 
@@ -131,7 +131,7 @@ describe("WAL checkpoints", () => {
     const script = `
       import { SqliteStore } from ${JSON.stringify(module)};
       const closed = new SqliteStore(${JSON.stringify(join(dir, "closed.db"))});
-      closed.appendAudit(() => ({ seq: 1, entry: "{}", chain: "a", mac: "b" }));
+      await closed.appendAudit(() => ({ seq: 1, entry: "{}", chain: "a", mac: "b" }));
       await closed.close();
       new SqliteStore(${JSON.stringify(join(dir, "open.db"))});
       console.log("done");`;

@@ -201,8 +201,16 @@ describe("cloister policy against the CAS", () => {
     );
     const third = await runCli(["policy", "update", edited], { env });
     assert.equal(third.code, 0, third.stderr);
-    // Sending the same edit again names a predecessor that is no longer current.
-    const stale = await runCli(["policy", "update", edited], { env });
+    // Sending the same edit again (its answer lost, say) is recognised as done: the same version.
+    const retried = await runCli(["policy", "update", edited], { env });
+    assert.equal(retried.code, 0, retried.stderr);
+    assert.equal(retried.stdout, third.stdout);
+    // Another edit from the same, no longer current, predecessor is a conflict.
+    const otherEdit = write(
+      "shop4.yaml",
+      fetched.stdout.replace("{ name: more, kind: binary }", "{ name: more, kind: binary, size: 24 }"),
+    );
+    const stale = await runCli(["policy", "update", otherEdit], { env });
     assert.equal(stale.code, 1);
     assert.match(stale.stderr, /409 conflict.*is not the current version/);
 

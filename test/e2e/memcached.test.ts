@@ -56,7 +56,7 @@ secrets:
   - {name: mc_cert, kind: x509, issuer: mc_ca, san: ["ip:127.0.0.1"], usage: [server]}
 `,
   });
-  caPem = (world.secret("cache", "mc_ca") as { certificate: string }).certificate;
+  caPem = ((await world.secret("cache", "mc_ca")) as { certificate: string }).certificate;
   const started = world.start("cache/memcached", MEMCACHED);
   run = started.child;
   // Wait until memcached answers through the shield.

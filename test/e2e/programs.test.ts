@@ -63,7 +63,7 @@ secrets:
 `,
     });
     const ca = join(dir, "site-ca.pem");
-    writeFileSync(ca, (world.secret("site", "site_ca") as { certificate: string }).certificate);
+    writeFileSync(ca, ((await world.secret("site", "site_ca")) as { certificate: string }).certificate);
     const nginx = world.start("site/nginx", "/usr/sbin/nginx");
     try {
       const { stdout } = await eventually(
@@ -109,7 +109,7 @@ secrets:
   - {name: redis_password, kind: ascii, size: 32}
 `,
     });
-    const password = (world.secret("kv", "redis_password") as { value: string }).value;
+    const password = ((await world.secret("kv", "redis_password")) as { value: string }).value;
     const redis = world.start("kv/redis", "/usr/bin/redis-server");
     try {
       const { stdout } = await eventually(
@@ -167,10 +167,11 @@ secrets:
     const ok = await world.run("analytics/report", python);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stderr, /warning: analytics\/report runs without hardware attestation \(sim, \w+, simulated\)/);
-    const token = (world.secret("analytics", "api_token") as { value: string }).value;
-    const key = Buffer.from((world.secret("dataowner", "dataset_key") as { value: string }).value, "base64").toString(
-      "hex",
-    );
+    const token = ((await world.secret("analytics", "api_token")) as { value: string }).value;
+    const key = Buffer.from(
+      ((await world.secret("dataowner", "dataset_key")) as { value: string }).value,
+      "base64",
+    ).toString("hex");
     assert.equal(
       ok.stdout,
       `api ${token}\ndataset ${key}\nenv API_TOKEN DATASET_KEY\n`,
@@ -226,7 +227,7 @@ secrets:
     const { stdout, stderr } = await run("runuser", ["-u", "nobody", "--", ...argv], {
       env: { ...process.env, ...world.env },
     });
-    const token = (world.secret("unprivileged", "token") as { value: string }).value;
+    const token = ((await world.secret("unprivileged", "token")) as { value: string }).value;
     assert.equal(stdout, `token ${token}`, stderr);
     assert.equal(existsSync(path), false, "nothing was written to the host's file system");
     assert.equal(existsSync("/etc/cloister-nobody"), false);

@@ -91,7 +91,10 @@ describe("a Python program and an encrypted volume", () => {
       const r = await world.run("journal/writer", python);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout, `${i}\n`, `run ${i} saw every earlier record`);
-      const key = Buffer.from((world.secret("journal", "$volume_key:records") as { value: string }).value, "base64");
+      const key = Buffer.from(
+        ((await world.secret("journal", "$volume_key:records")) as { value: string }).value,
+        "base64",
+      );
       tags.push(verifyTree(tree, key).tag);
     }
     assert.equal(new Set(tags).size, 10, "each run committed a new state");
@@ -250,8 +253,8 @@ volumes:
   - {name: loose, update_policy: no-rollback-protection}
 `,
     });
-    const tagOf = (volume: string) => {
-      const { record } = world.cas.running.service.secretValues("ticks")!;
+    const tagOf = async (volume: string) => {
+      const { record } = (await world.cas.running.service.secretValues("ticks"))!;
       return world.cas.running.service.volumeTag(record, volume);
     };
     const first = await startUntil(world, "ticks/ticker", python);
@@ -259,7 +262,7 @@ volumes:
     const seen = new Set<string | null>();
     await eventually(
       async () => {
-        seen.add(tagOf("ticks"));
+        seen.add(await tagOf("ticks"));
         if (seen.size < 3) throw new Error(`${seen.size} states so far`);
       },
       "two checkpoints while the program runs",
@@ -427,10 +430,10 @@ volumes:
       }
       const tree = join(volumes, "unprivileged-volume", "notes");
       const key = Buffer.from(
-        (world.secret("unprivileged-volume", "$volume_key:notes") as { value: string }).value,
+        ((await world.secret("unprivileged-volume", "$volume_key:notes")) as { value: string }).value,
         "base64",
       );
-      const { record } = world.cas.running.service.secretValues("unprivileged-volume")!;
+      const { record } = (await world.cas.running.service.secretValues("unprivileged-volume"))!;
       verifyTree(tree, key, world.cas.running.service.volumeTag(record, "notes")!);
       assert.equal(statSync(join(tree, ".cloister-fs", "manifest")).uid, 65534, "the tree belongs to the user");
       assert.ok(!allBytes(tree).includes("note-1"), "no plaintext on disk");

@@ -19,7 +19,7 @@ export interface World {
   /** The sim digest of a program file (after symlinks). */
   digest(program: string): string;
   /** A secret's value as the CAS holds it (tests only: no endpoint gives values to owners). */
-  secret(policy: string, name: string): StoredSecret;
+  secret(policy: string, name: string): Promise<StoredSecret>;
   /** `cloister run` until it exits. */
   run(configId: string, program: string): Promise<CliResult>;
   /** `cloister run` in the background. */
@@ -52,7 +52,7 @@ export async function startWorld(): Promise<World> {
     env,
     volumesDir: env.CLOISTER_VOLUMES_DIR,
     digest: (program) => measureFile(readFileSync(realpathSync(program))),
-    secret: (policy, name) => cas.running.service.secretValues(policy)!.values[name]!,
+    secret: async (policy, name) => (await cas.running.service.secretValues(policy))!.values[name]!,
     run: (configId, program) => runCli(["run", "--config-id", configId, "--tee", "sim", "--", program], { env }),
     start(configId, program, extraEnv = {}) {
       const child = spawn(

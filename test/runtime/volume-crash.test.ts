@@ -63,8 +63,8 @@ function random(seed: number): () => number {
   };
 }
 
-const casTag = () => {
-  const { record } = cas.running.service.secretValues("crash")!;
+const casTag = async () => {
+  const { record } = (await cas.running.service.secretValues("crash"))!;
   return cas.running.service.volumeTag(record, "data");
 };
 
@@ -81,7 +81,7 @@ test(`${KILLS} SIGKILLs at random instants during commits: the next start needs 
   let pendingSeen = 0;
   let lastRecords = 0;
   for (let kill = 0; kill < KILLS; kill++) {
-    const expected = casTag();
+    const expected = await casTag();
     const child = spawn(
       process.execPath,
       [
@@ -118,7 +118,7 @@ test(`${KILLS} SIGKILLs at random instants during commits: the next start needs 
     child.kill("SIGKILL");
     await exited;
 
-    const held = casTag();
+    const held = await casTag();
     const plain = join(dir, "plain-check");
     rmSync(plain, { recursive: true, force: true });
     // A kill before the first commit renamed its manifest into place (the commit point on disk;
@@ -147,8 +147,8 @@ test(`${KILLS} SIGKILLs at random instants during commits: the next start needs 
     }
     // The next start: no repair, whatever the instant.
     const opened = await openVolume({ ...volume, tag: held }, tree, plain, tags);
-    assert.equal(opened.tag, casTag(), `seed ${SEED}, kill ${kill}: opened in the CAS's state`);
-    verifyTree(tree, key, casTag()!);
+    assert.equal(opened.tag, await casTag(), `seed ${SEED}, kill ${kill}: opened in the CAS's state`);
+    verifyTree(tree, key, (await casTag())!);
     let records: string[] = [];
     try {
       records = readFileSync(join(plain, "records.txt"), "utf8").split("\n").filter(Boolean);

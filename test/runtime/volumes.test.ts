@@ -88,55 +88,55 @@ const unreachable: TagKeeper = {
   },
 };
 
-const casTag = (volume: string) => {
-  const { record } = cas.running.service.secretValues("vt")!;
+const casTag = async (volume: string) => {
+  const { record } = (await cas.running.service.secretValues("vt"))!;
   return cas.running.service.volumeTag(record, volume);
 };
-const volume = (name: string): ConfiguredVolume => ({
+const volume = async (name: string): Promise<ConfiguredVolume> => ({
   ...runtime.config.volumes.find((v) => v.name === name)!,
-  tag: casTag(name),
+  tag: await casTag(name),
 });
 
 describe("answers lost, the CAS moved on", () => {
   test("a commit whose answer was lost stays pending and is retried first, not sealed again as a sibling", async () => {
     const tree = fresh("tree");
-    const open = await openVolume(volume("v0"), tree, fresh("plain"), realTags);
+    const open = await openVolume(await volume("v0"), tree, fresh("plain"), realTags);
     writeFileSync(join(open.plaintext, "a.txt"), "one");
     await assert.rejects(commitVolume(open, answerLost), /connection reset/);
     const pending = open.pending!;
-    assert.equal(casTag("v0"), pending, "the CAS did commit it");
+    assert.equal(await casTag("v0"), pending, "the CAS did commit it");
     writeFileSync(join(open.plaintext, "a.txt"), "two");
     // The retry finds it already done (the CAS's compare-and-swap is idempotent), then seals the change.
     const next = await commitVolume(open, realTags);
     assert.equal(openManifest(tree, Buffer.from(open.volume.key, "hex")).body.previous, pending);
-    assert.equal(casTag("v0"), next);
+    assert.equal(await casTag("v0"), next);
   });
 
   test("at start, a successor the CAS cannot confirm leaves the disk untouched", async () => {
     const tree = fresh("tree");
-    const open = await openVolume(volume("v1"), tree, fresh("plain"), realTags);
+    const open = await openVolume(await volume("v1"), tree, fresh("plain"), realTags);
     writeFileSync(join(open.plaintext, "a.txt"), "one");
     await commitVolume(open, realTags);
     writeFileSync(join(open.plaintext, "a.txt"), "two");
     await assert.rejects(commitVolume(open, unreachable), /ECONNREFUSED/);
     const before = readdirSync(join(tree, OBJECTS)).sort();
     await assert.rejects(
-      openVolume(volume("v1"), tree, fresh("plain"), unreachable),
+      openVolume(await volume("v1"), tree, fresh("plain"), unreachable),
       /cannot commit the state the last run left .*ECONNREFUSED/,
     );
     assert.deepEqual(readdirSync(join(tree, OBJECTS)).sort(), before, "nothing removed");
     // With the CAS back, the next start commits it.
-    const reopened = await openVolume(volume("v1"), tree, fresh("plain"), realTags);
+    const reopened = await openVolume(await volume("v1"), tree, fresh("plain"), realTags);
     assert.equal(readFileSync(join(reopened.plaintext, "a.txt"), "utf8"), "two");
-    assert.equal(casTag("v1"), reopened.tag);
+    assert.equal(await casTag("v1"), reopened.tag);
   });
 
   test("at start, a CAS that moved on since attestation: refused, the disk untouched", async () => {
     const tree = fresh("tree");
-    const open = await openVolume(volume("v2"), tree, fresh("plain"), realTags);
+    const open = await openVolume(await volume("v2"), tree, fresh("plain"), realTags);
     writeFileSync(join(open.plaintext, "a.txt"), "one");
     await commitVolume(open, realTags);
-    const stale = volume("v2");
+    const stale = await volume("v2");
     writeFileSync(join(open.plaintext, "a.txt"), "two");
     await commitVolume(open, realTags);
     writeFileSync(join(open.plaintext, "a.txt"), "three");
@@ -154,7 +154,7 @@ describe("a fresh volume whose first commit was killed", () => {
     // under states/, the temporary manifest written and fsynced, not yet renamed (seal.ts's
     // replaceManifest). The CAS never heard of that state: the tree is still a fresh volume.
     const tree = fresh("tree");
-    const v = volume("v8");
+    const v = await volume("v8");
     assert.equal(v.tag, null);
     const source = fresh("src");
     mkdirSync(source);
@@ -172,10 +172,10 @@ describe("a fresh volume whose first commit was killed", () => {
     const open = await openVolume(v, tree, fresh("plain"), realTags);
     assert.equal(open.tag, null, "fresh: the killed commit's state is not taken");
     assert.deepEqual(readdirSync(open.plaintext), [], "and nothing of it is presented");
-    assert.equal(casTag("v8"), null);
+    assert.equal(await casTag("v8"), null);
     writeFileSync(join(open.plaintext, "b.txt"), "committed");
     const tag = await commitVolume(open, realTags);
-    assert.equal(casTag("v8"), tag);
+    assert.equal(await casTag("v8"), tag);
     assert.equal(openManifest(tree, Buffer.from(v.key, "hex")).body.previous, null, "the first state");
     assert.deepEqual(readdirSync(join(tree, STATES)), [tag], "the killed state's copy is gone");
     assert.ok(!readdirSync(join(tree, OBJECTS)).includes(leftovers[0]!), "and its object");
@@ -184,7 +184,7 @@ describe("a fresh volume whose first commit was killed", () => {
       [],
       "and its temporary manifest",
     );
-    const reopened = await openVolume(volume("v8"), tree, fresh("plain"), realTags);
+    const reopened = await openVolume(await volume("v8"), tree, fresh("plain"), realTags);
     assert.deepEqual(readdirSync(reopened.plaintext), ["b.txt"]);
   });
 });
@@ -194,14 +194,14 @@ describe("the runtime's lock in the tree", () => {
     const tree = fresh("tree");
     const release = lockTree(tree);
     try {
-      const open = await openVolume(volume("v7"), tree, fresh("plain"), realTags);
+      const open = await openVolume(await volume("v7"), tree, fresh("plain"), realTags);
       for (const content of ["one", "two", "three"]) {
         writeFileSync(join(open.plaintext, "a.txt"), content);
         await commitVolume(open, realTags);
       }
       assert.ok(statSync(join(tree, LOCK)).isFile(), "the lock file is still there");
       assert.throws(() => lockTree(tree), VolumeInUse, "and still held");
-      const reopened = await openVolume(volume("v7"), tree, fresh("plain"), realTags);
+      const reopened = await openVolume(await volume("v7"), tree, fresh("plain"), realTags);
       assert.equal(readFileSync(join(reopened.plaintext, "a.txt"), "utf8"), "three");
       assert.deepEqual(readdirSync(reopened.plaintext), ["a.txt"], "the lock is not a file of the volume");
     } finally {
@@ -213,7 +213,7 @@ describe("the runtime's lock in the tree", () => {
 describe("what the host plants in the tree", () => {
   test("a symbolic link for the objects or states directory, or the manifest, is refused", async () => {
     const tree = fresh("tree");
-    const open = await openVolume(volume("v3"), tree, fresh("plain"), realTags);
+    const open = await openVolume(await volume("v3"), tree, fresh("plain"), realTags);
     writeFileSync(join(open.plaintext, "a.txt"), "one");
     await commitVolume(open, realTags);
     const victim = fresh("victim");
@@ -228,7 +228,7 @@ describe("what the host plants in the tree", () => {
       rmSync(path, { recursive: true });
       symlinkSync(victim, path);
       await assert.rejects(
-        openVolume(volume("v3"), tree, fresh("plain"), realTags),
+        openVolume(await volume("v3"), tree, fresh("plain"), realTags),
         /not a directory \(a symbolic link\?\), refused/,
       );
       assert.equal(readFileSync(join(victim, "precious"), "utf8"), "keep me");
@@ -242,7 +242,7 @@ describe("what the host plants in the tree", () => {
     rmSync(manifest);
     writeFileSync(join(victim, "m"), bytes);
     symlinkSync(join(victim, "m"), manifest);
-    await assert.rejects(openVolume(volume("v3"), tree, fresh("plain"), realTags), /a symbolic link, refused/);
+    await assert.rejects(openVolume(await volume("v3"), tree, fresh("plain"), realTags), /a symbolic link, refused/);
   });
 
   test("a tree with a not-protected region is not a volume", async () => {
@@ -250,7 +250,7 @@ describe("what the host plants in the tree", () => {
     mkdirSync(join(source, "pub"), { recursive: true });
     writeFileSync(join(source, "pub/x"), "public");
     const tree = fresh("tree");
-    const v = volume("v4");
+    const v = await volume("v4");
     const sealed = sealDirectory(source, tree, {
       header: freshHeader(4096),
       treeKey: Buffer.from(v.key, "hex"),
@@ -264,12 +264,12 @@ describe("what the host plants in the tree", () => {
 
   test("messages name objects, not the confidential file names", async () => {
     const tree = fresh("tree");
-    const open = await openVolume(volume("v5"), tree, fresh("plain"), realTags);
+    const open = await openVolume(await volume("v5"), tree, fresh("plain"), realTags);
     writeFileSync(join(open.plaintext, "merger-plans-secret.txt"), "x".repeat(100));
     await commitVolume(open, realTags);
     const objects = readdirSync(join(tree, OBJECTS));
     writeFileSync(join(tree, OBJECTS, objects[0]!), randomBytes(128));
-    await assert.rejects(openVolume(volume("v5"), tree, fresh("plain"), realTags), (e: Error) => {
+    await assert.rejects(openVolume(await volume("v5"), tree, fresh("plain"), realTags), (e: Error) => {
       assert.match(e.message, /^volume v5: object [0-9a-f]{32}: chunk 0 was altered/);
       assert.doesNotMatch(e.message, /merger/);
       return true;
@@ -280,13 +280,13 @@ describe("what the host plants in the tree", () => {
 describe("what the program makes", () => {
   test("symbolic links are skipped with a warning; everything else is committed", async () => {
     const tree = fresh("tree");
-    const open = await openVolume(volume("v6"), tree, fresh("plain"), realTags);
+    const open = await openVolume(await volume("v6"), tree, fresh("plain"), realTags);
     writeFileSync(join(open.plaintext, "kept.txt"), "kept");
     symlinkSync("/etc/passwd", join(open.plaintext, "link"));
     const warnings: string[] = [];
     await commitVolume(open, realTags, (m) => warnings.push(m));
     assert.deepEqual(warnings, ["a symbolic link in volume v6 is not kept"]);
-    const reopened = await openVolume(volume("v6"), tree, fresh("plain"), realTags);
+    const reopened = await openVolume(await volume("v6"), tree, fresh("plain"), realTags);
     assert.equal(readFileSync(join(reopened.plaintext, "kept.txt"), "utf8"), "kept");
     assert.equal(existsSync(join(reopened.plaintext, "link")), false);
   });

@@ -15,12 +15,16 @@
 import { chmodSync, closeSync, fchmodSync, fsync, openSync } from "node:fs";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import {
+  type AppendContext,
   type AuditAppender,
+  type AuditFollower,
   type AuditRow,
   type CheckpointRow,
+  type NonceSpend,
   type PolicyRow,
   type PolicyWrite,
   type SecretsRow,
+  SPENT_NONCE_GRACE_MS,
   type Store,
   StoreFailedError,
   type VersionRow,
@@ -74,7 +78,13 @@ CREATE TABLE IF NOT EXISTS secrets (
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL, chain TEXT NOT NULL, mac TEXT NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS checkpoints (
   seq INTEGER PRIMARY KEY, chain TEXT NOT NULL, time TEXT NOT NULL, signature TEXT NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS spent_nonces (nonce BLOB PRIMARY KEY, expires_at INTEGER NOT NULL) STRICT;
+CREATE INDEX IF NOT EXISTS spent_nonces_expiry ON spent_nonces (expires_at);
 `;
+
+/** How often spent nonces past their expiry (and the grace) are deleted, at most. */
+const PRUNE_EVERY_MS = 60_000;
+const NO_SPEND: AppendContext = { nonceSpent: false };
 
 type Row = Record<string, unknown>;
 const buf = (v: unknown) => Buffer.from(v as Uint8Array);
@@ -104,11 +114,23 @@ const checkpointRow = (r: Row): CheckpointRow => ({
 });
 
 export class SqliteStore implements Store {
+  readonly engine = "sqlite";
   readonly #db: DatabaseSync;
   readonly #q: Record<string, StatementSync>;
   readonly #checkpointer: WalCheckpointerHandle | undefined;
   /** Audit entries waiting for the group commit (appendAuditGrouped). */
-  #grouped: { audit: AuditAppender; resolve: (row: AuditRow) => void; reject: (error: Error) => void }[] = [];
+  #grouped: {
+    audit: AuditAppender;
+    spend: NonceSpend | undefined;
+    resolve: (row: AuditRow) => void;
+    reject: (error: Error) => void;
+  }[] = [];
+  /**
+   * The owner's follower. The data directory is locked to one CAS, so this store is the
+   * database's only writer: the follower hears of the store's own entries only.
+   */
+  #follower: AuditFollower | undefined;
+  #lastPrune = 0;
   /** The WAL, opened once for the group commits' syncs; undefined before the first. */
   #wal: number | undefined;
   /** Syncs under way: close() waits for them. */
@@ -156,6 +178,8 @@ export class SqliteStore implements Store {
       insertCheckpoint: p("INSERT OR REPLACE INTO checkpoints (seq, chain, time, signature) VALUES (?, ?, ?, ?)"),
       checkpoints: p("SELECT * FROM checkpoints WHERE seq > ? AND seq <= ? ORDER BY seq"),
       lastCheckpoint: p("SELECT * FROM checkpoints ORDER BY seq DESC LIMIT 1"),
+      spendNonce: p("INSERT OR IGNORE INTO spent_nonces (nonce, expires_at) VALUES (?, ?)"),
+      pruneNonces: p("DELETE FROM spent_nonces WHERE expires_at < ?"),
     };
     // Last: nothing after it can fail and leave the thread holding the database open.
     if (options.walCheckpoints === "inline") this.#checkpointAt(INLINE_CHECKPOINT_PAGES);
@@ -169,49 +193,53 @@ export class SqliteStore implements Store {
     }
   }
 
-  readMeta(key: string): Buffer | undefined {
+  async readMeta(key: string): Promise<Buffer | undefined> {
+    return this.#readMeta(key);
+  }
+
+  #readMeta(key: string): Buffer | undefined {
     const r = this.#q.readMeta!.get(key) as Row | undefined;
     return r ? buf(r.value) : undefined;
   }
 
-  initMeta(key: string, value: Buffer): Buffer {
+  async initMeta(key: string, value: Buffer): Promise<Buffer> {
     this.#writable();
     this.#q.insertMeta!.run(key, value);
-    return this.readMeta(key)!;
+    return this.#readMeta(key)!;
   }
 
-  writeMeta(key: string, value: Buffer): void {
+  async writeMeta(key: string, value: Buffer): Promise<void> {
     this.#writable();
     this.#q.writeMeta!.run(key, value);
   }
 
-  listMeta(prefix: string): { key: string; value: Buffer }[] {
+  async listMeta(prefix: string): Promise<{ key: string; value: Buffer }[]> {
     return (this.#q.listMeta!.all(prefix.length, prefix) as Row[]).map((r) => ({
       key: r.key as string,
       value: buf(r.value),
     }));
   }
 
-  getPolicy(name: string): PolicyRow | undefined {
+  async getPolicy(name: string): Promise<PolicyRow | undefined> {
     const r = this.#q.getPolicy!.get(name) as Row | undefined;
     return r ? policyRow(r) : undefined;
   }
 
-  listPolicies(): PolicyRow[] {
+  async listPolicies(): Promise<PolicyRow[]> {
     return (this.#q.listPolicies!.all() as Row[]).map(policyRow);
   }
 
-  versions(name: string): VersionRow[] {
+  async versions(name: string): Promise<VersionRow[]> {
     return (this.#q.versions!.all(name) as Row[]).map(versionRow);
   }
 
-  secrets(name: string, version: number): SecretsRow | undefined {
+  async secrets(name: string, version: number): Promise<SecretsRow | undefined> {
     const r = this.#q.secrets!.get(name, version) as Row | undefined;
     return r ? versionRow(r) : undefined;
   }
 
-  create(write: PolicyWrite, audit: AuditAppender): boolean {
-    return this.#transaction(() => {
+  async create(write: PolicyWrite, audit: AuditAppender): Promise<boolean> {
+    return this.#written(() => {
       const p = write.policy;
       if (this.#q.insertPolicy!.run(p.name, p.version, p.wrappedKey, p.sealed).changes !== 1) return false;
       this.#writeHistory(write);
@@ -220,8 +248,8 @@ export class SqliteStore implements Store {
     });
   }
 
-  update(expected: number, write: PolicyWrite, audit: AuditAppender): boolean {
-    return this.#transaction(() => {
+  async update(expected: number, write: PolicyWrite, audit: AuditAppender): Promise<boolean> {
+    return this.#written(() => {
       const p = write.policy;
       if (this.#q.updatePolicy!.run(p.version, p.wrappedKey, p.sealed, p.name, expected).changes !== 1) return false;
       this.#writeHistory(write);
@@ -230,8 +258,8 @@ export class SqliteStore implements Store {
     });
   }
 
-  delete(name: string, expected: number, audit: AuditAppender): boolean {
-    return this.#transaction(() => {
+  async delete(name: string, expected: number, audit: AuditAppender): Promise<boolean> {
+    return this.#written(() => {
       if (this.#q.deletePolicy!.run(name, expected).changes !== 1) return false;
       this.#q.deleteVersions!.run(name);
       this.#q.deleteSecrets!.run(name);
@@ -240,51 +268,73 @@ export class SqliteStore implements Store {
     });
   }
 
-  appendAudit(audit: AuditAppender): AuditRow {
-    return this.#transaction(() => this.#append(audit));
+  async appendAudit(audit: AuditAppender): Promise<AuditRow> {
+    let row: AuditRow | undefined;
+    this.#written(() => {
+      row = this.#append(audit);
+      return true;
+    });
+    return row!;
   }
 
-  appendAuditGrouped(audit: AuditAppender): Promise<AuditRow> {
+  appendAuditGrouped(audit: AuditAppender, spend?: NonceSpend): Promise<AuditRow> {
     const { promise, resolve, reject } = Promise.withResolvers<AuditRow>();
     if (this.#failed) {
       reject(this.#failed);
       return promise;
     }
-    this.#grouped.push({ audit, resolve, reject });
+    this.#grouped.push({ audit, spend, resolve, reject });
     // The first of a turn schedules the commit: after this turn's other appends (I/O callbacks,
     // the crypto thread's answers) have joined it.
     if (this.#grouped.length === 1) setImmediate(() => this.#commitGrouped());
     return promise;
   }
 
-  audit(sinceSeq: number, limit = -1): AuditRow[] {
+  async audit(sinceSeq: number, limit = -1): Promise<AuditRow[]> {
+    return this.#audit(sinceSeq, limit);
+  }
+
+  #audit(sinceSeq: number, limit = -1): AuditRow[] {
     // LIMIT -1: no limit, in SQLite.
     return (this.#q.audit!.all(sinceSeq, limit) as Row[]).map(auditRow);
   }
 
-  auditEntry(seq: number): AuditRow | undefined {
+  async auditEntry(seq: number): Promise<AuditRow | undefined> {
     const r = this.#q.auditEntry!.get(seq) as Row | undefined;
     return r ? auditRow(r) : undefined;
   }
 
-  lastAudit(): AuditRow | undefined {
+  async lastAudit(): Promise<AuditRow | undefined> {
+    return this.#lastAudit();
+  }
+
+  #lastAudit(): AuditRow | undefined {
     const r = this.#q.lastAudit!.get() as Row | undefined;
     return r ? auditRow(r) : undefined;
   }
 
-  addCheckpoint(c: CheckpointRow): void {
+  async addCheckpoint(c: CheckpointRow): Promise<void> {
     this.#writable();
     this.#q.insertCheckpoint!.run(c.seq, c.chain, c.time, c.signature);
   }
 
-  checkpoints(sinceSeq: number, throughSeq = Number.MAX_SAFE_INTEGER): CheckpointRow[] {
+  async checkpoints(sinceSeq: number, throughSeq = Number.MAX_SAFE_INTEGER): Promise<CheckpointRow[]> {
     return (this.#q.checkpoints!.all(sinceSeq, throughSeq) as Row[]).map(checkpointRow);
   }
 
-  lastCheckpoint(): CheckpointRow | undefined {
+  async lastCheckpoint(): Promise<CheckpointRow | undefined> {
     const r = this.#q.lastCheckpoint!.get() as Row | undefined;
     return r ? checkpointRow(r) : undefined;
   }
+
+  follow(afterSeq: number, follower: AuditFollower): void {
+    const last = this.#lastAudit()?.seq ?? 0;
+    if (afterSeq !== last) throw new Error(`the follower starts after entry ${afterSeq}, but the log ends at ${last}`);
+    this.#follower = follower;
+  }
+
+  /** Nothing to hear: the locked data directory makes this store the only writer. */
+  async catchUp(): Promise<void> {}
 
   /**
    * Whether the WAL is checkpointed on the thread now, and the WAL length (pages) at which a
@@ -332,7 +382,10 @@ export class SqliteStore implements Store {
       // connection's, and goes back to FULL at once: every other commit syncs itself).
       if (this.#durable) this.#db.exec("PRAGMA synchronous = NORMAL");
       try {
-        rows = this.#transaction(() => group.map((g) => this.#append(g.audit)));
+        rows = this.#transaction(() => {
+          this.#pruneNonces();
+          return group.map((g) => this.#append(g.audit, g.spend));
+        });
       } finally {
         if (this.#durable) this.#db.exec("PRAGMA synchronous = FULL");
       }
@@ -340,6 +393,9 @@ export class SqliteStore implements Store {
       failed(error as Error);
       return;
     }
+    // Committed: the follower hears of it now (even if the sync then fails and the store stops,
+    // what the owner holds in memory is what the database holds).
+    this.#follower?.(rows);
     const answer = () => {
       for (const [i, g] of group.entries()) g.resolve(rows[i]!);
     };
@@ -369,8 +425,11 @@ export class SqliteStore implements Store {
     this.#q.insertSecrets!.run(write.secrets.name, write.secrets.version, write.secrets.sealed);
   }
 
-  #append(audit: AuditAppender): AuditRow {
-    const row = audit(this.lastAudit());
+  #append(audit: AuditAppender, spend?: NonceSpend): AuditRow {
+    const context = spend
+      ? { nonceSpent: this.#q.spendNonce!.run(spend.nonce, spend.expiresAt).changes === 0 }
+      : NO_SPEND;
+    const row = audit(this.#lastAudit(), context);
     this.#q.insertAudit!.run(row.seq, row.entry, row.chain, row.mac);
     return row;
   }
@@ -389,6 +448,22 @@ export class SqliteStore implements Store {
 
   #writable(): void {
     if (this.#failed) throw this.#failed;
+  }
+
+  /** A transaction appending one entry; the follower hears of what it appended once it is committed. */
+  #written(work: () => boolean): boolean {
+    const before = this.#lastAudit()?.seq ?? 0;
+    const done = this.#transaction(work);
+    if (done && this.#follower) this.#follower(this.#audit(before));
+    return done;
+  }
+
+  /** Spent nonces past their expiry and the grace, deleted at most once a PRUNE_EVERY_MS. */
+  #pruneNonces(): void {
+    const now = Date.now();
+    if (now - this.#lastPrune < PRUNE_EVERY_MS) return;
+    this.#lastPrune = now;
+    this.#q.pruneNonces!.run(now - SPENT_NONCE_GRACE_MS);
   }
 
   #transaction<T>(work: () => T): T {
