@@ -27,6 +27,7 @@
  * password goes to node-postgres, and is kept here only to scrub it from any message.
  */
 import { Client, type ClientConfig, Pool, type PoolClient, type QueryConfig, type QueryResultRow } from "pg";
+import { auditRow, checkpointRow, policyRow, versionRow } from "./rows.ts";
 import {
   type AuditAppender,
   type AuditFollower,
@@ -118,26 +119,6 @@ const APPEND = `WITH appended AS (
   UPDATE audit_head SET seq = $5, chain = $6`;
 
 type Row = QueryResultRow;
-const policyRow = (r: Row): PolicyRow => ({
-  name: r.name as string,
-  version: Number(r.version),
-  wrappedKey: r.wrapped_key as Buffer,
-  sealed: r.sealed as Buffer,
-});
-const versionRow = (r: Row): VersionRow => ({ name: r.name as string, version: Number(r.version), sealed: r.sealed });
-const auditRow = (r: Row): AuditRow => ({
-  seq: Number(r.seq),
-  entry: r.entry as string,
-  chain: r.chain as string,
-  mac: r.mac as string,
-});
-const checkpointRow = (r: Row): CheckpointRow => ({
-  seq: Number(r.seq),
-  chain: r.chain as string,
-  time: r.time as string,
-  signature: r.signature as string,
-});
-
 /** An appendAuditGrouped waiting for its group's transaction. */
 interface Grouped {
   readonly audit: AuditAppender;

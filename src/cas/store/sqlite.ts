@@ -14,6 +14,7 @@
  */
 import { chmodSync, closeSync, fchmodSync, fsync, openSync } from "node:fs";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { auditRow, checkpointRow, policyRow, versionRow } from "./rows.ts";
 import {
   type AppendContext,
   type AuditAppender,
@@ -88,31 +89,6 @@ const NO_SPEND: AppendContext = { nonceSpent: false };
 
 type Row = Record<string, unknown>;
 const buf = (v: unknown) => Buffer.from(v as Uint8Array);
-const policyRow = (r: Row): PolicyRow => ({
-  name: r.name as string,
-  version: Number(r.version),
-  wrappedKey: buf(r.wrapped_key),
-  sealed: buf(r.sealed),
-});
-const versionRow = (r: Row): VersionRow => ({
-  name: r.name as string,
-  version: Number(r.version),
-  sealed: buf(r.sealed),
-});
-const auditRow = (r: Row): AuditRow => ({
-  seq: Number(r.seq),
-  entry: r.entry as string,
-  chain: r.chain as string,
-  mac: r.mac as string,
-});
-
-const checkpointRow = (r: Row): CheckpointRow => ({
-  seq: Number(r.seq),
-  chain: r.chain as string,
-  time: r.time as string,
-  signature: r.signature as string,
-});
-
 export class SqliteStore implements Store {
   readonly engine = "sqlite";
   readonly #db: DatabaseSync;
