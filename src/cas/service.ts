@@ -155,7 +155,7 @@ export class CasService {
   #lastApplied: AuditRow | undefined;
   /** Set when an enrolment or import was applied: the trust store is read again at #sync. */
   #trustStale = false;
-  /** Tallied entries being written: flushRefusals waits for them. */
+  /** Audit writes under way that no caller waits for (#background): flushRefusals waits for them. */
   readonly #tallying = new Set<Promise<void>>();
 
   private constructor(
@@ -797,17 +797,17 @@ export class CasService {
    * away — is lost: a tally is at most one interval's counts.
    */
   #tallied(r: Refusal): void {
-    const written = (async () => {
-      if (r.outcome === "granted")
-        await this.#checkpointIfDue(
-          await this.#store.appendAudit((prev) =>
-            this.#auditRow(prev, r.actor, r.action, r.target, r.hash, "granted", r.reason),
-          ),
-        );
-      else await this.#refuseNow(r.actor, r.action, r.target, r.hash, r.reason);
-    })().catch(() => {});
-    this.#tallying.add(written);
-    void written.finally(() => this.#tallying.delete(written));
+    this.#background(
+      (async () => {
+        if (r.outcome === "granted")
+          await this.#checkpointIfDue(
+            await this.#store.appendAudit((prev) =>
+              this.#auditRow(prev, r.actor, r.action, r.target, r.hash, "granted", r.reason),
+            ),
+          );
+        else await this.#refuseNow(r.actor, r.action, r.target, r.hash, r.reason);
+      })(),
+    );
   }
 
   /** Write the strangers' tally now (the CAS is stopping, or a test reads the log). */
@@ -1033,6 +1033,7 @@ export class CasService {
     }
   }
 
+  /** An audit write no caller waits for (a tally, a refusal inside a render): flushRefusals waits for it. */
   #background(work: Promise<void>): void {
     const tracked = work.catch(() => {});
     this.#tallying.add(tracked);

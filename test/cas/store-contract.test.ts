@@ -137,9 +137,9 @@ async function blackHoleProxy(target: number) {
 const spend = (nonce: Buffer): NonceSpend => ({ nonce, expiresAt: Date.now() + 60_000 });
 const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
 
-export function storeContract(name: string, open: () => Promise<Opened>): void {
-  /** A test on a fresh database, cleaned up however it ends. */
-  const withStore = (title: string, body: (db: Opened) => Promise<void>) =>
+/** `test`, each on a fresh database from `open`, cleaned up however it ends. */
+function onFresh<T extends Opened>(open: () => Promise<T>) {
+  return (title: string, body: (db: T) => Promise<void>) =>
     test(title, async () => {
       const db = await open();
       try {
@@ -148,6 +148,10 @@ export function storeContract(name: string, open: () => Promise<Opened>): void {
         await db.cleanup();
       }
     });
+}
+
+export function storeContract(name: string, open: () => Promise<Opened>): void {
+  const withStore = onFresh(open);
 
   describe(`store contract: ${name}`, () => {
     withStore(
@@ -419,15 +423,7 @@ export function storeContract(name: string, open: () => Promise<Opened>): void {
 
 /** The contract's part for engines whose database takes several stores at once. */
 export function replicaContract(name: string, open: () => Promise<Opened & { replica(): Promise<Store> }>): void {
-  const withReplicas = (title: string, body: (db: Opened & { replica(): Promise<Store> }) => Promise<void>) =>
-    test(title, async () => {
-      const db = await open();
-      try {
-        await body(db);
-      } finally {
-        await db.cleanup();
-      }
-    });
+  const withReplicas = onFresh(open);
 
   describe(`store contract: ${name} replicas`, () => {
     withReplicas(
